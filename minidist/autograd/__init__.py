@@ -1,0 +1,6 @@
+"""The autograd engine: `Tensor`, `Function`, the ops, and a finite-difference checker."""
+from .function import Context, Function, is_grad_enabled, no_grad
+from .tensor import Tensor
+from . import ops
+
+__all__ = ["Tensor", "Function", "Context", "no_grad", "is_grad_enabled", "ops"]

@@ -1,0 +1,20 @@
+import importlib.util
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))  # tests/strategies.py, tests/mpi_util.py
+
+HAS_TORCH = importlib.util.find_spec("torch") is not None
+
+
+@pytest.fixture
+def torch():
+    """The PyTorch oracle; tests that use it are skipped where torch is not installed."""
+    if not HAS_TORCH:
+        pytest.skip("torch not installed (pip install -e '.[torch]')")
+    import torch as _torch
+
+    _torch.set_num_threads(1)
+    return _torch

@@ -1,0 +1,64 @@
+"""Run a worker script under ``mpiexec -n N python -m mpi4py`` from pytest.
+
+A worker writes its findings as JSON with `emit(obj)`; `run_mpi` returns one object per
+rank (rank order). The subprocess has a timeout, so a hang fails one test instead of
+freezing CI, and `python -m mpi4py` makes an exception on one rank abort the whole job.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+
+
+def mpiexec() -> str:
+    local = Path(sys.executable).parent / "mpiexec"
+    return str(local) if local.exists() else (shutil.which("mpiexec") or "mpiexec")
+
+
+def run_mpi(n: int, script: str | os.PathLike, *args: str, timeout: float = 120.0) -> list:
+    """Run `script` (a path, or a name under tests/mpi/) on `n` ranks; return each rank's
+    emitted object. Fails with the job's output if it exits non-zero or times out."""
+    script = Path(script)
+    if not script.is_absolute():
+        script = HERE / "mpi" / script
+    with tempfile.TemporaryDirectory() as out:
+        env = dict(os.environ, MINIDIST_TEST_OUT=out, OMP_NUM_THREADS="1",
+                   OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1",
+                   PYTHONPATH=os.pathsep.join([str(ROOT), str(HERE), os.environ.get("PYTHONPATH", "")]))
+        cmd = [mpiexec(), "-n", str(n), sys.executable, "-m", "mpi4py", str(script), *map(str, args)]
+        try:
+            proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired as e:
+            raise AssertionError(f"{' '.join(cmd)} timed out after {timeout}s\n"
+                                 f"stdout:\n{e.stdout}\nstderr:\n{e.stderr}") from None
+        if proc.returncode != 0:
+            raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}\n"
+                                 f"stdout:\n{proc.stdout[-4000:]}\nstderr:\n{proc.stderr[-4000:]}")
+        results = []
+        for rank in range(n):
+            path = Path(out) / f"rank{rank}.json"
+            if not path.exists():
+                raise AssertionError(f"rank {rank} emitted nothing\nstdout:\n{proc.stdout[-4000:]}\n"
+                                     f"stderr:\n{proc.stderr[-4000:]}")
+            results.append(json.loads(path.read_text()))
+        return results
+
+
+def emit(obj) -> None:
+    """Called inside a worker: write this rank's result for `run_mpi`."""
+    from mpi4py import MPI
+
+    out = os.environ.get("MINIDIST_TEST_OUT")
+    text = json.dumps(obj)
+    if out is None:
+        print(text)
+        return
+    Path(out, f"rank{MPI.COMM_WORLD.rank}.json").write_text(text)
