@@ -25,11 +25,16 @@ import threading
 
 import numpy as np
 
-_grad_state = threading.local()
+class _GradState(threading.local):
+    enabled = True  # class default: every thread starts with grad mode on
+
+
+_grad_state = _GradState()
+_Tensor = None  # tensor.Tensor, bound on first `apply` (tensor.py imports this module)
 
 
 def is_grad_enabled() -> bool:
-    return getattr(_grad_state, "enabled", True)
+    return _grad_state.enabled
 
 
 class no_grad:
@@ -102,14 +107,32 @@ class Function:
 
     @classmethod
     def apply(cls, *args, **kwargs):
-        from .tensor import Tensor
-
-        raw = [a.data if isinstance(a, Tensor) else a for a in args]
-        needs = tuple(isinstance(a, Tensor) and a.requires_grad for a in args)
-        record = any(needs) and is_grad_enabled()
-        ctx = Context(needs)
-        out = Tensor._from_array(cls.forward(ctx, *raw, **kwargs), requires_grad=record)
+        # Runs once per op call: a plain loop, no generators, no per-call import.
+        Tensor = _Tensor or _bind_tensor()
+        raw, needs, parents, record = [], [], [], False
+        for a in args:
+            if isinstance(a, Tensor):
+                raw.append(a.data)
+                if a.requires_grad:
+                    needs.append(True)
+                    parents.append(a)
+                    record = True
+                    continue
+            else:
+                raw.append(a)
+            needs.append(False)
+            parents.append(None)
+        record = record and _grad_state.enabled
+        ctx = Context(tuple(needs))
+        out = Tensor._from_array(cls.forward(ctx, *raw, **kwargs), record)
         if record:
-            parents = tuple(a if isinstance(a, Tensor) and a.requires_grad else None for a in args)
-            out._node = Node(cls, ctx, parents)
+            out._node = Node(cls, ctx, tuple(parents))
         return out
+
+
+def _bind_tensor():
+    global _Tensor
+    from .tensor import Tensor
+
+    _Tensor = Tensor
+    return Tensor

@@ -2,23 +2,29 @@
 
 The functions at the bottom are the public entry points (``ops.add(a, b)``); they accept
 Tensors, NumPy arrays and Python numbers. Backward returns gradients shaped like the
-broadcast output; the engine sums them back to each input's shape.
+broadcast output; the engine sums them back to each input's shape. The elementwise ops
+and activations live in elementwise.py and are re-exported here (``ops.relu``).
 """
 from __future__ import annotations
 
 import numpy as np
 
+from .elementwise import (  # noqa: F401  (re-exported: ops.exp, ops.relu, ...)
+    Exp, Log, LogSoftmax, Pow, PowScalar, ReLU, Sigmoid, Sqrt, Tanh,
+    exp, log, log_softmax, pow, relu, sigmoid, sqrt, tanh,
+)
 from .function import Function
 from .tensor import Tensor
 
 
 def _lift(x, like):
-    """Python numbers and arrays become constant Tensors of `like`'s dtype (so 2.0 * x
-    stays float32)."""
+    """Python numbers and arrays become constant Tensors of `like`'s floating dtype (so
+    2.0 * x stays float32); next to a non-float tensor they follow Tensor's defaults."""
     if isinstance(x, Tensor):
         return x
-    dtype = like.dtype if isinstance(like, Tensor) else None
-    return Tensor._from_array(np.asarray(x, dtype=dtype))
+    if isinstance(like, Tensor) and like.data.dtype.kind == "f":
+        return Tensor._from_array(np.asarray(x, dtype=like.data.dtype))
+    return Tensor(x)
 
 
 def _pair(a, b):
@@ -87,7 +93,8 @@ class Neg(Function):
 
 
 class MatMul(Function):
-    """``a @ b`` for 2-D operands and batched (..., n, k) @ (..., k, m)."""
+    """``a @ b`` with NumPy's rules: 1-D operands are lifted to a row (a) or a column (b)
+    and the lifted axis is dropped from the result; leading batch axes broadcast."""
 
     @staticmethod
     def forward(ctx, a, b):
@@ -97,18 +104,23 @@ class MatMul(Function):
     @staticmethod
     def backward(ctx, grad):
         a, b = ctx.saved_tensors
-        if a.ndim == 1 or b.ndim == 1:  # vector cases: lift to matrices, then squeeze
-            a2 = a[None, :] if a.ndim == 1 else a
-            b2 = b[:, None] if b.ndim == 1 else b
-            g2 = grad.reshape(a2.shape[:-1] + b2.shape[-1:])
-            ga = (g2 @ np.swapaxes(b2, -1, -2)).reshape(a.shape) if a.ndim == 1 else g2 @ np.swapaxes(b2, -1, -2)
-            gb = (np.swapaxes(a2, -1, -2) @ g2).reshape(b.shape) if b.ndim == 1 else np.swapaxes(a2, -1, -2) @ g2
-            return ga, gb
-        return (grad @ np.swapaxes(b, -1, -2) if ctx.needs_input_grad[0] else None,
-                np.swapaxes(a, -1, -2) @ grad if ctx.needs_input_grad[1] else None)
+        a_vec, b_vec = a.ndim == 1, b.ndim == 1
+        if a_vec or b_vec:  # put back the axes forward dropped: (..., n, m) again
+            a = a[None, :] if a_vec else a
+            b = b[:, None] if b_vec else b
+            grad = np.expand_dims(grad, -1) if b_vec else grad
+            grad = np.expand_dims(grad, -2) if a_vec else grad
+        ga = gb = None
+        if ctx.needs_input_grad[0]:
+            ga = grad @ np.swapaxes(b, -1, -2)
+            ga = ga[..., 0, :] if a_vec else ga  # batch axes, if any, summed by the engine
+        if ctx.needs_input_grad[1]:
+            gb = np.swapaxes(a, -1, -2) @ grad
+            gb = gb[..., 0] if b_vec else gb
+        return ga, gb
 
 
-# ---- reductions and shape -----------------------------------------------------------------
+# ---- reductions ---------------------------------------------------------------------------
 def _expand_reduced(grad, shape, axis, keepdims):
     """Broadcastable view of a reduction's gradient against the input `shape`."""
     if axis is not None and not keepdims:
@@ -121,7 +133,7 @@ class Sum(Function):
     @staticmethod
     def forward(ctx, a, axis=None, keepdims=False):
         ctx.shape, ctx.axis, ctx.keepdims = a.shape, axis, keepdims
-        return np.asarray(a.sum(axis=axis, keepdims=keepdims))
+        return a.sum(axis=axis, keepdims=keepdims)
 
     @staticmethod
     def backward(ctx, grad):
@@ -133,7 +145,7 @@ class Mean(Function):
     def forward(ctx, a, axis=None, keepdims=False):
         ctx.shape, ctx.axis, ctx.keepdims = a.shape, axis, keepdims
         out = np.asarray(a.mean(axis=axis, keepdims=keepdims))
-        ctx.count = a.size // max(out.size, 1) if a.size else 1
+        ctx.count = a.size // out.size if out.size else 1  # (`max` is shadowed here)
         return out
 
     @staticmethod
@@ -141,6 +153,26 @@ class Mean(Function):
         return _expand_reduced(grad, ctx.shape, ctx.axis, ctx.keepdims) / ctx.count
 
 
+class Max(Function):
+    """Largest entry over `axis`; the gradient is split evenly among tied maxima, as
+    ``torch.amax`` does (not sent to one index, as ``torch.max(dim)`` does)."""
+
+    @staticmethod
+    def forward(ctx, a, axis=None, keepdims=False):
+        top = a.max(axis=axis, keepdims=True)
+        ctx.save_for_backward(a, top)
+        ctx.axis = axis
+        return top if keepdims else np.squeeze(top, axis=axis)
+
+    @staticmethod
+    def backward(ctx, grad):
+        a, top = ctx.saved_tensors
+        winners = a == top
+        ties = winners.sum(axis=ctx.axis, keepdims=True, dtype=grad.dtype)
+        return winners * (grad.reshape(top.shape) / ties)
+
+
+# ---- shape and indexing ------------------------------------------------------------------
 class Reshape(Function):
     @staticmethod
     def forward(ctx, a, shape):
@@ -164,42 +196,181 @@ class Transpose(Function):
         return np.transpose(grad, inverse)
 
 
+class GetItem(Function):
+    """``a[index]``. Basic indexing (ints, slices, None, ...) writes the gradient back in
+    place; advanced indexing scatters it with ``np.add.at``, so an element picked twice
+    gets both contributions."""
+
+    @staticmethod
+    def forward(ctx, a, index, basic):
+        ctx.shape, ctx.index, ctx.basic = a.shape, index, basic
+        return a[index]
+
+    @staticmethod
+    def backward(ctx, grad):
+        full = np.zeros(ctx.shape, dtype=grad.dtype)
+        if ctx.basic:
+            full[ctx.index] = grad
+        else:
+            np.add.at(full, ctx.index, grad)
+        return full, None, None
+
+
+def _normalize_index(index):
+    """(numpy index tuple, is it basic?). Tensors become arrays, lists become arrays and
+    boolean masks become their ``nonzero()`` integer arrays (same selection, and a form
+    ``np.add.at`` accepts)."""
+    items = index if isinstance(index, tuple) else (index,)
+    out, basic = [], True
+    for item in items:
+        if isinstance(item, Tensor):
+            item = item.data
+        elif isinstance(item, list):
+            item = np.asarray(item)
+        if isinstance(item, np.ndarray):
+            basic = basic and item.ndim == 0 and item.dtype.kind in "iu"
+            if item.dtype.kind == "b" and item.ndim > 0:
+                out.extend(item.nonzero())
+                continue
+            if item.dtype.kind not in "iub":
+                raise IndexError(f"index arrays must hold integers or booleans (got dtype "
+                                 f"{item.dtype}); cast them with .astype(np.int64)")
+        elif isinstance(item, (bool, np.bool_)):
+            basic = False
+        elif not (item is None or item is Ellipsis or isinstance(item, (slice, int, np.integer))):
+            raise IndexError(f"unsupported index {item!r} of type {type(item).__name__}: use "
+                             "ints, slices, None, Ellipsis, or integer/boolean arrays")
+        out.append(item)
+    return tuple(out), basic
+
+
+class Concatenate(Function):
+    @staticmethod
+    def forward(ctx, *arrays, axis=0):
+        ctx.axis = axis
+        ctx.cuts = np.cumsum([x.shape[axis] for x in arrays[:-1]])
+        return np.concatenate(arrays, axis=axis)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return tuple(np.split(grad, ctx.cuts, axis=ctx.axis))
+
+
+class Stack(Function):
+    @staticmethod
+    def forward(ctx, *arrays, axis=0):
+        ctx.axis = axis
+        return np.stack(arrays, axis=axis)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return tuple(np.moveaxis(grad, ctx.axis, 0))
+
+
+def _tensor_list(tensors, what):
+    if isinstance(tensors, (Tensor, np.ndarray)):
+        raise TypeError(f"{what} expects a list or tuple of tensors (got one "
+                        f"{type(tensors).__name__} of shape {tensors.shape}); wrap it in a list")
+    tensors = list(tensors)
+    if not tensors:
+        raise ValueError(f"{what} expects at least one tensor (got an empty sequence)")
+    like = next((t for t in tensors if isinstance(t, Tensor)), None)
+    return [_lift(t, like) for t in tensors]
+
+
 # ---- public functions -------------------------------------------------------------------
 def add(a, b):
+    """``a + b`` with broadcasting; numbers take the tensor's dtype."""
     return Add.apply(*_pair(a, b))
 
 
 def sub(a, b):
+    """``a - b`` with broadcasting; numbers take the tensor's dtype."""
     return Sub.apply(*_pair(a, b))
 
 
 def mul(a, b):
+    """``a * b`` with broadcasting; numbers take the tensor's dtype."""
     return Mul.apply(*_pair(a, b))
 
 
 def div(a, b):
+    """``a / b`` with broadcasting; numbers take the tensor's dtype."""
     return Div.apply(*_pair(a, b))
 
 
 def neg(a):
+    """``-a``."""
     return Neg.apply(a)
 
 
 def matmul(a, b):
+    """``a @ b`` as ``np.matmul``: (n, k) @ (k, m) -> (n, m); 1-D operands are vectors;
+    leading batch axes broadcast, (..., n, k) @ (..., k, m) -> (..., n, m)."""
     return MatMul.apply(*_pair(a, b))
 
 
 def sum(a, axis=None, keepdims=False):  # noqa: A001 - mirrors numpy's name
+    """Sum over `axis` (int, tuple of ints, or None for all); keepdims as NumPy."""
     return Sum.apply(a, axis=axis, keepdims=keepdims)
 
 
 def mean(a, axis=None, keepdims=False):
+    """Mean over `axis` (int, tuple of ints, or None for all); keepdims as NumPy."""
     return Mean.apply(a, axis=axis, keepdims=keepdims)
 
 
+def max(a, axis=None, keepdims=False):  # noqa: A001 - mirrors numpy's name
+    r"""Largest entry over `axis` (int, tuple of ints, or None for all), as ``torch.amax``.
+
+    The gradient goes to the maximal entries, split evenly among ties:
+    ``grad * (a == max) / count(a == max)``.
+
+    Shape:
+        - Output: the input's shape without the reduced axes (kept as 1 with keepdims).
+    """
+    a = a if isinstance(a, Tensor) else Tensor(a)
+    if a.size == 0:
+        raise ValueError(f"max of an empty tensor (shape {a.shape}) is undefined")
+    return Max.apply(a, axis=axis, keepdims=keepdims)
+
+
 def reshape(a, shape):
+    """The same data in `shape` (one entry may be -1), as ``np.reshape``."""
     return Reshape.apply(a, tuple(shape) if not isinstance(shape, int) else (shape,))
 
 
 def transpose(a, axes=None):
+    """Axes permuted by `axes` (reversed when None), as ``np.transpose``."""
     return Transpose.apply(a, None if axes is None else tuple(axes))
+
+
+def getitem(a, index):
+    """``a[index]`` with NumPy's basic and advanced indexing (Tensor indices allowed).
+
+    Basic indexing returns a view of `a`'s data, as NumPy and PyTorch do. In backward,
+    entries selected more than once (``a[[0, 0]]``) receive the sum of their gradients.
+    """
+    index, basic = _normalize_index(index)
+    return GetItem.apply(a, index, basic)
+
+
+def concatenate(tensors, axis=0):
+    """Join tensors along an existing `axis`, as ``torch.cat``; each gets its slice of
+    the gradient back.
+
+    Shape:
+        - Inputs: equal shapes except along `axis`.
+        - Output: same, with `axis` the sum of the inputs' sizes there.
+    """
+    return Concatenate.apply(*_tensor_list(tensors, "concatenate"), axis=axis)
+
+
+def stack(tensors, axis=0):
+    """Join same-shaped tensors along a new `axis`, as ``torch.stack``.
+
+    Shape:
+        - Inputs: all of shape S.
+        - Output: S with a new axis of size ``len(tensors)`` at `axis`.
+    """
+    return Stack.apply(*_tensor_list(tensors, "stack"), axis=axis)

@@ -136,6 +136,8 @@ class Tensor:
             grad = np.asarray(grad.data if isinstance(grad, Tensor) else grad, dtype=self.dtype)
             if grad.shape != self.shape:
                 raise ValueError(f"gradient shape {grad.shape} does not match tensor shape {self.shape}")
+        if self._node is _FREED:
+            raise RuntimeError(_FREED_MESSAGE)
         if self._node is None:  # backward on a leaf itself
             _accumulate_leaf(self, grad)
             return
@@ -145,32 +147,38 @@ class Tensor:
         tiebreak = 1
         while ready:
             t = heapq.heappop(ready)[2]
-            g = _apply_hooks(t, grads.pop(id(t)))
             node = t._node
-            if t._retain:
-                t.grad = g.copy() if t.grad is None else t.grad + g
-            in_grads = node.fn.backward(node.ctx, g)
-            if not isinstance(in_grads, tuple):
-                in_grads = (in_grads,)
+            g = grads.pop(id(t), None)
+            if g is None:  # no consumer sent a gradient: still release the inputs' counts
+                in_grads = (None,) * len(node.parents)
+            else:
+                g = _apply_hooks(t, g)
+                if t._retain:
+                    t.grad = g.copy() if t.grad is None else t.grad + g
+                in_grads = node.fn.backward(node.ctx, g)
+                if not isinstance(in_grads, tuple):
+                    in_grads = (in_grads,)
+                if len(in_grads) != len(node.parents):
+                    _check_gradient_count(in_grads, node)
             for parent, pg in zip(node.parents, in_grads):
                 if parent is None:
                     continue
                 key = id(parent)
                 if pg is not None:
-                    pg = unbroadcast(np.asarray(pg, dtype=parent.data.dtype), parent.data.shape)
+                    pg = np.asarray(pg, dtype=parent.data.dtype)
+                    if pg.shape != parent.data.shape:
+                        pg = _sum_to_input_shape(pg, parent, node)
                     grads[key] = grads[key] + pg if key in grads else pg  # used twice: both count
                 pending[key] -= 1
                 if pending[key]:
                     continue
-                if key not in grads:  # every consumer returned None: nothing flows here
-                    continue
-                if parent._node is None:
-                    _accumulate_leaf(parent, grads.pop(key))  # complete now: hooks fire early
-                else:
+                if parent._node is not None:
                     heapq.heappush(ready, (-parent._node.seq, tiebreak, parent))
                     tiebreak += 1
+                elif key in grads:
+                    _accumulate_leaf(parent, grads.pop(key))  # complete now: hooks fire early
             if not retain_graph:
-                t._node = None  # free the graph as we go
+                t._node = _FREED  # free the graph as we go (saved arrays go with the node)
 
     # ---- operators (defined in ops.py) ---------------------------------------------
     def __add__(self, other): return ops.add(self, other)
@@ -201,6 +209,36 @@ class Tensor:
     def tanh(self): return ops.tanh(self)
 
 
+# What a walked tensor keeps instead of its node once backward has freed the graph: it is
+# not a leaf (`_node is None` would make it look like one and silently swallow gradients).
+_FREED = object()
+_FREED_MESSAGE = ("backward through a graph a second time: the first backward() freed it (and the "
+                  "arrays its ops saved). Pass backward(retain_graph=True) to the first call to "
+                  "walk it again, or recompute the forward pass; use .detach() to start a new "
+                  "graph from a computed value.")
+
+
+def _check_gradient_count(in_grads, node):
+    """Backward may leave out trailing gradients of inputs that need none (Reshape's shape)."""
+    n = len(in_grads)
+    if n > len(node.parents) or any(p is not None for p in node.parents[n:]):
+        raise RuntimeError(f"{node.fn.__name__}.backward returned {n} gradient(s) for "
+                           f"{len(node.parents)} input(s); return one per positional input of "
+                           "forward (None where there is none)")
+
+
+def _sum_to_input_shape(g, parent, node):
+    """Sum a broadcast gradient back to its input's shape; a clear error if it is not one."""
+    shape = parent.data.shape
+    tail = g.shape[g.ndim - len(shape):] if g.ndim >= len(shape) else None
+    if tail is None or any(n != 1 and n != m for n, m in zip(shape, tail)):
+        i = next(i for i, p in enumerate(node.parents) if p is parent)
+        raise RuntimeError(f"{node.fn.__name__}.backward returned a gradient of shape {g.shape} for "
+                           f"input {i} of shape {shape}; it must have the input's shape (or a shape "
+                           "that broadcasting the input could produce)")
+    return unbroadcast(g, shape)
+
+
 def _count_consumers(root):
     """For every tensor reachable from `root` through recorded nodes, how many node inputs
     refer to it. The walk hands a tensor on only when this count reaches zero, which is
@@ -213,6 +251,8 @@ def _count_consumers(root):
                 continue
             pending[id(p)] = pending.get(id(p), 0) + 1
             if id(p) not in seen and p._node is not None:
+                if p._node is _FREED:  # checked before any gradient moves: all or nothing
+                    raise RuntimeError(_FREED_MESSAGE)
                 seen.add(id(p))
                 stack.append(p)
     return pending
@@ -223,7 +263,12 @@ def _apply_hooks(t, g):
         for h in t._hooks:
             new = h(g)
             if new is not None:
-                g = np.asarray(new)
+                new = np.asarray(new)
+                if new.shape != g.shape:
+                    raise RuntimeError(f"hook {getattr(h, '__name__', h)!r} returned a gradient of shape "
+                                       f"{new.shape} for a tensor of shape {g.shape}; a hook may change "
+                                       "the values of a gradient, not its shape")
+                g = new
     return g
 
 

@@ -1,0 +1,25 @@
+"""minidist.comm: a Communicator that records every message in a ledger, and every
+collective written from its point-to-point calls. NumPy and mpi4py only: this package
+never imports autograd, nn or parallel.
+
+    from minidist.comm import Communicator, ring_allreduce
+    comm = Communicator()                  # MPI.COMM_WORLD
+    with comm.phase("grad-allreduce"):
+        ring_allreduce(comm, grads, op="mean")
+    comm.ledger.totals("grad-allreduce")   # bytes/messages sent and received, seconds
+
+Run under ``mpiexec -n N python -m mpi4py script.py`` so that an exception on one rank
+aborts the whole job (or use ``with comm.fail_together():``).
+"""
+from .allreduce import (allreduce, choose_allreduce_algorithm, mpi_allreduce,
+                        rabenseifner_allreduce, recursive_doubling_allreduce)
+from .communicator import Communicator, Request
+from .counts import message_counts, rounds
+from .ledger import Ledger
+from .ring import ring_allgather, ring_allreduce, ring_reduce_scatter
+from .rooted import broadcast, gather_to_root, reduce_to_root, scatter
+
+__all__ = ["Communicator", "Request", "Ledger", "ring_reduce_scatter", "ring_allgather",
+           "ring_allreduce", "gather_to_root", "reduce_to_root", "broadcast", "scatter",
+           "recursive_doubling_allreduce", "rabenseifner_allreduce", "allreduce",
+           "choose_allreduce_algorithm", "mpi_allreduce", "message_counts", "rounds"]

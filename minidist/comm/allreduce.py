@@ -1,0 +1,204 @@
+"""All-reduce by recursive doubling and by Rabenseifner's algorithm, the `allreduce`
+dispatcher, and `mpi_allreduce` (the MPI library's own, as the reference).
+
+Both algorithms need a power-of-two number of ranks; for other N they do what MPICH
+does. With p the largest power of two <= N and rem = N - p, among the first 2*rem ranks
+each even rank sends its whole buffer to the odd rank above it and sits out ("fold in");
+the p ranks left, renumbered 0..p-1, run the algorithm; at the end each odd rank sends
+the result back to its even partner ("fold out"). That costs 2 extra rounds.
+
+* recursive doubling: log2(p) rounds; in round k rank v exchanges its WHOLE buffer with
+  rank v ^ 2**k and adds. Latency-optimal, bandwidth-poor (log2(p) full buffers).
+* Rabenseifner: a reduce-scatter by recursive halving (the buffer is cut into p pieces,
+  array_split layout; in each round a rank keeps one half of its current range and sends
+  the other half to its partner, distance p/2, p/4, ..., 1), after which rank v holds the
+  reduced piece v; then an all-gather by recursive doubling, the same exchanges in reverse.
+  2*log2(p) rounds, about 2(p-1)/p of the buffer moved, like the ring.
+
+Every rank ends with bit-identical bytes: partners compute a + b and b + a, which IEEE
+addition makes equal, and in Rabenseifner each piece is finished on one rank and copied.
+"""
+from __future__ import annotations
+
+from time import perf_counter
+
+import numpy as np
+from mpi4py import MPI
+
+from .checks import check_array, check_choice, check_op, chunk_starts, mismatch_error
+from .ledger import MPI_CALL
+from .ring import ring_allreduce
+
+TAG_ALLREDUCE = 30_300
+ALLREDUCE_ALGORITHMS = ("auto", "ring", "recursive_doubling", "rabenseifner", "mpi")
+SMALL_MESSAGE_BYTES = 64 * 1024
+_MPI_OPS = {"sum": MPI.SUM, "mean": MPI.SUM, "max": MPI.MAX, "min": MPI.MIN}
+
+
+def _exchange(comm, sendbuf, partner, recvbuf, what):
+    got = comm.sendrecv(sendbuf, partner, recvbuf, partner, TAG_ALLREDUCE)
+    if got != recvbuf.nbytes:
+        raise mismatch_error(what, comm.rank, partner, got, recvbuf.nbytes)
+
+
+def _fold_in(comm, flat, ufunc, incoming, what) -> tuple[int, int, int]:
+    """Fold N ranks down to p = 2**floor(log2 N). Returns (p, rem, new rank), the new
+    rank being -1 for an even rank below 2*rem, which sits out until `_fold_out`."""
+    rank, size = comm.rank, comm.size
+    p = 1 << (size.bit_length() - 1)
+    rem = size - p
+    if rank >= 2 * rem:
+        return p, rem, rank - rem
+    if rank % 2 == 0:
+        comm.send(flat, rank + 1, TAG_ALLREDUCE)
+        return p, rem, -1
+    got = comm.recv(incoming, rank - 1, TAG_ALLREDUCE)
+    if got != incoming.nbytes:
+        raise mismatch_error(what, rank, rank - 1, got, incoming.nbytes)
+    ufunc(flat, incoming, out=flat)
+    return p, rem, rank // 2
+
+
+def _fold_out(comm, flat, rem, newrank, what) -> None:
+    """Odd ranks below 2*rem hand the result back to the even rank that sat out."""
+    if comm.rank >= 2 * rem:
+        return
+    if newrank < 0:
+        got = comm.recv(flat, comm.rank + 1, TAG_ALLREDUCE)
+        if got != flat.nbytes:
+            raise mismatch_error(what, comm.rank, comm.rank + 1, got, flat.nbytes)
+    else:
+        comm.send(flat, comm.rank - 1, TAG_ALLREDUCE)
+
+
+def _real_rank(newrank: int, rem: int) -> int:
+    return 2 * newrank + 1 if newrank < rem else newrank + rem
+
+
+def recursive_doubling_allreduce(comm, x: np.ndarray, op: str = "sum") -> np.ndarray:
+    r"""All-reduce `x` in place by recursive doubling; returns `x`.
+
+    .. math:: x \leftarrow \textstyle\sum_i x_i \quad(\text{op="mean": } /N)
+
+    log2(p) rounds of whole-buffer ``Sendrecv`` (+2 rounds when N is not a power of two,
+    see the module docstring). Scratch: one buffer the size of `x`.
+
+    Shape:
+        x: any shape, C-contiguous, writable, the same shape and dtype on every rank.
+    """
+    check_array(x)
+    ufunc = check_op(op, x.dtype)
+    if comm.size == 1:
+        return x
+    what = "recursive_doubling_allreduce"
+    flat = x.reshape(-1)
+    incoming = np.empty_like(flat)
+    with comm.ledger.temporary(incoming.nbytes):
+        p, rem, newrank = _fold_in(comm, flat, ufunc, incoming, what)
+        if newrank >= 0:
+            mask = 1
+            while mask < p:
+                _exchange(comm, flat, _real_rank(newrank ^ mask, rem), incoming, what)
+                ufunc(flat, incoming, out=flat)
+                mask <<= 1
+            if op == "mean":
+                np.divide(flat, comm.size, out=flat)
+        _fold_out(comm, flat, rem, newrank, what)
+    return x
+
+
+def rabenseifner_allreduce(comm, x: np.ndarray, op: str = "sum") -> np.ndarray:
+    r"""All-reduce `x` in place by Rabenseifner's algorithm; returns `x`.
+
+    .. math:: x \leftarrow \textstyle\sum_i x_i \quad(\text{op="mean": } /N)
+
+    Reduce-scatter by recursive halving, then all-gather by recursive doubling (module
+    docstring): 2*log2(p) rounds (+2 when N is not a power of two), each rank sends and
+    receives ``count - len(piece v) + sum of its kept ranges`` elements (2(p-1)/p of the
+    buffer when p divides count). Scratch: half the buffer (the whole buffer on a rank
+    that receives a fold-in).
+
+    Shape:
+        x: any shape, C-contiguous, writable, the same shape and dtype on every rank.
+    """
+    check_array(x)
+    ufunc = check_op(op, x.dtype)
+    if comm.size == 1:
+        return x
+    what = "rabenseifner_allreduce"
+    rank, size = comm.rank, comm.size
+    flat = x.reshape(-1)
+    p = 1 << (size.bit_length() - 1)
+    starts = chunk_starts(flat.size, p)
+    folds_in = rank < 2 * (size - p) and rank % 2 == 1
+    longest = flat.size if folds_in else max(starts[p // 2], flat.size - starts[p // 2])
+    incoming = np.empty(longest, flat.dtype)
+    with comm.ledger.temporary(incoming.nbytes):
+        p, rem, newrank = _fold_in(comm, flat, ufunc, incoming[: flat.size if folds_in else 0], what)
+        if newrank >= 0:
+            lo, hi, steps = 0, p, []
+            mask = p // 2
+            while mask:  # recursive halving: keep one half of [lo, hi), send the other
+                partner, mid = _real_rank(newrank ^ mask, rem), (lo + hi) // 2
+                keep, give = ((lo, mid), (mid, hi)) if (newrank & mask) == 0 else ((mid, hi), (lo, mid))
+                k0, k1, g0, g1 = starts[keep[0]], starts[keep[1]], starts[give[0]], starts[give[1]]
+                _exchange(comm, flat[g0:g1], partner, incoming[: k1 - k0], what)
+                ufunc(flat[k0:k1], incoming[: k1 - k0], out=flat[k0:k1])
+                steps.append((partner, k0, k1, g0, g1))
+                lo, hi = keep
+                mask //= 2
+            if op == "mean":  # piece `newrank` is final here and only here
+                piece = flat[starts[newrank]:starts[newrank + 1]]
+                np.divide(piece, size, out=piece)
+            for partner, k0, k1, g0, g1 in reversed(steps):  # recursive doubling all-gather
+                _exchange(comm, flat[k0:k1], partner, flat[g0:g1], what)
+        _fold_out(comm, flat, rem, newrank, what)
+    return x
+
+
+def mpi_allreduce(comm, x: np.ndarray, op: str = "sum") -> np.ndarray:
+    """The MPI library's own ``MPI_Allreduce`` on `x`, in place; returns `x`. The
+    reference our algorithms are compared against, never used by the strategies. The
+    ledger records it as one ``"mpi"`` entry (its seconds; no messages of ours)."""
+    check_array(x)
+    check_op(op, x.dtype)
+    t0 = perf_counter()
+    comm.mpi.Allreduce(MPI.IN_PLACE, x, _MPI_OPS[op])
+    comm.ledger.record(comm.current_phase, None, MPI_CALL, x.nbytes, perf_counter() - t0)
+    if op == "mean":
+        np.divide(x, comm.size, out=x)
+    return x
+
+
+def choose_allreduce_algorithm(nbytes: int, size: int, profile=None) -> str:
+    """The algorithm ``allreduce(algorithm="auto")`` uses for a buffer of `nbytes` on
+    `size` ranks.
+
+    With a cost-model `profile` (a `Profile`, or a name in `costmodel.PROFILES`; when
+    None, the process default set by `costmodel.use_profile` or $MINIDIST_PROFILE, if
+    any): the algorithm the alpha-beta-gamma model predicts fastest among recursive
+    doubling, ring and Rabenseifner (ties in that order). With no profile at all:
+    recursive doubling below SMALL_MESSAGE_BYTES (64 KiB), where latency dominates, else
+    the ring. The same on every rank for the same arguments, as it must be (a calibrated
+    profile is the same on every rank: `calibrate` broadcasts it)."""
+    from . import costmodel  # here, not at the top: costmodel imports this module lazily too
+    if profile is None:
+        profile = costmodel.default_profile()
+    if profile is None:
+        return "recursive_doubling" if nbytes < SMALL_MESSAGE_BYTES else "ring"
+    return costmodel.best_allreduce(size, nbytes, profile,
+                                    candidates=("recursive_doubling", "ring", "rabenseifner"))
+
+
+_IMPLEMENTATIONS = {"ring": ring_allreduce, "recursive_doubling": recursive_doubling_allreduce,
+                    "rabenseifner": rabenseifner_allreduce, "mpi": mpi_allreduce}
+
+
+def allreduce(comm, x: np.ndarray, op: str = "sum", algorithm: str = "auto") -> np.ndarray:
+    """All-reduce `x` in place with the named algorithm ("auto": see
+    `choose_allreduce_algorithm`); returns `x`."""
+    check_choice("algorithm", algorithm, ALLREDUCE_ALGORITHMS)
+    check_array(x)
+    if algorithm == "auto":
+        algorithm = choose_allreduce_algorithm(x.nbytes, comm.size)
+    return _IMPLEMENTATIONS[algorithm](comm, x, op)

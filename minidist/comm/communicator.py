@@ -1,0 +1,209 @@
+"""`Communicator`: point-to-point messages on NumPy arrays, each one recorded in a ledger.
+
+Every byte minidist moves between ranks goes through the buffer calls here (``Send``,
+``Recv``, ``Sendrecv``, ``Isend``, ``Irecv`` of mpi4py on NumPy arrays; never pickled
+objects), so the `Ledger` sees every message: phase, peer, direction, bytes, and the
+seconds spent inside the call. The collectives (ring.py, rooted.py, allreduce.py) are
+written on top of these calls alone.
+
+Failing together. An exception on one rank must not leave the others waiting forever:
+
+* run scripts as ``mpiexec -n 4 python -m mpi4py script.py``: mpi4py then calls
+  ``MPI_Abort`` on an uncaught exception, which ends every rank (the recommended way);
+* or wrap the work in ``with comm.fail_together(): ...``, which prints the error with the
+  rank and aborts the job; it works under a plain ``mpiexec -n 4 python script.py`` too;
+* or call ``comm.abort("what went wrong")`` yourself.
+
+A Communicator is not thread-safe: use it from one thread at a time (give a background
+thread its own, e.g. ``Communicator(comm.mpi.Dup())``).
+"""
+from __future__ import annotations
+
+import sys
+import traceback
+from contextlib import contextmanager
+from time import perf_counter
+
+import numpy as np
+from mpi4py import MPI
+
+from .ledger import DEFAULT_PHASE, RECV, SEND, Ledger
+
+TAG_BARRIER = 30_000
+_BYTE = MPI.BYTE
+_EMPTY = np.empty(0, dtype=np.uint8)
+
+
+def _raise_if_truncated(exc: Exception, rank: int, source: int, buf: np.ndarray) -> None:
+    """A truncated message means the ranks disagree on sizes: say so in plain words."""
+    if exc.Get_error_class() == MPI.ERR_TRUNCATE:
+        raise ValueError(f"rank {rank}: the message from rank {source} is larger than the "
+                         f"receive buffer ({buf.nbytes} bytes, dtype {buf.dtype}); every rank "
+                         "must pass an array of the same shape and dtype") from exc
+
+
+class Request:
+    """A pending `Communicator.isend` / `irecv`. `wait()` blocks until it completes and
+    records the message (bytes, and the seconds spent posting plus waiting) under the
+    phase that was current when it was posted."""
+
+    __slots__ = ("_comm", "_req", "_phase", "_peer", "_direction", "_nbytes", "_seconds", "done")
+
+    def __init__(self, comm, req, phase, peer, direction, nbytes, seconds):
+        self._comm, self._req, self._phase = comm, req, phase
+        self._peer, self._direction, self._nbytes, self._seconds = peer, direction, nbytes, seconds
+        self.done = False
+
+    def wait(self) -> None:
+        if self.done:
+            return
+        status = MPI.Status()
+        t0 = perf_counter()
+        self._req.Wait(status)
+        self._finish(status, perf_counter() - t0)
+
+    def _finish(self, status, seconds: float) -> None:
+        peer, nbytes = self._peer, self._nbytes
+        if self._direction == RECV:  # the true size and sender of what arrived
+            nbytes = status.Get_count(_BYTE)
+            peer = status.Get_source() if peer < 0 else peer
+        self._comm.ledger.record(self._phase, peer, self._direction, nbytes, self._seconds + seconds)
+        self.done = True
+
+
+class Communicator:
+    """``Communicator(mpi_comm=None, detailed=False)`` wraps an mpi4py communicator
+    (``MPI.COMM_WORLD`` by default; a plain ``python script.py`` is a world of size 1).
+
+    Attributes:
+        rank (int), size (int): this process's rank and the number of ranks.
+        ledger (Ledger): this rank's record of messages and scratch memory.
+        mpi (mpi4py.MPI.Comm): the raw communicator (for the reference MPI calls).
+
+    Point-to-point calls take C-contiguous NumPy arrays; `recv` and `sendrecv` return the
+    number of bytes that arrived. Tags default to 0; the collectives use tags >= 30000.
+    """
+
+    def __init__(self, mpi_comm=None, detailed: bool = False):
+        self.mpi = MPI.COMM_WORLD if mpi_comm is None else mpi_comm
+        self.rank = self.mpi.Get_rank()
+        self.size = self.mpi.Get_size()
+        self.ledger = Ledger(detailed)
+        self._phase = DEFAULT_PHASE
+        self._status = MPI.Status()  # reused by the blocking calls (one thread at a time)
+
+    def __repr__(self) -> str:
+        return f"Communicator(rank={self.rank}, size={self.size}, phase={self._phase!r})"
+
+    # ---- phases --------------------------------------------------------------------------
+    @property
+    def current_phase(self) -> str:
+        return self._phase
+
+    @contextmanager
+    def phase(self, name: str):
+        """``with comm.phase("grad-allreduce"): ...`` records the messages of the block
+        under `name`. Nestable: the previous phase comes back when the block exits."""
+        previous, self._phase = self._phase, str(name)
+        try:
+            yield self
+        finally:
+            self._phase = previous
+
+    # ---- blocking point-to-point -----------------------------------------------------------
+    def send(self, buf: np.ndarray, dest: int, tag: int = 0) -> None:
+        t0 = perf_counter()
+        self.mpi.Send(buf, dest, tag)
+        self.ledger.record(self._phase, dest, SEND, buf.nbytes, perf_counter() - t0)
+
+    def recv(self, buf: np.ndarray, source: int, tag: int = 0) -> int:
+        """Receive into `buf` (at most ``buf.nbytes``); returns the bytes that arrived."""
+        status = self._status
+        t0 = perf_counter()
+        try:
+            self.mpi.Recv(buf, source, tag, status)
+        except MPI.Exception as exc:
+            _raise_if_truncated(exc, self.rank, source, buf)
+            raise
+        seconds = perf_counter() - t0
+        nbytes = status.Get_count(_BYTE)
+        self.ledger.record(self._phase, source if source >= 0 else status.Get_source(),
+                           RECV, nbytes, seconds)
+        return nbytes
+
+    def sendrecv(self, sendbuf: np.ndarray, dest: int, recvbuf: np.ndarray, source: int,
+                 tag: int = 0) -> int:
+        """Send `sendbuf` to `dest` while receiving into `recvbuf` from `source` (no
+        deadlock whatever the order); returns the bytes received. Its seconds are recorded
+        on the receive side only."""
+        status = self._status
+        t0 = perf_counter()
+        try:
+            self.mpi.Sendrecv(sendbuf, dest, tag, recvbuf, source, tag, status)
+        except MPI.Exception as exc:
+            _raise_if_truncated(exc, self.rank, source, recvbuf)
+            raise
+        seconds = perf_counter() - t0
+        nbytes = status.Get_count(_BYTE)
+        record, phase = self.ledger.record, self._phase
+        record(phase, dest, SEND, sendbuf.nbytes, 0.0)
+        record(phase, source if source >= 0 else status.Get_source(), RECV, nbytes, seconds)
+        return nbytes
+
+    # ---- non-blocking ------------------------------------------------------------------
+    def isend(self, buf: np.ndarray, dest: int, tag: int = 0) -> Request:
+        """Start sending `buf`; do not touch it until the request's `wait()` returns."""
+        t0 = perf_counter()
+        req = self.mpi.Isend(buf, dest, tag)
+        return Request(self, req, self._phase, dest, SEND, buf.nbytes, perf_counter() - t0)
+
+    def irecv(self, buf: np.ndarray, source: int, tag: int = 0) -> Request:
+        """Start receiving into `buf`; it holds the message once `wait()` returns."""
+        t0 = perf_counter()
+        req = self.mpi.Irecv(buf, source, tag)
+        return Request(self, req, self._phase, source, RECV, buf.nbytes, perf_counter() - t0)
+
+    def waitall(self, requests) -> None:
+        """Wait for every request; the seconds of the wait are shared equally among the
+        requests still pending."""
+        pending = [r for r in requests if not r.done]
+        if not pending:
+            return
+        statuses = [MPI.Status() for _ in pending]
+        t0 = perf_counter()
+        MPI.Request.Waitall([r._req for r in pending], statuses)
+        share = (perf_counter() - t0) / len(pending)
+        for r, status in zip(pending, statuses):
+            r._finish(status, share)
+
+    # ---- synchronisation and failure -----------------------------------------------------
+    def barrier(self) -> None:
+        """Dissemination barrier from point-to-point messages: in round k every rank sends
+        an empty message to ``rank + 2**k`` and receives one from ``rank - 2**k`` (mod
+        size); after ceil(log2 size) rounds every rank has heard, indirectly, from all.
+        Recorded like any message (0 bytes), under the current phase."""
+        step = 1
+        while step < self.size:
+            self.sendrecv(_EMPTY, (self.rank + step) % self.size, _EMPTY,
+                          (self.rank - step) % self.size, TAG_BARRIER)
+            step *= 2
+
+    def abort(self, message: str, errorcode: int = 1) -> None:
+        """Print `message` to stderr as ``[rank R/N] message`` and end every rank of the job
+        with MPI_Abort (no rank is left waiting). Does not return."""
+        sys.stderr.write(f"[rank {self.rank}/{self.size}] {message}\n")
+        sys.stderr.flush()
+        self.mpi.Abort(errorcode)
+
+    @contextmanager
+    def fail_together(self):
+        """``with comm.fail_together(): ...``: an exception inside the block prints its
+        traceback with this rank's number and aborts the whole job, so the other ranks do
+        not hang in a collective waiting for this one. In a world of size 1 the exception
+        is simply re-raised (nobody can be left waiting)."""
+        try:
+            yield self
+        except BaseException as exc:
+            if self.size == 1 or (isinstance(exc, SystemExit) and exc.code in (0, None)):
+                raise
+            self.abort(f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}")

@@ -1,0 +1,154 @@
+"""`Ledger`: what one rank sent, received, waited for and allocated, per phase.
+
+The `Communicator` calls `record` once per message (or per completed request). To keep
+that cheap, the ledger aggregates counters per ``(phase, peer, direction)``: one dict
+lookup and three additions per message. A per-message log is kept only when
+``detailed=True`` (off by default), for timelines and for tests that replay the order of
+messages.
+
+Directions are ``"send"``, ``"recv"`` and ``"mpi"`` (a call into the MPI library's own
+collective, e.g. `mpi_allreduce`: its seconds count, its bytes are not messages of ours).
+A combined call (``Sendrecv``) is recorded as one send and one receive; its seconds go to
+the receive side only, so that ``totals()["seconds"]`` is the wall time spent inside
+communication calls, never counted twice.
+
+Temporary buffers: collectives report the scratch space they allocate with `alloc` /
+`free` (or the `temporary` context manager); the ledger keeps the current total and its
+peak (``peak_temp_bytes``), so a memory report can show what each strategy costs beyond
+parameters and gradients.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+SEND, RECV, MPI_CALL = "send", "recv", "mpi"
+DEFAULT_PHASE = "default"
+
+
+def _empty_totals() -> dict:
+    return {"bytes_sent": 0, "bytes_received": 0, "messages_sent": 0,
+            "messages_received": 0, "seconds": 0.0}
+
+
+class Ledger:
+    """Per-rank communication and scratch-memory accounting.
+
+    Args:
+        detailed: also keep one record per message, in order (see `records`).
+
+    Attributes:
+        detailed (bool): may be switched on or off at any time.
+        current_temp_bytes (int): scratch bytes the collectives hold right now.
+        peak_temp_bytes (int): the most they held at once since the last `reset`.
+    """
+
+    def __init__(self, detailed: bool = False):
+        self.detailed = bool(detailed)
+        self._counters: dict[tuple, list] = {}  # (phase, peer, direction) -> [messages, bytes, seconds]
+        self._log: list[dict] = []
+        self.current_temp_bytes = 0
+        self.peak_temp_bytes = 0
+
+    # ---- recording (hot path) ------------------------------------------------------------
+    def record(self, phase: str, peer, direction: str, nbytes: int, seconds: float,
+               messages: int = 1) -> None:
+        """Count `messages` message(s) of `nbytes` bytes in total to/from `peer`."""
+        key = (phase, peer, direction)
+        c = self._counters.get(key)
+        if c is None:
+            c = self._counters[key] = [0, 0, 0.0]
+        c[0] += messages
+        c[1] += nbytes
+        c[2] += seconds
+        if self.detailed:
+            self._log.append({"phase": phase, "peer": peer, "direction": direction,
+                              "messages": messages, "bytes": int(nbytes), "seconds": seconds})
+
+    # ---- queries -------------------------------------------------------------------------
+    def totals(self, phase: str | None = None) -> dict:
+        """``{bytes_sent, bytes_received, messages_sent, messages_received, seconds}`` for
+        this rank, over one phase or (``phase=None``) all of them. An unknown phase gives
+        zeros."""
+        t = _empty_totals()
+        for (ph, _peer, direction), (messages, nbytes, seconds) in self._counters.items():
+            if phase is not None and ph != phase:
+                continue
+            if direction == SEND:
+                t["messages_sent"] += messages
+                t["bytes_sent"] += nbytes
+            elif direction == RECV:
+                t["messages_received"] += messages
+                t["bytes_received"] += nbytes
+            t["seconds"] += seconds
+        return t
+
+    def phases(self) -> list[str]:
+        """The phases seen since the last `reset`, in the order they first appeared."""
+        return list(dict.fromkeys(ph for ph, _, _ in self._counters))
+
+    def by_phase(self) -> dict[str, dict]:
+        """``{phase: totals(phase)}`` for every phase seen."""
+        return {ph: self.totals(ph) for ph in self.phases()}
+
+    def by_peer(self, phase: str | None = None) -> dict:
+        """``{peer: {"bytes_sent", "bytes_received", "messages_sent",
+        "messages_received"}}`` (peer None: calls into MPI's own collectives)."""
+        out: dict = {}
+        for (ph, peer, direction), (messages, nbytes, _s) in self._counters.items():
+            if phase is not None and ph != phase or direction == MPI_CALL:
+                continue
+            d = out.setdefault(peer, {"bytes_sent": 0, "bytes_received": 0,
+                                      "messages_sent": 0, "messages_received": 0})
+            side = "sent" if direction == SEND else "received"
+            d["messages_" + side] += messages
+            d["bytes_" + side] += nbytes
+        return out
+
+    def records(self) -> list[dict]:
+        """JSON-ready rows ``{phase, peer, direction, messages, bytes, seconds}``.
+
+        With ``detailed=True``: one row per message (``messages == 1``, or the number of
+        messages an aggregated call stood for), in the order they completed. Otherwise one
+        row per ``(phase, peer, direction)`` with the summed counters. Same keys either way.
+        """
+        if self.detailed:
+            return [dict(r) for r in self._log]
+        return [{"phase": ph, "peer": peer, "direction": d, "messages": m, "bytes": b,
+                 "seconds": s} for (ph, peer, d), (m, b, s) in self._counters.items()]
+
+    def reset(self) -> None:
+        """Forget every message; the scratch peak restarts from what is held now."""
+        self._counters.clear()
+        self._log.clear()
+        self.peak_temp_bytes = self.current_temp_bytes
+
+    # ---- scratch memory ------------------------------------------------------------------
+    def alloc(self, nbytes: int) -> None:
+        """A collective allocated `nbytes` of scratch."""
+        self.current_temp_bytes += int(nbytes)
+        if self.current_temp_bytes > self.peak_temp_bytes:
+            self.peak_temp_bytes = self.current_temp_bytes
+
+    def free(self, nbytes: int) -> None:
+        """A collective released `nbytes` of scratch it had reported with `alloc`."""
+        nbytes = int(nbytes)
+        if nbytes > self.current_temp_bytes:
+            raise ValueError(f"free({nbytes}) exceeds the {self.current_temp_bytes} scratch bytes "
+                             "currently allocated; every free must match an earlier alloc")
+        self.current_temp_bytes -= nbytes
+
+    @contextmanager
+    def temporary(self, nbytes: int):
+        """``with ledger.temporary(buf.nbytes): ...`` counts `nbytes` of scratch while the
+        block runs."""
+        self.alloc(nbytes)
+        try:
+            yield
+        finally:
+            self.free(nbytes)
+
+    def __repr__(self) -> str:
+        t = self.totals()
+        return (f"Ledger(sent={t['messages_sent']} msgs/{t['bytes_sent']} B, "
+                f"received={t['messages_received']} msgs/{t['bytes_received']} B, "
+                f"seconds={t['seconds']:.6f}, peak_temp_bytes={self.peak_temp_bytes})")

@@ -1,0 +1,155 @@
+"""2-D convolution and max pooling as fused Functions (forward beside analytic backward).
+
+Convolution copies the padded input once, through a strided view, into an im2col
+matrix, and does one matmul. Pooling takes a running maximum over the ``kh * kw`` kernel
+offsets, each offset being one strided slice that covers every window at once. The
+backward passes scatter window gradients back the same way: a loop over the kernel
+offsets only (never over batch items or pixels), into a padded buffer then cropped.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
+
+from ..autograd.function import Function
+
+
+def pair(value, name):
+    """``3 -> (3, 3)``; a 2-tuple passes through. Raises for anything else."""
+    if isinstance(value, (int, np.integer)):
+        return int(value), int(value)
+    if isinstance(value, (tuple, list)) and len(value) == 2 and all(isinstance(v, (int, np.integer)) for v in value):
+        return int(value[0]), int(value[1])
+    raise TypeError(f"{name} must be an int or a pair of ints (got {value!r})")
+
+
+def output_size(size, kernel, stride, padding):
+    """``floor((size + 2 * padding - kernel) / stride) + 1``, as PyTorch."""
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+def _pad(x, padding, value=0.0):
+    ph, pw = padding
+    if ph == 0 and pw == 0:
+        return x
+    n, c, h, w = x.shape
+    out = np.full((n, c, h + 2 * ph, w + 2 * pw), value, dtype=x.dtype)
+    out[:, :, ph:ph + h, pw:pw + w] = x
+    return out
+
+
+def _im2col(xp, kernel, stride, out_hw):
+    """im2col of the padded input, one matrix per batch item: (N, C*kh*kw, Ho*Wo), where
+    row (c, p, q) holds channel c at kernel offset (p, q) for every output position.
+
+    Built from a strided view laid out (N, C, kh, kw, Ho, Wo), whose innermost axis walks
+    along an input row, so the one copy that reshape makes is a fast one.
+    """
+    (kh, kw), (sh, sw), (ho, wo) = kernel, stride, out_hw
+    n, c = xp.shape[:2]
+    s0, s1, s2, s3 = xp.strides
+    view = as_strided(xp, shape=(n, c, kh, kw, ho, wo),
+                      strides=(s0, s1, s2, s3, s2 * sh, s3 * sw), writeable=False)
+    return view.reshape(n, c * kh * kw, ho * wo)
+
+
+def _offset_slices(kernel, stride, out_hw):
+    """For each kernel offset (p, q), row-major, the (rows, cols) slices of the padded
+    input that hold that offset's element of every window."""
+    (kh, kw), (sh, sw), (ho, wo) = kernel, stride, out_hw
+    return [(slice(p, p + sh * (ho - 1) + 1, sh), slice(q, q + sw * (wo - 1) + 1, sw))
+            for p in range(kh) for q in range(kw)]
+
+
+class Conv2d(Function):
+    """Cross-correlation of (N, C, H, W) input with (O, C, kh, kw) weight, plus bias (O,).
+
+    ``out[n, o, i, j] = bias[o] + sum_{c,p,q} x_pad[n, c, i*sh + p, j*sw + q] * w[o, c, p, q]``
+
+    As a batched matmul ``out[n] = W (O, C*kh*kw) @ cols[n] (C*kh*kw, Ho*Wo)``, which
+    lands directly in (N, O, Ho, Wo) order. Backward: ``dW = sum_n dout[n] @ cols[n]^T``,
+    ``db = sum(dout)``, ``dcols[n] = W^T @ dout[n]``, then col2im.
+
+    ``forward(ctx, x, weight, bias, stride, padding)`` with stride/padding as pairs.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, stride, padding):
+        n, c, h, w = x.shape
+        o, _, kh, kw = weight.shape
+        ho = output_size(h, kh, stride[0], padding[0])
+        wo = output_size(w, kw, stride[1], padding[1])
+        cols = _im2col(_pad(x, padding), (kh, kw), stride, (ho, wo))
+        out = np.matmul(weight.reshape(o, -1), cols)  # (N, O, Ho*Wo)
+        if bias is not None:
+            out += bias[:, None]
+        ctx.save_for_backward(cols, weight)
+        ctx.geometry = (x.shape, (kh, kw), stride, padding, (ho, wo))
+        return out.reshape(n, o, ho, wo)
+
+    @staticmethod
+    def backward(ctx, grad):
+        cols, weight = ctx.saved_tensors
+        x_shape, kernel, stride, padding, out_hw = ctx.geometry
+        n, c, h, w = x_shape
+        (ph, pw), o = padding, weight.shape[0]
+        g = grad.reshape(n, o, -1)  # (N, O, Ho*Wo), as out was
+        dx = dweight = dbias = None
+        if ctx.needs_input_grad[0]:
+            dcols = np.matmul(weight.reshape(o, -1).T, g).reshape(n, c, *kernel, *out_hw)
+            # col2im: each kernel offset's gradients, summed into the padded input's place
+            dxp = np.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=dcols.dtype)
+            for k, (rows, cols_) in enumerate(_offset_slices(kernel, stride, out_hw)):
+                dxp[:, :, rows, cols_] += dcols[:, :, k // kernel[1], k % kernel[1]]
+            dx = dxp[:, :, ph:ph + h, pw:pw + w]
+        if ctx.needs_input_grad[1]:
+            # sum over n of dout[n] @ cols[n]^T, as one contraction over (n, position)
+            dweight = np.matmul(g, cols.transpose(0, 2, 1)).sum(axis=0).reshape(weight.shape)
+        if ctx.needs_input_grad[2]:
+            dbias = g.sum(axis=(0, 2))
+        return dx, dweight, dbias
+
+
+class MaxPool2d(Function):
+    """Max over each (kh, kw) window of the (-inf padded) (N, C, H, W) input.
+
+    Backward sends each output's gradient to the first maximal element of its window (as
+    PyTorch on ties) and adds up where windows overlap. (NaN inputs are not propagated.)
+
+    ``forward(ctx, x, kernel, stride, padding)`` with all three as pairs.
+    """
+
+    @staticmethod
+    def forward(ctx, x, kernel, stride, padding):
+        n, c, h, w = x.shape
+        (kh, kw) = kernel
+        ho = output_size(h, kh, stride[0], padding[0])
+        wo = output_size(w, kw, stride[1], padding[1])
+        xp = _pad(x, padding, -np.inf)
+        slices = _offset_slices(kernel, stride, (ho, wo))
+        # running max over the kernel offsets; `arg` remembers the offset of the first
+        # maximum: offset k replaces it only when strictly greater, and k only grows, so
+        # arg = max(arg, k * better) is exactly "k where better, else unchanged"
+        out = xp[:, :, slices[0][0], slices[0][1]].copy()
+        arg = np.zeros(out.shape, dtype=np.uint8 if kh * kw < 256 else np.int32)
+        better = np.empty(out.shape, dtype=bool)
+        for k, (rows, cols) in enumerate(slices[1:], start=1):
+            window_k = xp[:, :, rows, cols]
+            np.greater(window_k, out, out=better)
+            np.maximum(out, window_k, out=out)
+            np.maximum(arg, better.view(np.uint8) * arg.dtype.type(k), out=arg)
+        ctx.arg = arg
+        ctx.geometry = (x.shape, kernel, stride, padding, (ho, wo))
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        (n, c, h, w), kernel, stride, (ph, pw), out_hw = ctx.geometry
+        dxp = np.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=grad.dtype)
+        disjoint = stride[0] >= kernel[0] and stride[1] >= kernel[1]
+        for k, (rows, cols) in enumerate(_offset_slices(kernel, stride, out_hw)):
+            if disjoint:  # each input element is in one window at most: write, not add
+                np.multiply(grad, ctx.arg == k, out=dxp[:, :, rows, cols])
+            else:
+                dxp[:, :, rows, cols] += grad * (ctx.arg == k)
+        return dxp[:, :, ph:ph + h, pw:pw + w]

@@ -1,0 +1,349 @@
+"""``minidist.nn.functional`` (``F``): the stateless neural-network functions.
+
+Each takes Tensors (or NumPy arrays, treated as constants), checks its arguments the way
+PyTorch does, and calls one fused `Function` (conv_ops, norm_ops, loss_ops, or `Linear`
+below) whose backward is analytic. Outputs keep the input's dtype (float32 stays float32).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..autograd import ops
+from ..autograd.function import Function
+from ..autograd.tensor import Tensor
+from .conv_ops import Conv2d, MaxPool2d, output_size, pair
+from .loss_ops import CrossEntropy, Dropout, MSELoss, NLLLoss, dropout_mask
+from .norm_ops import (BatchNorm, BatchNormEval, LayerNorm, batch_norm_backward_elemt,  # noqa: F401
+                       batch_norm_backward_reduce, batch_norm_elemt, batch_norm_gather_stats,
+                       batch_norm_stats)
+
+__all__ = ["relu", "sigmoid", "tanh", "log_softmax", "linear", "conv2d", "max_pool2d",
+           "batch_norm", "layer_norm", "dropout", "cross_entropy", "nll_loss", "mse_loss",
+           "batch_norm_stats", "batch_norm_gather_stats", "batch_norm_elemt",
+           "batch_norm_backward_reduce", "batch_norm_backward_elemt"]
+
+_REDUCTIONS = ("mean", "sum", "none")
+
+
+def _array(x):
+    """The NumPy array inside a Tensor (or the array itself); None stays None."""
+    return x.data if isinstance(x, Tensor) else x
+
+
+def _shape(x):
+    return tuple(np.shape(_array(x)))
+
+
+def _check_reduction(reduction, fn):
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"{fn}: reduction must be one of {_REDUCTIONS} (got {reduction!r})")
+
+
+# ---- activations (the autograd ops) -------------------------------------------------------
+def relu(x):
+    """``max(x, 0)`` elementwise; gradient 0 at x = 0 (as PyTorch)."""
+    return ops.relu(x)
+
+
+def sigmoid(x):
+    """``1 / (1 + exp(-x))`` elementwise."""
+    return ops.sigmoid(x)
+
+
+def tanh(x):
+    """``tanh(x)`` elementwise."""
+    return ops.tanh(x)
+
+
+def log_softmax(x, dim=-1):
+    """``x - logsumexp(x, dim)``, computed stably."""
+    return ops.log_softmax(x, dim)
+
+
+# ---- linear -------------------------------------------------------------------------------
+class Linear(Function):
+    """``y = x @ weight.T + bias`` with x (*, in), weight (out, in), bias (out,) or None.
+
+    Backward: ``dx = dy @ W``, ``dW = dy^T x``, ``db = sum(dy)`` over the leading axes.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        ctx.save_for_backward(x, weight)
+        out = x @ weight.T
+        if bias is not None:
+            out += bias
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        need_x, need_w, need_b = ctx.needs_input_grad
+        g2 = grad.reshape(-1, grad.shape[-1])
+        dx = grad @ weight if need_x else None
+        dweight = g2.T @ x.reshape(-1, x.shape[-1]) if need_w else None
+        dbias = g2.sum(axis=0) if need_b else None
+        return dx, dweight, dbias
+
+
+def linear(x, weight, bias=None):
+    r"""Affine map :math:`y = x W^T + b`.
+
+    Shape:
+        - x: ``(*, in_features)``; weight: ``(out_features, in_features)``;
+          bias: ``(out_features,)`` or None
+        - Output: ``(*, out_features)``
+    """
+    ws, xs = _shape(weight), _shape(x)
+    if len(ws) != 2:
+        raise ValueError(f"linear: weight must be 2D (out_features, in_features) (got shape {ws})")
+    if len(xs) < 1 or xs[-1] != ws[1]:
+        raise ValueError(f"linear: input's last dimension must equal weight's in_features={ws[1]} "
+                         f"(got input shape {xs}, weight shape {ws})")
+    if bias is not None and _shape(bias) != (ws[0],):
+        raise ValueError(f"linear: bias must have shape ({ws[0]},) (got {_shape(bias)})")
+    return Linear.apply(x, weight, bias)
+
+
+# ---- convolution and pooling ---------------------------------------------------------------
+def conv2d(x, weight, bias=None, stride=1, padding=0):
+    r"""2-D cross-correlation (PyTorch's ``conv2d``, no dilation or groups).
+
+    .. math:: out[n, o, i, j] = b[o] + \sum_{c, p, q} x_{pad}[n, c, s_h i + p, s_w j + q]\, W[o, c, p, q]
+
+    Shape:
+        - x: ``(N, C, H, W)``; weight: ``(O, C, kh, kw)``; bias: ``(O,)`` or None
+        - Output: ``(N, O, H_out, W_out)``, ``H_out = (H + 2 p_h - kh) // s_h + 1``
+
+    `stride` (>= 1) and `padding` (>= 0, zeros) are ints or (h, w) pairs.
+    """
+    xs, ws = _shape(x), _shape(weight)
+    if len(xs) != 4:
+        raise ValueError(f"conv2d: expected 4D input (N, C, H, W) (got {len(xs)}D input of shape {xs}); "
+                         "add a batch axis with x.reshape(1, *x.shape)")
+    if len(ws) != 4:
+        raise ValueError(f"conv2d: expected 4D weight (O, C, kh, kw) (got shape {ws})")
+    if ws[1] != xs[1]:
+        raise ValueError(f"conv2d: weight of shape {ws} expects {ws[1]} input channels, "
+                         f"but the input of shape {xs} has {xs[1]}")
+    if bias is not None and _shape(bias) != (ws[0],):
+        raise ValueError(f"conv2d: bias must have shape ({ws[0]},) (got {_shape(bias)})")
+    stride, padding = pair(stride, "stride"), pair(padding, "padding")
+    if min(stride) < 1 or min(padding) < 0:
+        raise ValueError(f"conv2d: stride must be >= 1 and padding >= 0 (got stride={stride}, padding={padding})")
+    _check_output_size("conv2d", xs, ws[2:], stride, padding)
+    return Conv2d.apply(x, weight, bias, stride=stride, padding=padding)
+
+
+def _check_output_size(fn, xs, kernel, stride, padding):
+    ho = output_size(xs[2], kernel[0], stride[0], padding[0])
+    wo = output_size(xs[3], kernel[1], stride[1], padding[1])
+    if ho < 1 or wo < 1:
+        raise ValueError(f"{fn}: kernel {tuple(kernel)} does not fit the padded input: input {xs}, "
+                         f"padding {padding} gives output size ({ho}, {wo}); use a smaller kernel or more padding")
+
+
+def max_pool2d(x, kernel_size, stride=None, padding=0):
+    r"""Max over each ``kernel_size`` window (PyTorch's ``max_pool2d``, no dilation).
+
+    Padding is implicit -inf, at most half the kernel. On ties the gradient goes to the
+    first maximum of the window (row-major); overlapping windows add their gradients.
+
+    Shape:
+        - x: ``(N, C, H, W)``
+        - Output: ``(N, C, H_out, W_out)``, ``H_out = (H + 2 p_h - k_h) // s_h + 1``
+
+    `stride` defaults to `kernel_size`.
+    """
+    xs = _shape(x)
+    if len(xs) != 4:
+        raise ValueError(f"max_pool2d: expected 4D input (N, C, H, W) (got {len(xs)}D input of shape {xs})")
+    kernel = pair(kernel_size, "kernel_size")
+    stride = kernel if stride is None else pair(stride, "stride")
+    padding = pair(padding, "padding")
+    if min(kernel) < 1 or min(stride) < 1 or min(padding) < 0:
+        raise ValueError(f"max_pool2d: kernel_size and stride must be >= 1 and padding >= 0 "
+                         f"(got kernel_size={kernel}, stride={stride}, padding={padding})")
+    if padding[0] > kernel[0] // 2 or padding[1] > kernel[1] // 2:
+        raise ValueError(f"max_pool2d: pad should be at most half of kernel size, "
+                         f"but got padding={padding} and kernel_size={kernel}")
+    _check_output_size("max_pool2d", xs, kernel, stride, padding)
+    return MaxPool2d.apply(x, kernel=kernel, stride=stride, padding=padding)
+
+
+# ---- normalisation --------------------------------------------------------------------------
+def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=False,
+               momentum=0.1, eps=1e-5):
+    r"""Batch normalisation over axis 1 (PyTorch's ``F.batch_norm``).
+
+    .. math:: y = \frac{x - E[x]}{\sqrt{Var[x] + \epsilon}} \gamma + \beta
+
+    Training: mean and *biased* variance of this batch per channel; when given, the
+    running buffers (NumPy arrays, or Tensors whose ``.data`` is used) are updated IN
+    PLACE, ``running = (1 - momentum) * running + momentum * batch``, running_var with
+    the *unbiased* variance. Eval: the running statistics (both required).
+
+    `momentum` is the exponential average factor itself. PyTorch's ``momentum=None``
+    (cumulative average) belongs to the module, which tracks ``num_batches_tracked`` and
+    passes ``momentum = 1 / num_batches_tracked``, as ``torch.nn.modules.batchnorm`` does.
+
+    Shape:
+        - x: ``(N, C)``, ``(N, C, L)`` or ``(N, C, H, W)`` (any ``(N, C, *)``)
+        - running_mean, running_var, weight, bias: ``(C,)`` or None
+        - Output: same as x
+    """
+    xs = _shape(x)
+    if len(xs) < 2:
+        raise ValueError(f"batch_norm: expected input of at least 2D (N, C, *) (got {len(xs)}D input of shape {xs})")
+    channels = xs[1]
+    for name, v in (("running_mean", running_mean), ("running_var", running_var),
+                    ("weight", weight), ("bias", bias)):
+        if v is not None and _shape(v) != (channels,):
+            raise ValueError(f"batch_norm: {name} must have shape ({channels},) for input of shape {xs} "
+                             f"(got {_shape(v)})")
+    running_mean, running_var = _array(running_mean), _array(running_var)
+    if not training:
+        if running_mean is None or running_var is None:
+            raise ValueError("batch_norm: eval mode (training=False) needs running_mean and running_var; "
+                             "pass training=True to normalise with batch statistics")
+        return BatchNormEval.apply(x, weight, bias, running_mean, running_var, eps)
+    if xs[0] * int(np.prod(xs[2:])) == 1:
+        raise ValueError(f"Expected more than 1 value per channel when training, got input size {xs}")
+    if momentum is None:
+        raise ValueError("batch_norm: momentum=None (cumulative average) needs the batch count; pass "
+                         "momentum=1/num_batches_tracked as the exponential average factor (BatchNorm modules do)")
+    return BatchNorm.apply(x, weight, bias, running_mean, running_var, float(momentum), eps)
+
+
+def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
+    r"""Layer normalisation over the trailing ``normalized_shape`` axes of each sample.
+
+    .. math:: y = \frac{x - E[x]}{\sqrt{Var[x] + \epsilon}} \gamma + \beta
+
+    (mean and biased variance over the last ``len(normalized_shape)`` axes).
+
+    Shape:
+        - x: ``(*, *normalized_shape)``; weight, bias: ``normalized_shape`` or None
+        - Output: same as x
+    """
+    norm = (int(normalized_shape),) if isinstance(normalized_shape, (int, np.integer)) else tuple(normalized_shape)
+    xs = _shape(x)
+    if len(norm) == 0 or len(xs) < len(norm) or xs[len(xs) - len(norm):] != norm:
+        raise ValueError(f"layer_norm: input shape {xs} must end with normalized_shape {norm}")
+    for name, v in (("weight", weight), ("bias", bias)):
+        if v is not None and _shape(v) != norm:
+            raise ValueError(f"layer_norm: {name} must have shape {norm} (got {_shape(v)})")
+    return LayerNorm.apply(x, weight, bias, len(norm), eps)
+
+
+# ---- dropout ------------------------------------------------------------------------------
+def dropout(x, p=0.5, training=True, rng=None):
+    r"""Zero each element with probability `p` and scale the rest by :math:`1/(1-p)`.
+
+    Identity when ``training`` is False or ``p == 0``. In training with ``p > 0`` the mask
+    is drawn from `rng` (an ``np.random.Generator``), which is then required: a hidden
+    global generator would make runs impossible to reproduce across ranks and strategies.
+
+    Shape: output same as x.
+    """
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
+    if not training or p == 0.0:
+        return x
+    if not isinstance(rng, np.random.Generator):
+        raise ValueError(f"dropout in training mode with p={p} needs rng=np.random.Generator(...) "
+                         f"(got {type(rng).__name__}); seed one and pass it, or use training=False")
+    data = _array(x)
+    return Dropout.apply(x, dropout_mask(data.shape, p, rng, data.dtype))
+
+
+# ---- losses -------------------------------------------------------------------------------
+def _class_targets(fn, logits_shape, target):
+    """Check class-index targets against (N, C, *) scores; return both flattened to 2D/1D
+    form: the logits' axis permutation and the (N*d,) targets."""
+    target = np.asarray(_array(target))
+    if not np.issubdtype(target.dtype, np.integer):
+        raise TypeError(f"{fn}: target must hold integer class indices (got dtype {target.dtype}); "
+                        "cast with .astype(np.int64)")
+    expected = logits_shape[:1] + logits_shape[2:]
+    if target.shape != expected:
+        raise ValueError(f"{fn}: target shape {target.shape} does not match input shape {logits_shape} "
+                         f"(expected target shape {expected})")
+    return target.reshape(-1)
+
+
+def _check_class_range(fn, target, num_classes, ignore_index):
+    bad = (target < 0) | (target >= num_classes)
+    bad &= target != ignore_index
+    if bad.any():
+        value = int(target[np.argmax(bad)])
+        raise IndexError(f"{fn}: target value {value} is out of bounds for {num_classes} classes "
+                         f"(class indices must be in [0, {num_classes - 1}])")
+
+
+def _scores_2d(fn, x, target, ignore_index):
+    """(N, C, *) scores and (N, *) targets -> (M, C) scores, (M,) targets, and a function
+    that reshapes per-element losses back to (N, *)."""
+    xs = _shape(x)
+    if len(xs) == 0:
+        raise ValueError(f"{fn}: expected input of shape (C,), (N, C) or (N, C, *) (got a 0D input)")
+    if len(xs) == 1:  # unbatched (C,) as PyTorch
+        xs2 = (1, xs[0])
+        t = _class_targets(fn, xs2, np.asarray(_array(target)).reshape(1))
+        _check_class_range(fn, t, xs[0], ignore_index)
+        return ops.reshape(x, xs2), t, lambda loss: ops.reshape(loss, ())
+    t = _class_targets(fn, xs, target)
+    _check_class_range(fn, t, xs[1], ignore_index)
+    if len(xs) == 2:
+        return x, t, lambda loss: loss
+    # move the class axis last, then fold every other axis into the rows
+    perm = (0,) + tuple(range(2, len(xs))) + (1,)
+    moved = ops.reshape(ops.transpose(x, perm), (-1, xs[1]))
+    return moved, t, lambda loss: ops.reshape(loss, xs[:1] + xs[2:])
+
+
+def cross_entropy(input, target, reduction="mean", ignore_index=-100):
+    r"""Cross-entropy of unnormalised scores against class indices (PyTorch's, without
+    class weights or label smoothing).
+
+    .. math:: \ell_n = \log \sum_c \exp(x_{n,c}) - x_{n, y_n}
+
+    computed with the row maximum subtracted first. ``"mean"`` averages over the targets
+    that are not `ignore_index`.
+
+    Shape:
+        - input: ``(C,)``, ``(N, C)`` or ``(N, C, d1, ...)``; target: ``()``, ``(N,)`` or
+          ``(N, d1, ...)`` integer class indices in ``[0, C)``
+        - Output: scalar, or the target's shape with ``reduction="none"``
+    """
+    _check_reduction(reduction, "cross_entropy")
+    scores, t, unflatten = _scores_2d("cross_entropy", input, target, ignore_index)
+    loss = CrossEntropy.apply(scores, t, reduction=reduction, ignore_index=ignore_index)
+    return unflatten(loss) if reduction == "none" else loss
+
+
+def nll_loss(input, target, reduction="mean", ignore_index=-100):
+    r"""Negative log-likelihood of log-probabilities: :math:`\ell_n = -x_{n, y_n}`.
+
+    Shape: as `cross_entropy`.
+    """
+    _check_reduction(reduction, "nll_loss")
+    scores, t, unflatten = _scores_2d("nll_loss", input, target, ignore_index)
+    loss = NLLLoss.apply(scores, t, reduction=reduction, ignore_index=ignore_index)
+    return unflatten(loss) if reduction == "none" else loss
+
+
+def mse_loss(input, target, reduction="mean"):
+    r"""Mean squared error :math:`\ell = \mathrm{reduce}((x - y)^2)`.
+
+    Shape:
+        - input and target: the same shape (no broadcasting: a mismatch is an error)
+        - Output: scalar, or the input's shape with ``reduction="none"``
+    """
+    _check_reduction(reduction, "mse_loss")
+    if _shape(input) != _shape(target):
+        raise ValueError(f"mse_loss: input shape {_shape(input)} and target shape {_shape(target)} differ; "
+                         "reshape the target to the input's shape")
+    if not isinstance(target, Tensor):  # a plain array target follows the input's dtype
+        target = np.asarray(target, dtype=_array(input).dtype)
+    return MSELoss.apply(input, target, reduction=reduction)

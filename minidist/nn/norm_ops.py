@@ -1,0 +1,225 @@
+"""Fused batch and layer normalisation: each forward beside its analytic backward.
+
+Batch norm is split the way PyTorch splits it for ``SyncBatchNorm``, so the distributed
+version (minidist/parallel/syncbn.py) reuses exactly this arithmetic with sums that were
+all-reduced across ranks. One rank's training step is::
+
+    s, ss, n = batch_norm_stats(x)                  # local per-channel sums  (all-reduce these)
+    mean, invstd = batch_norm_gather_stats(s, ss, n, running_mean, running_var, momentum, eps)
+    y = batch_norm_elemt(x, mean, invstd, weight, bias)
+    # backward, with dy = dL/dy:
+    sum_dy, sum_dy_xmu, dweight, dbias = batch_norm_backward_reduce(dy, x, mean, invstd)
+    #                                   (all-reduce sum_dy and sum_dy_xmu, with the same n)
+    dx = batch_norm_backward_elemt(dy, x, mean, invstd, weight, sum_dy, sum_dy_xmu, n)
+
+All per-channel arrays are 1-D of length C; ``x`` is (N, C) or (N, C, *).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..autograd.function import Function
+
+
+def _channel_axes(x):
+    """The axes batch norm reduces over: all but the channel axis 1."""
+    return (0,) + tuple(range(2, x.ndim))
+
+
+def _per_channel(v, x):
+    """A (C,) array reshaped to broadcast against x: (1, C, 1, ...)."""
+    return v.reshape((1, -1) + (1,) * (x.ndim - 2))
+
+
+def _channel_dot(a, b):
+    """Per-channel ``sum(a * b)`` over every axis but 1, without the product temporary."""
+    if a.ndim == 2:
+        return np.einsum("ij,ij->j", a, b)
+    n, c = a.shape[:2]
+    return np.einsum("ijk,ijk->j", a.reshape(n, c, -1), b.reshape(n, c, -1))
+
+
+# ---- the SyncBatchNorm-shaped pieces --------------------------------------------------------
+def batch_norm_stats(x):
+    """Per-channel ``(sum, sum of squares, count)`` of ``x`` over every axis but 1.
+
+    The sums are accumulated and returned in float64: the variance is later formed as
+    ``sumsq / n - mean**2``, which cancels badly in float32. ``count`` is the Python int
+    ``x.size // C``.
+    """
+    axes = _channel_axes(x)
+    x64 = x.astype(np.float64, copy=False)
+    return x64.sum(axis=axes), np.square(x64).sum(axis=axes), x.size // x.shape[1]
+
+
+def batch_norm_gather_stats(sum_x, sum_x2, count, running_mean=None, running_var=None,
+                            momentum=0.1, eps=1e-5, dtype=None):
+    """Turn (globally summed) per-channel sums into ``(mean, invstd)`` and, when running
+    buffers are given, update them IN PLACE::
+
+        mean = sum_x / count,   var = sum_x2 / count - mean**2        (biased)
+        invstd = 1 / sqrt(var + eps)
+        running_mean = (1 - momentum) * running_mean + momentum * mean
+        running_var  = (1 - momentum) * running_var  + momentum * var * count / (count - 1)
+
+    `dtype` (default: the running buffers' dtype, else float64) is the dtype of the
+    returned mean and invstd.
+    """
+    if count <= 1:
+        raise ValueError(f"Expected more than 1 value per channel when training, got {count} value(s) "
+                         "per channel; use a larger batch (or eval mode)")
+    mean = sum_x / count
+    var = np.maximum(sum_x2 / count - mean * mean, 0.0)  # round-off can dip below zero
+    _update_running(running_mean, running_var, mean, var, count, momentum)
+    if dtype is None:
+        dtype = running_mean.dtype if running_mean is not None else np.float64
+    return mean.astype(dtype, copy=False), (1.0 / np.sqrt(var + eps)).astype(dtype, copy=False)
+
+
+def _update_running(running_mean, running_var, mean, var, count, momentum):
+    """PyTorch's exponential moving average, in place; running_var gets the unbiased var."""
+    if running_mean is not None:
+        running_mean *= 1.0 - momentum
+        running_mean += (momentum * mean).astype(running_mean.dtype, copy=False)
+    if running_var is not None:
+        running_var *= 1.0 - momentum
+        running_var += (momentum * var * (count / (count - 1))).astype(running_var.dtype, copy=False)
+
+
+def batch_norm_elemt(x, mean, invstd, weight=None, bias=None):
+    """``y = (x - mean) * invstd * weight + bias`` per channel, in x's dtype."""
+    scale = invstd if weight is None else invstd * weight
+    shift = -mean * scale if bias is None else bias - mean * scale
+    out = x * _per_channel(scale.astype(x.dtype, copy=False), x)
+    out += _per_channel(shift.astype(x.dtype, copy=False), x)  # in place: one big array, not two
+    return out
+
+
+def batch_norm_backward_reduce(dy, x, mean, invstd):
+    """Per-channel ``(sum_dy, sum_dy_xmu, dweight, dbias)`` of this rank's data::
+
+        sum_dy = sum(dy),   sum_dy_xmu = sum(dy * (x - mean)),
+        dweight = sum_dy_xmu * invstd,   dbias = sum_dy
+    """
+    axes = _channel_axes(x)
+    sum_dy = dy.sum(axis=axes)
+    xmu = x - _per_channel(mean.astype(x.dtype, copy=False), x)
+    sum_dy_xmu = _channel_dot(dy, xmu)
+    return sum_dy, sum_dy_xmu, sum_dy_xmu * invstd.astype(x.dtype, copy=False), sum_dy
+
+
+def batch_norm_backward_elemt(dy, x, mean, invstd, weight, sum_dy, sum_dy_xmu, count):
+    """The input gradient of training-mode batch norm from (global) per-channel sums::
+
+        dx = (dy - sum_dy / n - (x - mean) * invstd**2 * sum_dy_xmu / n) * invstd * weight
+    """
+    dtype = x.dtype
+    invstd = invstd.astype(dtype, copy=False)
+    scale = invstd if weight is None else invstd * weight.astype(dtype, copy=False)
+    mean_dy = (sum_dy / count).astype(dtype, copy=False)
+    proj = (sum_dy_xmu / count).astype(dtype, copy=False) * invstd * invstd
+    # dx = dy*scale - [mean_dy*scale - mean*proj*scale] - x*proj*scale, folded per channel
+    dx = x * _per_channel(-proj * scale, x)
+    dx += dy * _per_channel(scale, x)
+    dx += _per_channel((mean.astype(dtype, copy=False) * proj - mean_dy) * scale, x)
+    return dx
+
+
+# ---- the Functions ----------------------------------------------------------------------------
+class BatchNorm(Function):
+    """Training-mode batch norm over axis 1: batch statistics, running buffers updated.
+
+    ``forward(ctx, x, weight, bias, running_mean, running_var, momentum, eps)``; weight and
+    bias may be None (affine=False), the running buffers may be None (not tracked).
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, running_mean, running_var, momentum, eps):
+        axes = _channel_axes(x)
+        count = x.size // x.shape[1]
+        mean = x.mean(axis=axes)
+        xmu = x - _per_channel(mean, x)
+        var = _channel_dot(xmu, xmu) / count
+        invstd = 1.0 / np.sqrt(var + np.asarray(eps, dtype=x.dtype))
+        _update_running(running_mean, running_var, mean, var, count, momentum)
+        ctx.save_for_backward(x, weight, mean, invstd)
+        ctx.xmu, ctx.count = xmu, count
+        if weight is None and bias is None:
+            return xmu * _per_channel(invstd, x)
+        return batch_norm_elemt(x, mean, invstd, weight, bias)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight, mean, invstd = ctx.saved_tensors
+        axes = _channel_axes(x)
+        sum_dy = grad.sum(axis=axes)
+        sum_dy_xmu = _channel_dot(grad, ctx.xmu)
+        need_x, need_w, need_b = ctx.needs_input_grad[:3]
+        dx = (batch_norm_backward_elemt(grad, x, mean, invstd, weight, sum_dy, sum_dy_xmu, ctx.count)
+              if need_x else None)
+        dweight = sum_dy_xmu * invstd if need_w else None
+        return dx, dweight, sum_dy if need_b else None
+
+
+class BatchNormEval(Function):
+    """Eval-mode batch norm: a fixed per-channel affine map from the running statistics,
+    ``y = (x - running_mean) / sqrt(running_var + eps) * weight + bias``."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, running_mean, running_var, eps):
+        mean = running_mean.astype(x.dtype, copy=False)
+        invstd = 1.0 / np.sqrt(running_var.astype(x.dtype, copy=False) + np.asarray(eps, dtype=x.dtype))
+        ctx.save_for_backward(x, weight, mean, invstd)
+        return batch_norm_elemt(x, mean, invstd, weight, bias)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight, mean, invstd = ctx.saved_tensors
+        scale = invstd if weight is None else invstd * weight
+        dx = grad * _per_channel(scale, x) if ctx.needs_input_grad[0] else None
+        dweight = dbias = None
+        if ctx.needs_input_grad[1]:
+            _, _, dweight, _ = batch_norm_backward_reduce(grad, x, mean, invstd)
+        if ctx.needs_input_grad[2]:
+            dbias = grad.sum(axis=_channel_axes(x))
+        return dx, dweight, dbias
+
+
+class LayerNorm(Function):
+    """Layer norm over the last `ndim` axes (PyTorch's ``normalized_shape``)::
+
+        y = (x - mean) / sqrt(var + eps) * weight + bias     (biased var, per sample)
+
+    ``forward(ctx, x, weight, bias, ndim, eps)``; weight/bias have the normalised shape
+    or are None.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, ndim, eps):
+        axes = tuple(range(x.ndim - ndim, x.ndim))
+        mean = x.mean(axis=axes, keepdims=True)
+        xmu = x - mean
+        var = np.square(xmu).mean(axis=axes, keepdims=True)
+        invstd = 1.0 / np.sqrt(var + np.asarray(eps, dtype=x.dtype))
+        xhat = xmu * invstd
+        ctx.save_for_backward(xhat, invstd, weight)
+        ctx.axes = axes
+        out = xhat if weight is None else xhat * weight
+        return out if bias is None else out + bias
+
+    @staticmethod
+    def backward(ctx, grad):
+        xhat, invstd, weight = ctx.saved_tensors
+        axes = ctx.axes
+        lead = tuple(range(xhat.ndim - len(axes)))  # the batch axes params are shared over
+        dx = dweight = dbias = None
+        if ctx.needs_input_grad[0]:
+            dxhat = grad if weight is None else grad * weight
+            # dx = invstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat))
+            dx = invstd * (dxhat - dxhat.mean(axis=axes, keepdims=True)
+                           - xhat * (dxhat * xhat).mean(axis=axes, keepdims=True))
+        if ctx.needs_input_grad[1]:
+            dweight = (grad * xhat).sum(axis=lead)
+        if ctx.needs_input_grad[2]:
+            dbias = grad.sum(axis=lead)
+        return dx, dweight, dbias

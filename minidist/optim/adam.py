@@ -1,0 +1,84 @@
+"""`Adam` and `AdamW` (decoupled weight decay): PyTorch's update rules."""
+from __future__ import annotations
+
+import numpy as np
+
+from .optimizer import Optimizer
+
+
+class Adam(Optimizer):
+    r"""``Adam(params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, amsgrad=False, *, maximize=False)``.
+
+    For each parameter with a gradient, at step t (counted per parameter), as
+    ``torch.optim.Adam``:
+
+    .. math::
+        g &= \nabla + \lambda \theta \quad (\text{AdamW instead: } \theta = \theta (1 - \gamma \lambda)) \\
+        m &= m + (1 - \beta_1)(g - m), \quad v = \beta_2 v + (1 - \beta_2) g^2 \\
+        \theta &= \theta - \frac{\gamma}{1 - \beta_1^t} \cdot
+                  \frac{m}{\sqrt{v} / \sqrt{1 - \beta_2^t} + \epsilon}
+
+    (with amsgrad, ``v`` in the denominator is the running maximum ``max_exp_avg_sq``).
+    State per parameter: ``step`` (int), ``exp_avg``, ``exp_avg_sq`` (arrays). Updates
+    ``p.data`` in place.
+    """
+
+    _decoupled = False
+
+    def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 0.0, amsgrad: bool = False, *,
+                 maximize: bool = False):
+        if lr < 0.0:
+            raise ValueError(f"invalid learning rate: {lr} (expected lr >= 0)")
+        if eps < 0.0:
+            raise ValueError(f"invalid epsilon value: {eps} (expected eps >= 0)")
+        if not (0.0 <= betas[0] < 1.0 and 0.0 <= betas[1] < 1.0):
+            raise ValueError(f"invalid betas: {betas} (expected both in [0, 1))")
+        if weight_decay < 0.0:
+            raise ValueError(f"invalid weight_decay value: {weight_decay} (expected >= 0)")
+        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
+                                      amsgrad=amsgrad, maximize=maximize))
+
+    def step(self) -> None:
+        for group in self.param_groups:
+            lr, (beta1, beta2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
+            for p in self._params_with_grad(group):
+                g = -p.grad if group["maximize"] else p.grad
+                state = self.state.setdefault(p, {})
+                if not state:
+                    state["step"] = 0
+                    state["exp_avg"] = np.zeros_like(p.data)
+                    state["exp_avg_sq"] = np.zeros_like(p.data)
+                    if group["amsgrad"]:
+                        state["max_exp_avg_sq"] = np.zeros_like(p.data)
+                state["step"] += 1
+                t = state["step"]
+                if wd != 0:
+                    if self._decoupled:
+                        p.data *= 1 - lr * wd
+                    else:
+                        g = g + wd * p.data
+                m, v = state["exp_avg"], state["exp_avg_sq"]
+                m += (1 - beta1) * (g - m)  # torch's lerp_
+                v *= beta2
+                v += (1 - beta2) * g * g
+                if group["amsgrad"]:
+                    np.maximum(state["max_exp_avg_sq"], v, out=state["max_exp_avg_sq"])
+                    v = state["max_exp_avg_sq"]
+                step_size = lr / (1 - beta1 ** t)
+                denom = np.sqrt(v) / (1 - beta2 ** t) ** 0.5 + eps
+                p.data -= step_size * m / denom
+
+
+class AdamW(Adam):
+    r"""``AdamW(params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False)``:
+    Adam with decoupled weight decay, :math:`\theta \leftarrow \theta (1 - \gamma \lambda)`
+    before the Adam step instead of adding :math:`\lambda \theta` to the gradient (as
+    ``torch.optim.AdamW``)."""
+
+    _decoupled = True
+
+    def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 1e-2, amsgrad: bool = False, *,
+                 maximize: bool = False):
+        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize=maximize)

@@ -1,0 +1,53 @@
+"""`SGD` with momentum, dampening, Nesterov and weight decay: PyTorch's update rule."""
+from __future__ import annotations
+
+from .optimizer import Optimizer
+
+
+class SGD(Optimizer):
+    r"""``SGD(params, lr, momentum=0, dampening=0, weight_decay=0, nesterov=False, *, maximize=False)``.
+
+    For each parameter with a gradient, exactly as ``torch.optim.SGD``:
+
+    .. math::
+        g &= \nabla + \lambda \theta \\
+        b &= g \text{ (first step)}, \quad b = \mu b + (1 - \tau) g \text{ (later)} \\
+        g &= g + \mu b \text{ (nesterov) or } b \\
+        \theta &= \theta - \gamma g
+
+    (the momentum buffer ``b`` is only kept when momentum != 0; the first one is the
+    undampened gradient, as PyTorch does). Updates ``p.data`` in place.
+    """
+
+    def __init__(self, params, lr: float, momentum: float = 0.0, dampening: float = 0.0,
+                 weight_decay: float = 0.0, nesterov: bool = False, *, maximize: bool = False):
+        if lr < 0.0:
+            raise ValueError(f"invalid learning rate: {lr} (expected lr >= 0)")
+        if momentum < 0.0:
+            raise ValueError(f"invalid momentum value: {momentum} (expected momentum >= 0)")
+        if weight_decay < 0.0:
+            raise ValueError(f"invalid weight_decay value: {weight_decay} (expected >= 0)")
+        if nesterov and (momentum <= 0 or dampening != 0):
+            raise ValueError(f"Nesterov momentum requires a momentum and zero dampening "
+                             f"(got momentum={momentum}, dampening={dampening})")
+        super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,
+                                      weight_decay=weight_decay, nesterov=nesterov, maximize=maximize))
+
+    def step(self) -> None:
+        for group in self.param_groups:
+            lr, mu, tau = group["lr"], group["momentum"], group["dampening"]
+            wd, nesterov = group["weight_decay"], group["nesterov"]
+            for p in self._params_with_grad(group):
+                g = -p.grad if group["maximize"] else p.grad
+                if wd != 0:
+                    g = g + wd * p.data
+                if mu != 0:
+                    state = self.state.setdefault(p, {})
+                    buf = state.get("momentum_buffer")
+                    if buf is None:
+                        buf = state["momentum_buffer"] = g.astype(p.dtype, copy=True)
+                    else:
+                        buf *= mu
+                        buf += (1 - tau) * g
+                    g = g + mu * buf if nesterov else buf
+                p.data -= lr * g

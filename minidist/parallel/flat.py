@@ -1,0 +1,74 @@
+"""Flat buffers: many small arrays packed into one contiguous array per dtype, so that a
+collective sends one message instead of one per parameter (PyTorch "coalesces" the same
+way). Layouts are computed once; packing and unpacking are slice copies.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+class FlatLayout:
+    """Where each of `tensors` (anything with ``.data``: Parameters, buffers) lives in one
+    flat array of `dtype`. Every tensor must have that dtype.
+
+    Attributes:
+        tensors (list), dtype (np.dtype), offsets (list[int]), count (int): elements in all.
+    """
+
+    def __init__(self, tensors, dtype):
+        self.tensors = list(tensors)
+        self.dtype = np.dtype(dtype)
+        self.offsets, total = [], 0
+        for t in self.tensors:
+            self.offsets.append(total)
+            total += t.data.size
+        self.count = total
+
+    @property
+    def nbytes(self) -> int:
+        return self.count * self.dtype.itemsize
+
+    def slices(self):
+        for t, off in zip(self.tensors, self.offsets):
+            yield t, slice(off, off + t.data.size)
+
+    def pack_data(self, out: np.ndarray | None = None) -> np.ndarray:
+        """The tensors' values, concatenated."""
+        out = np.empty(self.count, self.dtype) if out is None else out
+        for t, s in self.slices():
+            out[s] = t.data.reshape(-1)
+        return out
+
+    def unpack_data(self, flat: np.ndarray) -> None:
+        """Copy `flat` back into each tensor's ``.data``, in place (the array objects stay,
+        so views and optimizer references remain valid)."""
+        for t, s in self.slices():
+            t.data[...] = flat[s].reshape(t.data.shape)
+
+    def pack_grads(self, out: np.ndarray | None = None, scale: float | None = None) -> np.ndarray:
+        """The tensors' ``.grad`` concatenated (zeros where a gradient is None), times
+        `scale` when given."""
+        out = np.empty(self.count, self.dtype) if out is None else out
+        for t, s in self.slices():
+            if t.grad is None:
+                out[s] = 0
+            elif scale is None:
+                out[s] = t.grad.reshape(-1)
+            else:
+                np.multiply(t.grad.reshape(-1), scale, out=out[s], casting="unsafe")
+        return out
+
+    def unpack_grads(self, flat: np.ndarray) -> None:
+        """Set each tensor's ``.grad`` to its slice of `flat` (a fresh array in the
+        tensor's dtype)."""
+        for t, s in self.slices():
+            t.grad = flat[s].reshape(t.data.shape).astype(t.data.dtype, copy=True)
+
+
+def layouts_by_dtype(tensors) -> list[FlatLayout]:
+    """One `FlatLayout` per dtype among `tensors`, in order of first appearance (so every
+    rank with the same model builds the same layouts)."""
+    groups: dict = {}
+    for t in tensors:
+        groups.setdefault(t.data.dtype, []).append(t)
+    return [FlatLayout(ts, dtype) for dtype, ts in groups.items()]

@@ -1,0 +1,180 @@
+"""Every collective on N = 1..5 ranks (and the ring all-reduce on 7), against NumPy.
+
+One mpiexec launch per N runs every case (tests/mpi/comm_collectives.py) and is cached
+for the module; the tests below read from it: results vs NumPy's sum over the ranks'
+inputs, in-place semantics, bit-identical results on every rank, ledger counts vs the
+closed forms of counts.py, the binomial broadcast's depth, and error handling.
+"""
+from __future__ import annotations
+
+import functools
+
+import pytest
+
+from minidist.comm.counts import ceil_log2, message_counts, rounds
+from mpi_util import run_mpi
+
+SIZES = [1, 2, 3, 4, 5]
+ALL_RANKS_EQUAL = {"ring_allreduce", "recursive_doubling_allreduce", "rabenseifner_allreduce",
+                   "allreduce", "mpi_allreduce", "ring_allgather", "broadcast"}
+IN_PLACE = {"ring_allreduce", "recursive_doubling_allreduce", "rabenseifner_allreduce",
+            "allreduce", "mpi_allreduce", "broadcast"}
+
+
+@functools.lru_cache(maxsize=None)
+def launch(n: int, mode: str = "all") -> tuple:
+    return tuple(run_mpi(n, "comm_collectives.py", mode, timeout=120))
+
+
+def cases_by_key(results):
+    """{case key: [rank 0's case, rank 1's case, ...]}"""
+    table = {}
+    for rank_result in results:
+        for case in rank_result["cases"]:
+            table.setdefault(case["key"], []).append(case)
+    return table
+
+
+@pytest.mark.parametrize("n", SIZES)
+def test_every_collective_matches_numpy(n):
+    results = launch(n)
+    table = cases_by_key(results)
+    collectives = {c[0]["collective"] for c in table.values()}
+    assert collectives >= {"ring_allreduce", "ring_reduce_scatter", "ring_allgather",
+                           "gather_to_root", "reduce_to_root", "broadcast", "scatter",
+                           "recursive_doubling_allreduce", "rabenseifner_allreduce",
+                           "allreduce", "mpi_allreduce"}
+    assert {c[0]["count"] for c in table.values()} >= {0, 1, n, n + 1, 2 * n, 100003}
+    assert {c[0]["dtype"] for c in table.values()} == {"float32", "float64", "int64"}
+    wrong = [(key, rank) for key, per_rank in table.items()
+             for rank, case in enumerate(per_rank) if not case["ok"]]
+    assert wrong == []
+
+
+@pytest.mark.parametrize("n", SIZES)
+def test_in_place_collectives_return_their_input(n):
+    for key, per_rank in cases_by_key(launch(n)).items():
+        case = per_rank[0]
+        if case["collective"] in IN_PLACE:
+            assert all(c["inplace"] is True for c in per_rank), key
+        if case["collective"] in ("ring_reduce_scatter", "reduce_to_root"):
+            assert all(c["inplace"] in (False, None) for c in per_rank), key  # a new array
+        if case["collective"] == "ring_allgather" and "|out|" in key:
+            assert all(c["inplace"] is True for c in per_rank), key  # returns `out`
+
+
+@pytest.mark.parametrize("n", SIZES)
+def test_results_are_bit_identical_on_every_rank(n):
+    for key, per_rank in cases_by_key(launch(n)).items():
+        if per_rank[0]["collective"] in ALL_RANKS_EQUAL:
+            hashes = {c["hash"] for c in per_rank}
+            assert len(hashes) == 1 and None not in hashes, key
+
+
+def _expected_counts(case, n, rank):
+    collective, algorithm = case["collective"], case["algorithm"]
+    return message_counts(collective, n, rank, case["count"], case["itemsize"],
+                          root=case["root"], algorithm=algorithm)
+
+
+@pytest.mark.parametrize("n", SIZES)
+def test_ledger_matches_closed_form_counts(n):
+    results = launch(n)
+    checked = 0
+    for rank, rank_result in enumerate(results):
+        ledger = rank_result["ledger"]
+        for case in rank_result["cases"]:
+            got = {k: v for k, v in ledger.get(case["key"], {}).items() if k != "seconds"}
+            if not got:  # a phase with no messages at all (N = 1) leaves no ledger entry
+                got = {"messages_sent": 0, "messages_received": 0, "bytes_sent": 0, "bytes_received": 0}
+            if case["collective"] == "mpi_allreduce":  # MPI's own: no messages of ours
+                assert got == {"messages_sent": 0, "messages_received": 0, "bytes_sent": 0,
+                               "bytes_received": 0}, case["key"]
+                continue
+            assert got == _expected_counts(case, n, rank), (case["key"], rank)
+            checked += 1
+    assert checked > 100 * n
+
+
+@pytest.mark.parametrize("n", SIZES)
+def test_scratch_memory_is_reported_and_released(n):
+    for rank_result in launch(n):
+        assert rank_result["current_temp_bytes"] == 0
+        if n > 1:  # the ring of a 100003-element float64 buffer holds one chunk, at least
+            assert rank_result["peak_temp_bytes"] >= -(-100003 // n) * 8
+
+
+def _broadcast_depth(logs_per_rank, root, n):
+    """Replay each rank's ordered messages as a logical clock: the root starts at round 0;
+    a rank's k-th send leaves at (the round it received) + k."""
+    received_at = {root: 0}
+    pending = [root]
+    while pending:
+        rank = pending.pop()
+        sends = [peer for direction, peer in logs_per_rank[rank] if direction == "send"]
+        for k, child in enumerate(sends, start=1):
+            assert child not in received_at, f"rank {child} received twice"
+            received_at[child] = received_at[rank] + k
+            pending.append(child)
+    assert sorted(received_at) == list(range(n)), "some rank never received"
+    for rank in range(n):
+        recvs = [m for m in logs_per_rank[rank] if m[0] == "recv"]
+        assert len(recvs) == (0 if rank == root else 1)
+    return max(received_at.values())
+
+
+@pytest.mark.parametrize("n", SIZES)
+def test_broadcast_depth(n):
+    results = launch(n)
+    for root in range(n):
+        for algorithm, want in (("binomial", ceil_log2(n)), ("linear", n - 1)):
+            phase = f"depth|{algorithm}|{root}"
+            depth = _broadcast_depth([r["depth"][phase] for r in results], root, n)
+            assert depth == want == rounds("broadcast", n, algorithm), (phase, depth)
+
+
+ERRORS = {  # case -> (exception type, words its message must contain)
+    "readonly": ("ValueError", "read-only"),
+    "noncontiguous": ("ValueError", "contiguous"),
+    "dtype_int32": ("TypeError", "int32"),
+    "dtype_complex": ("TypeError", "complex128"),
+    "not_array": ("TypeError", "numpy.ndarray"),
+    "mean_int64": ("TypeError", "op='mean'"),
+    "bad_op": ("ValueError", "prod"),
+    "bcast_algorithm": ("ValueError", "tree"),
+    "allreduce_algorithm": ("ValueError", "butterfly"),
+    "allgather_chunk_size": ("ValueError", "chunk"),
+    "mpi_readonly": ("ValueError", "read-only"),
+    "scatter_0d": ("ValueError", "dimensions"),
+}
+
+
+@pytest.mark.parametrize("n", SIZES)
+def test_bad_arguments_raise_on_every_rank_without_hanging(n):
+    results = launch(n)
+    for rank, rank_result in enumerate(results):
+        errors = rank_result["errors"]
+        for name, (kind, words) in ERRORS.items():
+            if name.startswith("scatter_") and rank != n - 1:  # non-roots learn it from the root
+                assert errors[name][0] == "ValueError" and "root" in errors[name][1], name
+                continue
+            assert errors[name] is not None and errors[name][0] == kind, (name, errors[name])
+            assert words in errors[name][1], (name, errors[name])
+        for name in ("bcast_root_size", "bcast_root_negative", "reduce_root", "gather_root",
+                     "scatter_root"):
+            assert errors[name][0] == "ValueError" and "outside [0, " in errors[name][1], name
+        root_side = errors["scatter_root_passes_none"]
+        assert root_side[0] == ("TypeError" if rank == 0 else "ValueError"), root_side
+        assert rank_result["after_errors_ok"]  # still in step: the next collective works
+
+
+def test_ring_allreduce_on_seven_ranks():
+    results = launch(7, "ring")
+    table = cases_by_key(results)
+    assert {c[0]["collective"] for c in table.values()} == {"ring_allreduce"}
+    for key, per_rank in table.items():
+        assert all(c["ok"] and c["inplace"] for c in per_rank), key
+        assert len({c["hash"] for c in per_rank}) == 1, key
+        for rank, case in enumerate(per_rank):
+            got = {k: v for k, v in results[rank]["ledger"][key].items() if k != "seconds"}
+            assert got == _expected_counts(case, 7, rank), (key, rank)

@@ -1,0 +1,127 @@
+"""F.conv2d and F.max_pool2d: gradient checks, torch comparisons, errors."""
+import numpy as np
+import pytest
+
+from functional_helpers import check_grads, close, to_torch
+from minidist import Tensor
+from minidist.nn import functional as F
+
+GEOMETRIES = [  # (x shape, weight shape, stride, padding)
+    ((2, 3, 5, 6), (4, 3, 3, 2), (2, 1), (1, 2)),  # non-square kernel, mixed stride/padding
+    ((1, 2, 4, 4), (3, 2, 1, 1), 1, 0),  # 1x1 kernel
+    ((2, 1, 7, 5), (2, 1, 3, 3), 2, 1),
+    ((3, 2, 6, 6), (2, 2, 2, 4), 3, 0),  # stride > kernel height: gaps in the input
+]
+
+
+@pytest.mark.parametrize("xs, ws, stride, padding", GEOMETRIES)
+def test_conv2d_gradcheck(xs, ws, stride, padding):
+    rng = np.random.default_rng(1)
+    check_grads(lambda x, w, b: F.conv2d(x, w, b, stride, padding),
+                rng.standard_normal(xs), rng.standard_normal(ws), rng.standard_normal(ws[0]))
+
+
+def test_conv2d_gradcheck_without_bias():
+    rng = np.random.default_rng(2)
+    check_grads(lambda x, w: F.conv2d(x, w, None, 1, 1),
+                rng.standard_normal((2, 2, 4, 3)), rng.standard_normal((3, 2, 2, 3)))
+
+
+@pytest.mark.parametrize("xs, ws, stride, padding", GEOMETRIES)
+def test_conv2d_matches_torch(torch, xs, ws, stride, padding):
+    rng = np.random.default_rng(3)
+    x, w, b = rng.standard_normal(xs), rng.standard_normal(ws), rng.standard_normal(ws[0])
+    mx, mw, mb = (Tensor(a, requires_grad=True) for a in (x, w, b))
+    tx, tw, tb = (to_torch(torch, a) for a in (x, w, b))
+    out = F.conv2d(mx, mw, mb, stride, padding)
+    ref = torch.nn.functional.conv2d(tx, tw, tb, stride, padding)
+    close(out, ref)
+    g = rng.standard_normal(out.shape)
+    out.backward(g)
+    ref.backward(torch.tensor(g))
+    for mine, theirs in ((mx, tx), (mw, tw), (mb, tb)):
+        close(mine.grad, theirs.grad)
+
+
+def test_conv2d_keeps_float32():
+    rng = np.random.default_rng(4)
+    x = Tensor(rng.standard_normal((2, 3, 6, 6)).astype(np.float32), requires_grad=True)
+    w = Tensor(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), requires_grad=True)
+    b = Tensor(np.zeros(4, np.float32), requires_grad=True)
+    out = F.conv2d(x, w, b, padding=1)
+    assert out.dtype == np.float32 and out.shape == (2, 4, 6, 6)
+    out.sum().backward()
+    assert x.grad.dtype == w.grad.dtype == b.grad.dtype == np.float32
+
+
+def test_conv2d_errors():
+    x = Tensor(np.zeros((2, 3, 5, 5)))
+    w = Tensor(np.zeros((4, 3, 3, 3)))
+    with pytest.raises(ValueError, match=r"expected 4D input .*got 3D"):
+        F.conv2d(Tensor(np.zeros((3, 5, 5))), w)
+    with pytest.raises(ValueError, match="expects 3 input channels"):
+        F.conv2d(Tensor(np.zeros((2, 2, 5, 5))), w)
+    with pytest.raises(ValueError, match=r"bias must have shape \(4,\)"):
+        F.conv2d(x, w, Tensor(np.zeros(3)))
+    with pytest.raises(TypeError, match="stride must be an int or a pair"):
+        F.conv2d(x, w, stride=(1, 2, 3))
+    with pytest.raises(ValueError, match="stride must be >= 1"):
+        F.conv2d(x, w, stride=0)
+    with pytest.raises(ValueError, match="does not fit"):
+        F.conv2d(x, Tensor(np.zeros((4, 3, 7, 1))))
+
+
+POOLS = [  # (x shape, kernel, stride, padding)
+    ((2, 2, 6, 6), 2, None, 0),  # the usual non-overlapping 2x2
+    ((1, 3, 7, 6), 3, 2, 1),  # overlapping windows and -inf padding
+    ((2, 1, 5, 7), (2, 3), (1, 2), (1, 1)),  # rectangular, overlapping in H
+    ((1, 2, 5, 5), 3, 1, 0),  # heavy overlap: each element in up to 9 windows
+]
+
+
+@pytest.mark.parametrize("xs, kernel, stride, padding", POOLS)
+def test_max_pool2d_gradcheck(xs, kernel, stride, padding):
+    x = np.random.default_rng(5).permutation(np.prod(xs)).reshape(xs) * 0.1  # distinct: no ties
+    check_grads(lambda t: F.max_pool2d(t, kernel, stride, padding), x)
+
+
+@pytest.mark.parametrize("xs, kernel, stride, padding", POOLS)
+def test_max_pool2d_matches_torch(torch, xs, kernel, stride, padding):
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal(xs)
+    mx, tx = Tensor(x, requires_grad=True), to_torch(torch, x)
+    out = F.max_pool2d(mx, kernel, stride, padding)
+    ref = torch.nn.functional.max_pool2d(tx, kernel, stride, padding)
+    close(out, ref)
+    g = rng.standard_normal(out.shape)
+    out.backward(g)
+    ref.backward(torch.tensor(g))
+    close(mx.grad, tx.grad)
+
+
+def test_max_pool2d_ties_go_to_first_maximum(torch):
+    # integer-valued input: many ties inside windows, overlapping windows
+    x = np.random.default_rng(7).integers(0, 3, size=(2, 2, 6, 6)).astype(np.float64)
+    mx, tx = Tensor(x, requires_grad=True), to_torch(torch, x)
+    out = F.max_pool2d(mx, 3, 2, 1)
+    ref = torch.nn.functional.max_pool2d(tx, 3, 2, 1)
+    g = np.random.default_rng(8).standard_normal(out.shape)
+    out.backward(g)
+    ref.backward(torch.tensor(g))
+    close(out, ref)
+    close(mx.grad, tx.grad)
+
+
+def test_max_pool2d_keeps_float32_and_errors():
+    x = Tensor(np.ones((1, 1, 4, 4), np.float32), requires_grad=True)
+    out = F.max_pool2d(x, 2)
+    assert out.dtype == np.float32 and out.shape == (1, 1, 2, 2)
+    out.sum().backward()
+    assert x.grad.dtype == np.float32
+    np.testing.assert_array_equal(x.grad[0, 0], np.array([[1, 0, 1, 0], [0, 0, 0, 0]] * 2))
+    with pytest.raises(ValueError, match="pad should be at most half of kernel size"):
+        F.max_pool2d(x, 2, padding=2)
+    with pytest.raises(ValueError, match=r"expected 4D input .*got 2D"):
+        F.max_pool2d(Tensor(np.ones((4, 4))), 2)
+    with pytest.raises(ValueError, match="does not fit"):
+        F.max_pool2d(x, 5)
