@@ -2,6 +2,7 @@
 
     python scripts/bench_engine.py                       # all models, 1 thread, 30 steps each
     python scripts/bench_engine.py --threads 2 --steps 50 --models mlp cnn
+    python scripts/bench_engine.py --tune-malloc         # same, glibc told to keep freed memory
     python scripts/bench_engine.py --profile tiny        # pyinstrument profile of minidist's steps
 
 One step is what a training loop does: forward, loss (cross-entropy), zero_grad, backward,
@@ -14,6 +15,10 @@ Threads: the thread count is fixed for both before anything is imported: the env
 variables OMP_NUM_THREADS / OPENBLAS_NUM_THREADS / MKL_NUM_THREADS (read by NumPy's BLAS
 and torch at load), then threadpoolctl's `threadpool_limits` (when installed) on every
 loaded BLAS/OpenMP pool, and torch.set_num_threads / set_num_interop_threads.
+
+Page faults: it also counts the minor page faults per step. A fresh multi-megabyte NumPy
+array is faulted in page by page when glibc has handed the memory back to the OS, which
+it does at the end of each step; `--tune-malloc` (mallopt, both frameworks) stops that.
 
 Targets (ratio = minidist median / torch median): MLP 784-512-512-10 batch 256 <= 1.2;
 tiny MLP (width 16, batch 8: per-op overhead) <= 1.0; small CNN <= 2.0.
@@ -33,6 +38,8 @@ def parse_args(argv=None):
     p.add_argument("--steps", type=int, default=30, help="timed steps per framework and model (>= 20 advised)")
     p.add_argument("--warmup", type=int, default=5, help="untimed steps first")
     p.add_argument("--models", nargs="+", default=["mlp", "tiny", "cnn"], choices=["mlp", "tiny", "cnn"])
+    p.add_argument("--tune-malloc", action="store_true", help="glibc: keep freed memory in the process "
+                   "(mallopt) instead of handing it back to the OS after every step; affects both frameworks")
     p.add_argument("--profile", choices=["mlp", "tiny", "cnn"], help="profile minidist's steps on this model "
                    "with pyinstrument instead of benchmarking")
     return p.parse_args(argv)
@@ -190,7 +197,25 @@ def profile(name, args):
     print(profiler.output_text(unicode=False, color=False, show_all=False))
 
 
+def tune_malloc():
+    """Stop glibc from returning freed heap memory to the OS (M_TRIM_THRESHOLD) and from
+    serving big arrays with fresh mmaps (M_MMAP_THRESHOLD at its 32 MiB maximum). Without
+    this, the megabytes a step frees at the end of backward are trimmed, and the next step
+    page-faults them back in, one 4 KiB page at a time. Returns whether it took effect."""
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3  # from <malloc.h>
+    return bool(libc.mallopt(m_trim_threshold, 1 << 30)) and bool(libc.mallopt(m_mmap_threshold, 32 << 20))
+
+
 def main(args):
+    malloc = "default glibc malloc"
+    if args.tune_malloc:
+        malloc = "glibc malloc tuned (mallopt)" if tune_malloc() else "malloc tuning unavailable"
     if args.profile:
         profile(args.profile, args)
         return
@@ -209,7 +234,7 @@ def main(args):
     except ImportError:
         how = "env vars + torch.set_num_threads (threadpoolctl not installed)"
     print(f"threads: {args.threads} ({how}); torch {torch.__version__}, numpy {np.__version__}; "
-          f"median of {args.steps} steps after {args.warmup} warm-up, float32")
+          f"median of {args.steps} steps after {args.warmup} warm-up, float32; {malloc}")
     for name in args.models:
         bench(name, torch, args)
 

@@ -58,3 +58,61 @@ def cost_model_cases(draw):
         profile = profile.with_(node_bw=draw(st.floats(1e8, 1e12)),
                                 ranks_per_node=draw(st.integers(1, 64)))
     return collective, algorithm, size, nbytes, profile
+
+
+# ---- closed-form collective counts (tests/test_comm_counts.py) -----------------------------
+@st.composite
+def collective_count_cases(draw, max_size: int = 70):
+    """``(collective, algorithm, size, count, itemsize, root)`` for
+    `minidist.comm.counts.message_counts`: every collective counted there, 1..`max_size`
+    ranks, counts around the number of ranks (0, < N, N, N+1, ...) or up to 10**6."""
+    from minidist.comm.counts import COLLECTIVES
+
+    collective = draw(st.sampled_from(sorted(set(COLLECTIVES) - {"allreduce"})))
+    algorithm = None
+    if collective in ("broadcast", "reduce_to_root"):
+        algorithm = draw(st.sampled_from(["linear", "binomial"]))
+    size = draw(st.integers(1, max_size))
+    count = draw(st.integers(0, 3 * size + 2) | st.integers(0, 10**6))
+    itemsize = draw(st.sampled_from([1, 4, 8, 24]))
+    root = draw(st.integers(0, size - 1))
+    return collective, algorithm, size, count, itemsize, root
+
+
+# ---- convolution and pooling geometry (tests/test_functional_conv.py) --------------------------
+@st.composite
+def conv2d_geometries(draw):
+    """``(x_shape, weight_shape, stride, padding)`` for F.conv2d whose output is at least
+    1x1: 1-3 batch items and channels, kernels 1-4 (non-square), strides 1-3, padding 0-2;
+    stride and padding drawn as an int or an (h, w) pair."""
+    n, c, o = draw(st.integers(1, 3)), draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    kh, kw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    sh, sw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    ph, pw = draw(st.integers(0, 2)), draw(st.integers(0, 2))
+    h = draw(st.integers(max(1, kh - 2 * ph), 9))
+    w = draw(st.integers(max(1, kw - 2 * pw), 9))
+    stride = sh if sh == sw and draw(st.booleans()) else (sh, sw)
+    padding = ph if ph == pw and draw(st.booleans()) else (ph, pw)
+    return (n, c, h, w), (o, c, kh, kw), stride, padding
+
+
+@st.composite
+def max_pool2d_geometries(draw):
+    """``(x_shape, kernel_size, stride, padding)`` for F.max_pool2d with output at least
+    1x1 and padding at most half the kernel (PyTorch's rule); stride may be None."""
+    kh, kw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    ph, pw = draw(st.integers(0, kh // 2)), draw(st.integers(0, kw // 2))
+    h = draw(st.integers(max(1, kh - 2 * ph), 9))
+    w = draw(st.integers(max(1, kw - 2 * pw), 9))
+    stride = draw(st.none() | st.tuples(st.integers(1, 3), st.integers(1, 3)))
+    return (draw(st.integers(1, 2)), draw(st.integers(1, 3)), h, w), (kh, kw), stride, (ph, pw)
+
+
+# ---- sharding (tests/test_parallel_units.py) ------------------------------------------------------
+@st.composite
+def sharding_problems(draw):
+    """``(n, num_replicas, batch_size, seed)`` for a DistributedSampler: datasets of 0-60
+    samples over 1-6 ranks (n may be smaller than the number of ranks), per-rank batch
+    sizes 1-5."""
+    return (draw(st.integers(0, 60)), draw(st.integers(1, 6)), draw(st.integers(1, 5)),
+            draw(st.integers(0, 2**16)))

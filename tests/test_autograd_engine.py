@@ -291,3 +291,12 @@ def test_numeric_grad():
     np.testing.assert_allclose(numeric_grad(lambda a: (a.data ** 3).sum(), t), 3 * t.data ** 2, rtol=1e-8)
     with pytest.raises(TypeError, match="float64"):
         numeric_grad(lambda a: a.sum(), x.astype(np.float32))
+
+
+def test_reflected_pow_differentiates_the_exponent():
+    from minidist.autograd import gradcheck
+
+    t = Tensor(np.array([0.5, 1.0, 2.0]), requires_grad=True)
+    assert gradcheck(lambda e: 3.0 ** e, [t])
+    out = 2.0 ** Tensor(np.array([1.0, 3.0], dtype=np.float32))
+    assert out.dtype == np.float32 and np.allclose(out.data, [2.0, 8.0])

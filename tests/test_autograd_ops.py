@@ -92,11 +92,13 @@ CASES = {
     "getitem-int-none-ellipsis": both(lambda a: a[0, None, ..., 1], n(2, 3, 4)),
     "getitem-repeated": Case(lambda a: a[REPEATED], lambda T, a: a[_t(T, REPEATED)], [n(3, 2)]),
     "getitem-int-arrays": Case(lambda a: a[ROWS, COLS], lambda T, a: a[_t(T, (ROWS, COLS))], [n(3, 4)]),
-    "getitem-mixed": Case(lambda a: a[np.array([1, 1]), 1:3], lambda T, a: a[T.tensor([1, 1]), 1:3], [n(3, 4)]),
+    "getitem-mixed": Case(lambda a: a[np.array([1, 1]), 1:3], lambda T, a: a[T.tensor([1, 1]), 1:3],
+                          [n(3, 4)]),
     "getitem-bool": Case(lambda a: a[MASK], lambda T, a: a[_t(T, MASK)], [n(3, 4)]),
     "getitem-tensor-list": Case(lambda a: a[Tensor(np.array([2, 2]))] + a[[1]],
                                 lambda T, a: a[T.tensor([2, 2])] + a[[1]], [n(3)]),
-    "concatenate-0": Case(lambda *xs: ops.concatenate(xs), lambda T, *xs: T.cat(xs), [n(2, 3), n(1, 3), n(3, 3)]),
+    "concatenate-0": Case(lambda *xs: ops.concatenate(xs), lambda T, *xs: T.cat(xs),
+                          [n(2, 3), n(1, 3), n(3, 3)]),
     "concatenate-neg": Case(lambda *xs: ops.concatenate(list(xs), axis=-1), lambda T, *xs: T.cat(xs, -1),
                             [n(2, 2), n(2, 3)]),
     "stack-0": Case(lambda *xs: ops.stack(xs), lambda T, *xs: T.stack(xs), [n(2, 3), n(2, 3)]),
@@ -119,8 +121,10 @@ CASES = {
     "sigmoid-wide": Case(lambda a: ops.sigmoid(a * 15), lambda T, a: T.sigmoid(a * 15), [n(3, 4)]),
     "tanh": Case(ops.tanh, lambda T, a: T.tanh(a), [n(3, 4)]),
     "log_softmax-last": Case(ops.log_softmax, lambda T, a: T.log_softmax(a, -1), [n(3, 4)]),
-    "log_softmax-axis0": Case(lambda a: ops.log_softmax(a, axis=0), lambda T, a: T.log_softmax(a, 0), [n(3, 2, 4)]),
-    "log_softmax-axis1": Case(lambda a: ops.log_softmax(a, axis=1), lambda T, a: T.log_softmax(a, 1), [n(3, 2, 4)]),
+    "log_softmax-axis0": Case(lambda a: ops.log_softmax(a, axis=0), lambda T, a: T.log_softmax(a, 0),
+                              [n(3, 2, 4)]),
+    "log_softmax-axis1": Case(lambda a: ops.log_softmax(a, axis=1), lambda T, a: T.log_softmax(a, 1),
+                              [n(3, 2, 4)]),
 }
 
 

@@ -209,16 +209,18 @@ def test_time_grows_with_bytes(case):
         assert larger > smaller
 
 
-GROWS_WITH_N = [("ring_allreduce", None), ("ring_reduce_scatter", None), ("ring_allgather", None),
-                ("gather_to_root", None), ("reduce_to_root", "linear"), ("reduce_to_root", "binomial"),
-                ("broadcast", "linear"), ("broadcast", "binomial"), ("scatter", None)]
+GROWS_WITH_N = [("ring_allreduce", None), ("ring_reduce_scatter", None),
+                ("ring_allgather", None), ("gather_to_root", None), ("reduce_to_root", "linear"),
+                ("reduce_to_root", "binomial"), ("broadcast", "linear"), ("broadcast", "binomial"),
+                ("scatter", None)]
 
 
 @pytest.mark.parametrize("profile", sorted(PROFILES))
 @pytest.mark.parametrize("collective,algorithm", GROWS_WITH_N)
 def test_time_grows_with_ranks(collective, algorithm, profile):
     times = [cm.predict(collective, size, 1 << 20, profile, algorithm) for size in range(1, 70)]
-    times += [cm.predict(collective, size, 1 << 20, profile, algorithm) for size in (256, 1000, 4096)]
+    times += [cm.predict(collective, size, 1 << 20, profile, algorithm)
+              for size in (256, 1000, 4096)]
     assert all(b >= a for a, b in zip(times, times[1:]))
 
 
@@ -227,7 +229,8 @@ def test_power_of_two_algorithms_grow_with_ranks_over_powers_of_two(collective):
     # Between powers of two they need not: N=5 pays a fold-in and a send-back that N=8 does not.
     times = [cm.predict(collective, 1 << k, 1 << 20, "ib-hdr") for k in range(13)]
     assert all(b > a for a, b in zip(times, times[1:]))
-    assert cm.predict(collective, 5, 1 << 20, "ib-hdr") > cm.predict(collective, 8, 1 << 20, "ib-hdr")
+    assert cm.predict(collective, 5, 1 << 20, "ib-hdr") > \
+        cm.predict(collective, 8, 1 << 20, "ib-hdr")
 
 
 def test_thousands_of_ranks_and_the_bandwidth_bound():
@@ -350,3 +353,41 @@ def test_calibrate_alone_needs_a_base_profile(calibrated):
     assert "at least 2 ranks" in solo["error"] and "mpiexec -n 2" in solo["error"]
     assert solo["with_base"]["alpha"] == PROFILES["ib-hdr"].alpha
     assert solo["with_base"]["gamma"] > 0 and solo["with_base"]["gamma"] != PROFILES["ib-hdr"].gamma
+
+
+# ---- the benchmark script -------------------------------------------------------------------
+@pytest.mark.mpi
+def test_benchmark_script_runs_and_writes_its_tables(tmp_path):
+    import csv
+    import os
+    import subprocess
+    import sys
+
+    from mpi_util import ROOT, mpiexec
+
+    out_csv, out_json = tmp_path / "bench.csv", tmp_path / "bench.json"
+    cmd = [mpiexec(), "-n", "2", sys.executable, str(ROOT / "scripts" / "bench_collectives.py"),
+           "--max-bytes", "32", "--seconds", "0.001", "--min-iters", "2", "--max-iters", "3",
+           "--warmup", "1", "--passes", "1", "--quick-calibration",
+           "--csv", str(out_csv), "--json", str(out_json)]
+    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1",
+               PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=90, env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "ring/mpi <= 1.0 at >= 4 MiB" in proc.stdout  # the targets summary is printed
+    report = json.loads(out_json.read_text())
+    assert report["meta"]["ranks"] == 2 and report["profile"]["name"] == "calibrated"
+    rows = report["rows"]
+    assert [r["bytes"] for r in rows] == [8, 16, 32]
+    for r in rows:
+        for method in ("ring", "rd", "rab", "auto", "mpi", "g+b", "floor", "instrumented"):
+            avg, lo, hi = r[method]
+            assert 0 < lo <= avg <= hi, (method, r[method])
+        assert r["ring/mpi"] == pytest.approx(r["ring"][0] / r["mpi"][0])
+        assert r["busbw_ring"] == pytest.approx(r["algbw_ring"] * 2 * (2 - 1) / 2)
+        assert r["auto_algorithm"] == "recursive_doubling"
+        assert r["predicted"]["ring"] == pytest.approx(
+            cm.predict("ring_allreduce", 2, r["bytes"], Profile(**report["profile"])))
+    with open(out_csv) as f:
+        table = list(csv.DictReader(f))
+    assert [int(t["bytes"]) for t in table] == [8, 16, 32] and "ledger" in table[0]

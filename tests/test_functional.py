@@ -141,6 +141,8 @@ def test_cross_entropy_errors():
         F.cross_entropy(x, np.array([0.0, 1.0, 2.0]))
     with pytest.raises(ValueError, match=r"target shape \(2,\) does not match input shape \(3, 5\)"):
         F.cross_entropy(x, np.array([0, 1]))
+    with pytest.raises(ValueError, match=r"unbatched input of shape \(5,\) needs a 0D target"):
+        F.cross_entropy(Tensor(np.zeros(5)), np.array([1, 2]))
     with pytest.raises(ValueError, match="reduction must be one of"):
         F.cross_entropy(x, np.array([0, 1, 2]), reduction="avg")
 

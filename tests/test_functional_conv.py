@@ -1,8 +1,10 @@
 """F.conv2d and F.max_pool2d: gradient checks, torch comparisons, errors."""
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
 
 from functional_helpers import check_grads, close, to_torch
+from strategies import conv2d_geometries, max_pool2d_geometries
 from minidist import Tensor
 from minidist.nn import functional as F
 
@@ -11,6 +13,7 @@ GEOMETRIES = [  # (x shape, weight shape, stride, padding)
     ((1, 2, 4, 4), (3, 2, 1, 1), 1, 0),  # 1x1 kernel
     ((2, 1, 7, 5), (2, 1, 3, 3), 2, 1),
     ((3, 2, 6, 6), (2, 2, 2, 4), 3, 0),  # stride > kernel height: gaps in the input
+    ((2, 3, 3, 3), (4, 3, 3, 3), 1, 0),  # 1x1 output, many weights: the other dW path
 ]
 
 
@@ -125,3 +128,41 @@ def test_max_pool2d_keeps_float32_and_errors():
         F.max_pool2d(Tensor(np.ones((4, 4))), 2)
     with pytest.raises(ValueError, match="does not fit"):
         F.max_pool2d(x, 5)
+
+
+# ---- random geometries against torch ------------------------------------------------------
+# (the torch fixture only hands over the module, so sharing it across examples is safe)
+RANDOM = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+@RANDOM
+@given(geometry=conv2d_geometries())
+def test_conv2d_random_geometries_match_torch(torch, geometry):
+    xs, ws, stride, padding = geometry
+    rng = np.random.default_rng(sum(xs + ws))
+    x, w, b = rng.standard_normal(xs), rng.standard_normal(ws), rng.standard_normal(ws[0])
+    mx, mw, mb = (Tensor(a, requires_grad=True) for a in (x, w, b))
+    tx, tw, tb = (to_torch(torch, a) for a in (x, w, b))
+    out, ref = F.conv2d(mx, mw, mb, stride, padding), torch.nn.functional.conv2d(tx, tw, tb, stride, padding)
+    close(out, ref)
+    g = rng.standard_normal(out.shape)
+    out.backward(g)
+    ref.backward(torch.tensor(g))
+    for mine, theirs in ((mx, tx), (mw, tw), (mb, tb)):
+        close(mine.grad, theirs.grad)
+
+
+@RANDOM
+@given(geometry=max_pool2d_geometries())
+def test_max_pool2d_random_geometries_match_torch(torch, geometry):
+    xs, kernel, stride, padding = geometry
+    rng = np.random.default_rng(sum(xs + kernel))
+    x = rng.integers(-2, 3, size=xs).astype(np.float64)  # small integers: ties are common
+    mx, tx = Tensor(x, requires_grad=True), to_torch(torch, x)
+    out = F.max_pool2d(mx, kernel, stride, padding)
+    ref = torch.nn.functional.max_pool2d(tx, kernel, stride, padding)
+    close(out, ref)
+    g = rng.standard_normal(out.shape)
+    out.backward(g)
+    ref.backward(torch.tensor(g))
+    close(mx.grad, tx.grad)

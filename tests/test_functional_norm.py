@@ -88,6 +88,23 @@ def test_batch_norm_float32_and_in_place_buffers():
     np.testing.assert_allclose(trm.data, rm, rtol=1e-6)
 
 
+def test_batch_norm_float32_with_large_offset_stays_accurate():
+    """x = 1000 + small noise in float32: centring before scaling avoids cancellation
+    (scaling x and mean separately, then subtracting, loses about 5x more here). The
+    reference is float64 arithmetic on the same float32-rounded input."""
+    rng = np.random.default_rng(9)
+    x64 = (1000 + 0.01 * rng.standard_normal((16, 3, 4, 4))).astype(np.float32).astype(np.float64)
+    w, b, g = rng.standard_normal(3), rng.standard_normal(3), rng.standard_normal(x64.shape)
+    results = {}
+    for dtype in (np.float32, np.float64):
+        mx = Tensor(x64.astype(dtype), requires_grad=True)
+        out = F.batch_norm(mx, None, None, Tensor(w.astype(dtype)), Tensor(b.astype(dtype)), training=True)
+        out.backward(g.astype(dtype))
+        results[dtype] = out.data, mx.grad
+    for got, want in zip(results[np.float32], results[np.float64]):
+        np.testing.assert_allclose(got, want, atol=1e-3 * np.abs(want).max())
+
+
 def test_batch_norm_errors():
     with pytest.raises(ValueError, match=r"Expected more than 1 value per channel when training, got input size \(1, 3\)"):
         F.batch_norm(Tensor(np.ones((1, 3))), None, None, training=True)

@@ -2,5 +2,7 @@
 from .function import Context, Function, is_grad_enabled, no_grad
 from .tensor import Tensor
 from . import ops
+from .gradcheck import gradcheck, numeric_grad
 
-__all__ = ["Tensor", "Function", "Context", "no_grad", "is_grad_enabled", "ops"]
+__all__ = ["Tensor", "Function", "Context", "no_grad", "is_grad_enabled", "ops",
+           "gradcheck", "numeric_grad"]

@@ -26,7 +26,9 @@ from .tensor import Tensor
 def numeric_grad(f, x, eps=1e-6):
     r"""Central-difference gradient of a scalar function with respect to the array `x`.
 
-    .. math:: \frac{\partial f}{\partial x_i} \approx \frac{f(x + \epsilon e_i) - f(x - \epsilon e_i)}{2\epsilon}
+    .. math::
+        \frac{\partial f}{\partial x_i} \approx
+        \frac{f(x + \epsilon e_i) - f(x - \epsilon e_i)}{2\epsilon}
 
     Args:
         f: called as ``f(x)``; returns a number (or a one-element array/Tensor). It may
@@ -129,9 +131,10 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-4, seed=0):
             excess = np.where(bad, np.abs(a - numeric) - rtol * np.abs(numeric), -np.inf)
             excess = np.where(np.isnan(excess), np.inf, excess)
             worst = np.unravel_index(np.argmax(excess), a.shape) if a.ndim else ()
+            where = tuple(int(j) for j in worst)
             raise AssertionError(
                 f"gradcheck: gradient of input {k} (shape {tuple(a.shape)}) is wrong at index "
-                f"{tuple(int(j) for j in worst)}: analytic {float(a[worst])!r}, numeric {float(numeric[worst])!r} "
+                f"{where}: analytic {float(a[worst])!r}, numeric {float(numeric[worst])!r} "
                 f"({int(bad.sum())} of {a.size} elements outside atol={atol}, rtol={rtol}; "
                 f"eps={eps})")
     return True

@@ -190,6 +190,7 @@ class Tensor:
     def __truediv__(self, other): return ops.div(self, other)
     def __rtruediv__(self, other): return ops.div(other, self)
     def __pow__(self, exponent): return ops.pow(self, exponent)
+    def __rpow__(self, base): return ops.pow(base, self)
     def __matmul__(self, other): return ops.matmul(self, other)
     def __rmatmul__(self, other): return ops.matmul(other, self)
     def __neg__(self): return ops.neg(self)

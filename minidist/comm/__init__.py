@@ -8,6 +8,10 @@ never imports autograd, nn or parallel.
         ring_allreduce(comm, grads, op="mean")
     comm.ledger.totals("grad-allreduce")   # bytes/messages sent and received, seconds
 
+Arrays: C-contiguous float32, float64 or int64 (anything else raises, saying what to do).
+Reductions: op="sum" | "mean" | "max" | "min"; "mean" needs a floating dtype (TypeError
+for int64: use "sum" and divide).
+
 Run under ``mpiexec -n N python -m mpi4py script.py`` so that an exception on one rank
 aborts the whole job (or use ``with comm.fail_together():``).
 """

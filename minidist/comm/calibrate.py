@@ -10,7 +10,7 @@ Three measurements, every rank taking part in the same calls:
    ``node_bw = c / s`` with ``c`` the ranks of one node that were busy, so that the
    model's node term ``c * m / node_bw`` reproduces what was seen;
 3. gamma: the slope of the time of ``np.add(a, b, out=a)`` (float32) against the bytes
-   of ``a``, on rank 0 alone.
+   of ``a`` (256 KiB to 16 MiB), on rank 0 alone.
 
 Messages go through a private `Communicator` over the same MPI communicator (same code
 path as the collectives, ledger included, but the caller's ledger stays untouched).
@@ -30,7 +30,7 @@ from .profiles import Profile
 
 __all__ = ["calibrate", "fit_alpha_beta", "DEFAULT_SIZES", "QUICK_SIZES"]
 
-DEFAULT_SIZES = tuple(8 << (2 * k) for k in range(11))      # 8 B .. 8 MiB, x4 apart
+DEFAULT_SIZES = tuple(8 << (2 * k) for k in range(12))      # 8 B .. 32 MiB, x4 apart
 QUICK_SIZES = (8, 1024, 64 << 10, 1 << 20)
 GAMMA_SIZES = (256 << 10, 1 << 20, 4 << 20, 16 << 20)
 QUICK_GAMMA_SIZES = (64 << 10, 256 << 10, 1 << 20)
@@ -100,7 +100,8 @@ def _exchange(c, nbytes, repeats, warmup=2):
 
 
 def _gamma(sizes, repeats):
-    """Slope of np.add(a, b, out=a) time against the bytes of `a` (float32)."""
+    """Slope of np.add(a, b, out=a) time against the bytes of `a` (float32), by plain
+    least squares, so the big (out-of-cache) sizes where gamma matters set it."""
     times = []
     for nbytes in sizes:
         a = np.ones(nbytes // 4, dtype=np.float32)
@@ -111,7 +112,8 @@ def _gamma(sizes, repeats):
         for _ in range(reps):
             np.add(a, b, out=a)
         times.append((perf_counter() - t0) / reps)
-    return fit_alpha_beta(sizes, times)[1], times
+    slope = float(np.polyfit(np.asarray(sizes, float), np.asarray(times), 1)[0])
+    return (slope if slope > 0 else times[-1] / sizes[-1]), times
 
 
 def _ranks_per_node(mpi_comm):
@@ -123,7 +125,7 @@ def _ranks_per_node(mpi_comm):
     return int(most[0])
 
 
-def calibrate(comm, sizes=None, repeats=20, quick=False, base=None, details=False):
+def calibrate(comm, sizes=None, repeats=30, quick=False, base=None, details=False, passes=3):
     """Measure alpha, beta, gamma and the node bandwidth; return a `Profile`.
 
     Every rank must call it (it is collective). A few seconds with the defaults; with
@@ -132,8 +134,11 @@ def calibrate(comm, sizes=None, repeats=20, quick=False, base=None, details=Fals
     Args:
         comm: a `Communicator` (or an mpi4py communicator).
         sizes: message sizes in bytes for the ping-pong and the exchange
-            (default `DEFAULT_SIZES`, 8 B to 8 MiB; `QUICK_SIZES` when quick).
-        repeats: timed repetitions per size (fewer for big messages), after 2 warm-ups.
+            (default `DEFAULT_SIZES`, 8 B to 32 MiB; `QUICK_SIZES` when quick).
+        repeats: timed repetitions per size (fewer for big messages), after 2 warm-ups,
+            spread over `passes` interleaved sweeps (a burst of load from a neighbour
+            then spoils a little of every size instead of all of one).
+        passes: sweeps over the sizes (1 when quick).
         quick: tiny sweep for tests.
         base: with a single rank there is nobody to ping-pong with; if `base` (a
             `Profile`) is given, its alpha/beta/node_bw are kept and only gamma is
@@ -147,7 +152,7 @@ def calibrate(comm, sizes=None, repeats=20, quick=False, base=None, details=Fals
     mpi_comm = getattr(comm, "mpi", comm)
     c = Communicator(mpi_comm)  # private ledger: the caller's accounting is left alone
     if quick:
-        repeats = min(repeats, 5)
+        repeats, passes = min(repeats, 5), 1
     sizes = tuple(int(s) for s in (sizes or (QUICK_SIZES if quick else DEFAULT_SIZES)))
     if len(sizes) < 2 or min(sizes) < 1:
         raise ValueError(f"calibrate needs at least two message sizes >= 1 byte (got {sizes})")
@@ -168,13 +173,16 @@ def calibrate(comm, sizes=None, repeats=20, quick=False, base=None, details=Fals
             if details else profile
 
     rpn = _ranks_per_node(mpi_comm)
-    pingpong, exchange = [], []
-    for nbytes in sizes:
-        reps = _repeats_for(nbytes, repeats)
-        mpi_comm.Barrier()
-        pingpong.append(_pingpong(c, nbytes, reps))
-        exchange.append(_exchange(c, nbytes, reps))
+    samples = {m: ([], []) for m in sizes}  # size -> (ping-pong medians, exchange medians)
+    for _ in range(passes):
+        for nbytes in sizes:
+            reps = max(3, _repeats_for(nbytes, repeats) // passes)
+            mpi_comm.Barrier()
+            samples[nbytes][0].append(_pingpong(c, nbytes, reps))
+            samples[nbytes][1].append(_exchange(c, nbytes, reps))
     mpi_comm.Barrier()
+    pingpong = [float(np.median(samples[m][0])) if c.rank == 0 else None for m in sizes]
+    exchange = [float(np.median(samples[m][1])) for m in sizes]
     result = np.zeros(4)
     gamma_times = None
     if c.rank == 0:

@@ -62,6 +62,20 @@ class Request:
         self._req.Wait(status)
         self._finish(status, perf_counter() - t0)
 
+    def test(self) -> bool:
+        """True if the request has completed (and then records it); never blocks. The
+        seconds spent testing are added to the message's."""
+        if self.done:
+            return True
+        status = MPI.Status()
+        t0 = perf_counter()
+        completed = self._req.Test(status)
+        if completed:
+            self._finish(status, perf_counter() - t0)
+        else:
+            self._seconds += perf_counter() - t0
+        return bool(completed)
+
     def _finish(self, status, seconds: float) -> None:
         peer, nbytes = self._peer, self._nbytes
         if self._direction == RECV:  # the true size and sender of what arrived

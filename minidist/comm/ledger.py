@@ -123,6 +123,10 @@ class Ledger:
         self.peak_temp_bytes = self.current_temp_bytes
 
     # ---- scratch memory ------------------------------------------------------------------
+    def reset_peak(self) -> None:
+        """Restart the scratch peak from what is held now (the message counters stay)."""
+        self.peak_temp_bytes = self.current_temp_bytes
+
     def alloc(self, nbytes: int) -> None:
         """A collective allocated `nbytes` of scratch."""
         self.current_temp_bytes += int(nbytes)

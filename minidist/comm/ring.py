@@ -79,7 +79,8 @@ def ring_reduce_scatter(comm, x: np.ndarray, op: str = "sum") -> np.ndarray:
 
     .. math:: \text{out}_r = \big(\textstyle\sum_{i} x_i.\text{ravel}()\big)[\text{chunk } r]
 
-    (``op="mean"`` divides by N; "max" and "min" are elementwise.) Chunk r is the r-th
+    (``op="mean"`` divides by N and needs a floating dtype: TypeError for int64; "max"
+    and "min" are elementwise.) Chunk r is the r-th
     piece of ``np.array_split(x.ravel(), N)``. `x` is not modified; the result is a new
     array. N-1 ``Sendrecv`` steps; scratch: two receive buffers of one chunk each.
 
@@ -126,6 +127,8 @@ def ring_allgather(comm, chunk: np.ndarray, out: np.ndarray | None = None,
         count = out.size
     elif count is None:
         count = size * chunk.size
+    if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 0:
+        raise ValueError(f"count must be a non-negative int, the full length (got {count!r})")
     bounds = chunk_bounds(count, size)
     start, stop = bounds[rank]
     if chunk.size != stop - start:

@@ -103,11 +103,22 @@ class Conv2d(Function):
                 dxp[:, :, rows, cols_] += dcols[:, :, k // kernel[1], k % kernel[1]]
             dx = dxp[:, :, ph:ph + h, pw:pw + w]
         if ctx.needs_input_grad[1]:
-            # sum over n of dout[n] @ cols[n]^T, as one contraction over (n, position)
-            dweight = np.matmul(g, cols.transpose(0, 2, 1)).sum(axis=0).reshape(weight.shape)
+            dweight = _weight_grad(g, cols).reshape(weight.shape)
         if ctx.needs_input_grad[2]:
             dbias = g.sum(axis=(0, 2))
         return dx, dweight, dbias
+
+
+def _weight_grad(g, cols):
+    """``sum_n g[n] @ cols[n]^T`` for g (N, O, P) and cols (N, K, P), the cheaper way:
+    per-item products then a sum (an (N, O, K) temporary), or, when that temporary would
+    outgrow the inputs (many channels, few output positions), one matmul over (n, p)
+    after copying both operands into (O, N*P) and (K, N*P) layouts."""
+    n, o, p = g.shape
+    k = cols.shape[1]
+    if o * k <= (o + k) * p:
+        return np.matmul(g, cols.transpose(0, 2, 1)).sum(axis=0)
+    return g.transpose(1, 0, 2).reshape(o, n * p) @ cols.transpose(1, 0, 2).reshape(k, n * p).T
 
 
 class MaxPool2d(Function):

@@ -31,7 +31,8 @@ def _array(x):
 
 
 def _shape(x):
-    return tuple(np.shape(_array(x)))
+    shape = getattr(x, "shape", None)  # Tensor and ndarray alike, without a conversion
+    return tuple(shape) if shape is not None else np.shape(x)
 
 
 def _check_reduction(reduction, fn):
@@ -259,10 +260,10 @@ def dropout(x, p=0.5, training=True, rng=None):
 
 # ---- losses -------------------------------------------------------------------------------
 def _class_targets(fn, logits_shape, target):
-    """Check class-index targets against (N, C, *) scores; return both flattened to 2D/1D
-    form: the logits' axis permutation and the (N*d,) targets."""
+    """Check integer class-index targets of shape (N, *) against (N, C, *) scores; return
+    them flattened to (N * prod(*),)."""
     target = np.asarray(_array(target))
-    if not np.issubdtype(target.dtype, np.integer):
+    if target.dtype.kind not in "iu":
         raise TypeError(f"{fn}: target must hold integer class indices (got dtype {target.dtype}); "
                         "cast with .astype(np.int64)")
     expected = logits_shape[:1] + logits_shape[2:]
@@ -273,6 +274,8 @@ def _class_targets(fn, logits_shape, target):
 
 
 def _check_class_range(fn, target, num_classes, ignore_index):
+    if target.size == 0 or (target.min() >= 0 and target.max() < num_classes):
+        return  # the common case, in two cheap reductions
     bad = (target < 0) | (target >= num_classes)
     bad &= target != ignore_index
     if bad.any():
@@ -288,8 +291,10 @@ def _scores_2d(fn, x, target, ignore_index):
     if len(xs) == 0:
         raise ValueError(f"{fn}: expected input of shape (C,), (N, C) or (N, C, *) (got a 0D input)")
     if len(xs) == 1:  # unbatched (C,) as PyTorch
-        xs2 = (1, xs[0])
-        t = _class_targets(fn, xs2, np.asarray(_array(target)).reshape(1))
+        xs2, target = (1, xs[0]), np.asarray(_array(target))
+        if target.shape != ():
+            raise ValueError(f"{fn}: an unbatched input of shape {xs} needs a 0D target (got shape {target.shape})")
+        t = _class_targets(fn, xs2, target.reshape(1))
         _check_class_range(fn, t, xs[0], ignore_index)
         return ops.reshape(x, xs2), t, lambda loss: ops.reshape(loss, ())
     t = _class_targets(fn, xs, target)

@@ -113,15 +113,21 @@ def batch_norm_backward_elemt(dy, x, mean, invstd, weight, sum_dy, sum_dy_xmu, c
 
         dx = (dy - sum_dy / n - (x - mean) * invstd**2 * sum_dy_xmu / n) * invstd * weight
     """
-    dtype = x.dtype
+    xmu = x - _per_channel(np.asarray(mean).astype(x.dtype, copy=False), x)
+    return _input_grad(dy, xmu, invstd, weight, sum_dy, sum_dy_xmu, count)
+
+
+def _input_grad(dy, xmu, invstd, weight, sum_dy, sum_dy_xmu, count):
+    """`batch_norm_backward_elemt` given ``xmu = x - mean`` (centred first: no
+    cancellation between x and mean in float32)."""
+    dtype = xmu.dtype
     invstd = invstd.astype(dtype, copy=False)
     scale = invstd if weight is None else invstd * weight.astype(dtype, copy=False)
     mean_dy = (sum_dy / count).astype(dtype, copy=False)
     proj = (sum_dy_xmu / count).astype(dtype, copy=False) * invstd * invstd
-    # dx = dy*scale - [mean_dy*scale - mean*proj*scale] - x*proj*scale, folded per channel
-    dx = x * _per_channel(-proj * scale, x)
-    dx += dy * _per_channel(scale, x)
-    dx += _per_channel((mean.astype(dtype, copy=False) * proj - mean_dy) * scale, x)
+    dx = xmu * _per_channel(-proj * scale, xmu)  # built in place: one big array, not four
+    dx += dy * _per_channel(scale, xmu)
+    dx -= _per_channel(mean_dy * scale, xmu)
     return dx
 
 
@@ -135,30 +141,28 @@ class BatchNorm(Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias, running_mean, running_var, momentum, eps):
-        axes = _channel_axes(x)
         count = x.size // x.shape[1]
-        mean = x.mean(axis=axes)
+        mean = x.mean(axis=_channel_axes(x))
         xmu = x - _per_channel(mean, x)
         var = _channel_dot(xmu, xmu) / count
         invstd = 1.0 / np.sqrt(var + np.asarray(eps, dtype=x.dtype))
         _update_running(running_mean, running_var, mean, var, count, momentum)
-        ctx.save_for_backward(x, weight, mean, invstd)
-        ctx.xmu, ctx.count = xmu, count
-        if weight is None and bias is None:
-            return xmu * _per_channel(invstd, x)
-        return batch_norm_elemt(x, mean, invstd, weight, bias)
+        ctx.save_for_backward(xmu, weight, invstd)
+        ctx.count = count
+        out = xmu * _per_channel(invstd if weight is None else invstd * weight, x)
+        if bias is not None:
+            out += _per_channel(bias, x)
+        return out
 
     @staticmethod
     def backward(ctx, grad):
-        x, weight, mean, invstd = ctx.saved_tensors
-        axes = _channel_axes(x)
-        sum_dy = grad.sum(axis=axes)
-        sum_dy_xmu = _channel_dot(grad, ctx.xmu)
+        xmu, weight, invstd = ctx.saved_tensors
+        sum_dy = grad.sum(axis=_channel_axes(xmu))
+        sum_dy_xmu = _channel_dot(grad, xmu)
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
-        dx = (batch_norm_backward_elemt(grad, x, mean, invstd, weight, sum_dy, sum_dy_xmu, ctx.count)
-              if need_x else None)
+        dx = _input_grad(grad, xmu, invstd, weight, sum_dy, sum_dy_xmu, ctx.count) if need_x else None
         dweight = sum_dy_xmu * invstd if need_w else None
-        return dx, dweight, sum_dy if need_b else None
+        return dx, dweight, sum_dy if need_b else None, None, None, None, None
 
 
 class BatchNormEval(Function):
@@ -182,7 +186,7 @@ class BatchNormEval(Function):
             _, _, dweight, _ = batch_norm_backward_reduce(grad, x, mean, invstd)
         if ctx.needs_input_grad[2]:
             dbias = grad.sum(axis=_channel_axes(x))
-        return dx, dweight, dbias
+        return dx, dweight, dbias, None, None, None
 
 
 class LayerNorm(Function):
@@ -222,4 +226,4 @@ class LayerNorm(Function):
             dweight = (grad * xhat).sum(axis=lead)
         if ctx.needs_input_grad[2]:
             dbias = grad.sum(axis=lead)
-        return dx, dweight, dbias
+        return dx, dweight, dbias, None, None

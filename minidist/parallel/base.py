@@ -141,6 +141,22 @@ class ParallelModel:
     def _grad_layouts(self):
         return layouts_by_dtype([p for p in self.module.parameters() if p.requires_grad])
 
+    def _broadcast_buffers(self, algorithm: str = "linear") -> None:
+        """Rank 0's buffers (BatchNorm statistics) to every rank, phase ``"buffer-broadcast"``;
+        nothing when the model has none."""
+        buffers = list(self.module.buffers())
+        if buffers and self.comm.size > 1:
+            with self.comm.phase("buffer-broadcast"):
+                broadcast_tensors(self.comm, buffers, 0, algorithm, self._scratch)
+
+
+def require_samples(total: float, who: str) -> float:
+    """The global sample count, which must be positive to average over."""
+    if total <= 0:
+        raise RuntimeError(f"{who}: no rank saw any sample since the last step; call model(x) with "
+                           "gradients enabled before backward() and step()")
+    return total
+
 
 # ---- wrap-time checks and broadcasts ------------------------------------------------------------
 def _signature(module) -> list:

@@ -21,7 +21,7 @@ import numpy as np
 
 from ..autograd.function import is_grad_enabled
 from ..comm import broadcast, reduce_to_root
-from .base import ParallelModel, broadcast_tensors, sync_initial_state
+from .base import ParallelModel, require_samples, sync_initial_state
 
 
 class HubParallel(ParallelModel):
@@ -43,11 +43,8 @@ class HubParallel(ParallelModel):
         sync_initial_state(module, comm, "hub")
 
     def forward(self, x, *args, **kwargs):
-        if self.broadcast_buffers and is_grad_enabled() and self.comm.size > 1:
-            buffers = list(self.module.buffers())
-            if buffers:
-                with self.comm.phase("buffer-broadcast"):
-                    broadcast_tensors(self.comm, buffers, 0, self.broadcast_algorithm, self._scratch)
+        if self.broadcast_buffers and is_grad_enabled():
+            self._broadcast_buffers(self.broadcast_algorithm)
         return super().forward(x, *args, **kwargs)
 
     def _before_update(self, optimizer) -> None:
@@ -65,10 +62,7 @@ class HubParallel(ParallelModel):
                 with comm.phase("grad-reduce"):
                     reduced = reduce_to_root(comm, flat, 0, "sum", self.reduce_algorithm)
                 if comm.rank == 0:
-                    if total <= 0:
-                        raise RuntimeError("hub: no rank saw any sample since the last step; call "
-                                           "model(x) with gradients enabled before step()")
-                    np.divide(reduced, total, out=flat)
+                    np.divide(reduced, require_samples(total, "hub"), out=flat)
                 with comm.phase("grad-broadcast"):
                     broadcast(comm, flat, 0, self.broadcast_algorithm)
             layout.unpack_grads(flat)

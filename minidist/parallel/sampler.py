@@ -22,26 +22,24 @@ import math
 
 import numpy as np
 
+from ..comm.checks import chunk_bounds
 from ..data import epoch_permutation
 
 
 def shard_sizes(n: int, num_replicas: int) -> np.ndarray:
     """Rows each rank gets when `n` rows are split contiguously: ``n // R`` each, plus one
-    for the first ``n % R`` ranks. Shape: ``(num_replicas,)``, int64."""
+    for the first ``n % R`` ranks (the collectives' `chunk_bounds` layout). Shape:
+    ``(num_replicas,)``, int64."""
     _check_replicas(num_replicas)
     if n < 0:
         raise ValueError(f"cannot split a negative number of rows (got n={n})")
-    sizes = np.full(num_replicas, n // num_replicas, dtype=np.int64)
-    sizes[: n % num_replicas] += 1
-    return sizes
+    return np.array([stop - start for start, stop in chunk_bounds(n, num_replicas)], dtype=np.int64)
 
 
 def shard_bounds(n: int, num_replicas: int, rank: int) -> tuple[int, int]:
     """``(start, stop)`` of rank `rank`'s contiguous rows out of `n` (see `shard_sizes`)."""
     _check_rank(rank, num_replicas)
-    sizes = shard_sizes(n, num_replicas)
-    start = int(sizes[:rank].sum())
-    return start, start + int(sizes[rank])
+    return chunk_bounds(n, num_replicas)[rank]
 
 
 def local_shard(batch, comm=None, *, rank: int | None = None, num_replicas: int | None = None):

@@ -1,0 +1,27 @@
+"""minidist.parallel: the data-parallel strategies and what they need.
+
+* `wrap(model, strategy, comm, **options)` with strategies "local", "dp", "hub", "ddp"
+  (wrap.py; one module per strategy);
+* `SyncBatchNorm` (syncbn.py), `DistributedSampler`, `local_shard`, `shard_bounds`
+  (sampler.py);
+* per-rank memory accounting (memory.py), the replica drift check (drift.py);
+* `Trainer` (trainer.py) and the scripts' models `MLP`, `SmallCNN` (models.py).
+"""
+from .base import ParallelModel, verify_same_model
+from .ddp import DistributedDataParallel
+from .dp import DataParallel, RootLoss
+from .drift import ReplicaDriftError, check_replicas, parameter_digest
+from .hub import HubParallel
+from .local import LocalModel
+from .memory import MemoryReport
+from .models import MLP, SmallCNN, build_model
+from .sampler import DistributedSampler, local_shard, shard_bounds, shard_sizes
+from .syncbn import SyncBatchNorm
+from .trainer import Trainer, distributed_loader
+from .wrap import STRATEGIES, wrap
+
+__all__ = ["wrap", "STRATEGIES", "ParallelModel", "LocalModel", "DataParallel", "RootLoss",
+           "HubParallel", "DistributedDataParallel", "SyncBatchNorm", "DistributedSampler",
+           "local_shard", "shard_bounds", "shard_sizes", "MemoryReport", "ReplicaDriftError",
+           "check_replicas", "parameter_digest", "verify_same_model", "MLP", "SmallCNN",
+           "build_model", "Trainer", "distributed_loader"]

@@ -1,0 +1,197 @@
+"""What one training step of each strategy costs, per rank, predicted from closed forms.
+
+For a model described by the sizes and dtypes of its parameters and buffers, `predict_step`
+lists, phase by phase, the collectives each strategy runs (the same calls, in the same
+messages, as dp.py, hub.py and ddp.py), with
+
+* the exact per-rank counts of rank 0 and of a non-root rank (`minidist.comm.counts`, the
+  closed forms the ledger is checked against), so a prediction for the run at hand equals
+  the ledger to the byte;
+* the predicted seconds of each collective (`minidist.comm.costmodel`, alpha-beta-gamma
+  with the node-bandwidth term) for a named or calibrated hardware profile;
+* the bytes each rank holds (parameters, gradients, optimizer state, communication buffers
+  and the peak of the transient ones), as `minidist.parallel.memory` measures them.
+
+`describe(module)` turns a real model into the description; `dense(n_params)` makes one for
+a model that does not exist here (a 1.3 B-parameter network on 1024 ranks, say), which is
+how a report projects the measured run far past this machine.
+
+The strategies' steps (P = the parameters' elements, B = the buffers'):
+
+    dp   shard-sizes: gather 1 float64 | grad-gather: gather P | param-broadcast: bcast P
+         | buffer-broadcast: bcast B                       (rank 0 alone updates)
+    hub  shard-sizes: reduce 1 float64 | grad-reduce: reduce P | grad-broadcast: bcast P
+         | buffer-broadcast: bcast B (at forward)          (every rank updates)
+    ddp  shard-sizes: ring all-reduce 1 float64 | grad-allreduce: one all-reduce per bucket
+         | buffer-broadcast: bcast B (at forward)          (every rank updates)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..comm import costmodel
+from ..comm.counts import message_counts
+from .buckets import assign_buckets
+
+MB = 1024 * 1024
+STRATEGIES = ("local", "dp", "hub", "ddp")
+_KEYS = ("messages_sent", "messages_received", "bytes_sent", "bytes_received")
+
+
+@dataclass
+class ModelShape:
+    """Element counts in registration order, with their dtypes."""
+
+    params: list  # [(count, np.dtype)]
+    buffers: list = field(default_factory=list)
+
+    def by_dtype(self, which: str) -> list:
+        """[(dtype, total elements)], one entry per dtype in first-seen order: the flat
+        messages `broadcast_tensors` and the gradient layouts send."""
+        totals = {}
+        for count, dtype in getattr(self, which):
+            totals[np.dtype(dtype)] = totals.get(np.dtype(dtype), 0) + int(count)
+        return list(totals.items())
+
+    @property
+    def param_bytes(self) -> int:
+        return sum(int(c) * np.dtype(d).itemsize for c, d in self.params)
+
+
+def describe(module) -> ModelShape:
+    """The `ModelShape` of a real module."""
+    return ModelShape([(p.data.size, p.data.dtype) for p in module.parameters()],
+                      [(b.data.size, b.data.dtype) for b in module.buffers()])
+
+
+def dense(n_params: int, dtype=np.float32, n_tensors: int = 1, n_buffers: int = 0) -> ModelShape:
+    """A model of `n_params` elements split evenly over `n_tensors` parameters (the split
+    only matters for DDP's buckets), with `n_buffers` buffer elements."""
+    base, extra = divmod(int(n_params), int(n_tensors))
+    params = [(base + (i < extra), np.dtype(dtype)) for i in range(int(n_tensors))]
+    return ModelShape(params, [(int(n_buffers), np.dtype(dtype))] if n_buffers else [])
+
+
+class _Sized:
+    """Stands in for a parameter in `assign_buckets` without allocating it."""
+
+    def __init__(self, count, dtype):
+        self.data = np.broadcast_to(np.zeros((), dtype), (int(count),))
+
+
+def ddp_buckets(shape: ModelShape, bucket_cap_mb: float = 25.0) -> list:
+    """[(count, dtype)] of DDP's buckets, in launch order, as `DistributedDataParallel`
+    groups them (a 1 MiB first bucket when the cap is left at its default)."""
+    from .ddp import DEFAULT_BUCKET_CAP_MB, FIRST_BUCKET_MB
+
+    first = FIRST_BUCKET_MB if bucket_cap_mb == DEFAULT_BUCKET_CAP_MB else bucket_cap_mb
+    groups = assign_buckets([_Sized(c, d) for c, d in shape.params if c],
+                            int(bucket_cap_mb * MB), int(first * MB))
+    return [(sum(p.data.size for p in g), g[0].data.dtype) for g in groups]
+
+
+def _calls(strategy, shape, size, *, bucket_cap_mb, algorithm, broadcast, reduce,
+           broadcast_buffers):
+    """[(phase, collective, count, dtype, algorithm)]: the step's collectives, in order."""
+    f64 = np.dtype(np.float64)
+    buffers = [("buffer-broadcast", "broadcast", n, d, broadcast)
+               for d, n in shape.by_dtype("buffers")]
+    if strategy == "local" or size == 1:
+        return []
+    if strategy == "dp":
+        return ([("shard-sizes", "gather_to_root", 1, f64, None)]
+                + [("grad-gather", "gather_to_root", n, d, None) for d, n in shape.by_dtype("params")]
+                + [("param-broadcast", "broadcast", n, d, broadcast) for d, n in shape.by_dtype("params")]
+                + buffers)
+    if strategy == "hub":
+        return ((buffers if broadcast_buffers else [])
+                + [("shard-sizes", "reduce_to_root", 1, f64, reduce)]
+                + [call for d, n in shape.by_dtype("params")
+                   for call in (("grad-reduce", "reduce_to_root", n, d, reduce),
+                                ("grad-broadcast", "broadcast", n, d, broadcast))])
+    if strategy == "ddp":
+        alg = None if algorithm == "ring" else algorithm
+        name = "ring_allreduce" if algorithm == "ring" else "allreduce"
+        return ((buffers if broadcast_buffers else [])
+                + [("shard-sizes", "ring_allreduce", 1, f64, None)]
+                + [("grad-allreduce", name, n, d, alg) for n, d in ddp_buckets(shape, bucket_cap_mb)])
+    raise ValueError(f"strategy must be one of {STRATEGIES} (got {strategy!r})")
+
+
+def predict_step(strategy: str, size: int, shape: ModelShape, *, profile="shm",
+                 ranks_per_node=None, bucket_cap_mb: float = 25.0, algorithm: str = "ring",
+                 broadcast: str = "linear", reduce: str = "linear", broadcast_buffers: bool = True,
+                 optimizer_slots: int = 1) -> dict:
+    """Predicted cost of one training step of `strategy` on `size` ranks.
+
+    Returns ``{"phases": {phase: {"seconds", "rank0": counts, "other": counts}},
+    "seconds": total, "rank0": counts, "other": counts, "memory": {"rank0", "other"}}``
+    where counts are ``messages_sent, messages_received, bytes_sent, bytes_received``
+    (`other` is rank 1's, or zeros when ``size == 1``). `optimizer_slots`: arrays of state
+    per parameter (SGD with momentum 1, Adam 2). The options mirror `wrap`'s.
+    """
+    size = int(size)
+    phases = {}
+    for phase, collective, count, dtype, alg in _calls(
+            strategy, shape, size, bucket_cap_mb=bucket_cap_mb, algorithm=algorithm,
+            broadcast=broadcast, reduce=reduce, broadcast_buffers=broadcast_buffers):
+        entry = phases.setdefault(phase, {"seconds": 0.0, "rank0": dict.fromkeys(_KEYS, 0),
+                                          "other": dict.fromkeys(_KEYS, 0)})
+        itemsize = np.dtype(dtype).itemsize
+        entry["seconds"] += costmodel.predict(collective, size, count * itemsize, profile,
+                                              alg, ranks_per_node, itemsize)
+        for who, rank in (("rank0", 0), ("other", 1)):
+            if rank < size:
+                got = message_counts(collective, size, rank, count, itemsize, 0, alg)
+                for k in _KEYS:
+                    entry[who][k] += got[k]
+    total = {who: {k: sum(p[who][k] for p in phases.values()) for k in _KEYS}
+             for who in ("rank0", "other")}
+    return {"strategy": strategy, "size": size, "phases": phases,
+            "seconds": sum(p["seconds"] for p in phases.values()),
+            "rank0": total["rank0"], "other": total["other"],
+            "memory": predict_memory(strategy, size, shape, bucket_cap_mb=bucket_cap_mb,
+                                     optimizer_slots=optimizer_slots)}
+
+
+def predict_memory(strategy: str, size: int, shape: ModelShape, *, bucket_cap_mb: float = 25.0,
+                   optimizer_slots: int = 1) -> dict:
+    """Bytes held by rank 0 and by the other ranks: parameters + gradients + optimizer state
+    + persistent communication buffers, and ``peak`` adding the step's largest transient
+    buffer (dp: rank 0 receives all N gradients at once plus their average; hub: the
+    packed gradients and the reduced sum; ddp: none beyond its buckets)."""
+    p = shape.param_bytes
+    largest = max((n * np.dtype(d).itemsize for d, n in shape.by_dtype("params")), default=0)
+    state = optimizer_slots * p
+    out = {}
+    for who in ("rank0", "other"):
+        root = who == "rank0"
+        opt = state if (strategy != "dp" or root or size == 1) else 0
+        buffers = p if strategy == "ddp" else 0  # DDP's flat buckets live across steps
+        if strategy == "dp" and size > 1:
+            transient = largest * (size + 1 if root else 1)
+        elif strategy == "hub" and size > 1:
+            transient = 2 * largest
+        else:
+            transient = 0
+        total = 2 * p + opt + buffers
+        out[who] = {"parameters": p, "gradients": p, "optimizer": opt, "comm_buffers": buffers,
+                    "comm_peak": transient, "total": total, "peak": total + transient}
+    return out
+
+
+def projection(shape: ModelShape, sizes=(2, 8, 64, 512, 4096), strategies=("dp", "hub", "ddp"),
+               **options) -> list:
+    """Rows ``{strategy, size, seconds, rank0_bytes, other_bytes, rank0_peak_bytes}`` of
+    predicted per-step communication for each strategy and rank count."""
+    rows = []
+    for strategy in strategies:
+        for n in sizes:
+            cost = predict_step(strategy, n, shape, **options)
+            rows.append({"strategy": strategy, "size": n, "seconds": cost["seconds"],
+                         "rank0_bytes": cost["rank0"]["bytes_sent"] + cost["rank0"]["bytes_received"],
+                         "other_bytes": cost["other"]["bytes_sent"] + cost["other"]["bytes_received"],
+                         "rank0_peak_bytes": cost["memory"]["rank0"]["peak"]})
+    return rows

@@ -1,0 +1,115 @@
+"""`Trainer`: the small training loop the scripts and labs share.
+
+It runs the one loop every strategy has (forward, loss, zero_grad, backward,
+``model.step(opt)``) over a loader that yields this rank's shard, evaluates accuracy over
+a global evaluation set split across ranks, and shows a tqdm bar on rank 0 only::
+
+    comm = Communicator()
+    net = MLP(2, 64, 3, rng=0)
+    model = wrap(net, "ddp", comm)
+    opt = SGD(model.parameters(), lr=0.1, momentum=0.9)
+    loader = distributed_loader(X, y, batch_size=32, comm=comm, seed=0)
+    history = Trainer(model, opt, comm=comm).fit(loader, epochs=5, eval_data=(X_test, y_test))
+
+Seeds: the trainer draws no random numbers. The model's initial weights come from the
+Generator/seed given to the model, the shuffle from the loader's seed (with
+`distributed_loader`: ``DistributedSampler(seed=...)``, one permutation per epoch).
+"""
+from __future__ import annotations
+
+from time import perf_counter
+
+import numpy as np
+
+from ..autograd import Tensor, no_grad
+from ..comm import allreduce
+from ..data import DataLoader
+from ..nn import functional as F
+from .sampler import DistributedSampler, local_shard
+
+
+def distributed_loader(X, y, batch_size: int, comm=None, *, seed: int = 0, shuffle: bool = True,
+                       drop_last: bool = False, pad: bool = True) -> DataLoader:
+    """A DataLoader over this rank's `DistributedSampler` share of ``(X, y)`` (the whole
+    set, shuffled with `seed`, without `comm`)."""
+    if comm is None or comm.size == 1:
+        return DataLoader(X, y, batch_size=batch_size, shuffle=shuffle, seed=seed, drop_last=drop_last)
+    sampler = DistributedSampler(len(X), comm.size, comm.rank, shuffle=shuffle, seed=seed,
+                                 drop_last=drop_last, pad=pad)
+    sampler.num_batches(batch_size, drop_last)  # every rank must run the same number of steps
+    return DataLoader(X, y, batch_size=batch_size, drop_last=drop_last, sampler=sampler)
+
+
+class Trainer:
+    """``Trainer(model, optimizer, *, comm=None, loss_fn=F.cross_entropy, progress=True)``.
+
+    `model` is a wrapped model (`minidist.parallel.wrap`) in the standard loop: dp's
+    ``scatter_inputs`` / ``loss_on_root`` flows have their own loops (see dp.py).
+    """
+
+    def __init__(self, model, optimizer, *, comm=None, loss_fn=None, progress: bool = True):
+        if getattr(model, "scatter_inputs", False) or getattr(model, "loss_on_root", False):
+            raise ValueError("Trainer runs the standard loop; dp with scatter_inputs or loss_on_root "
+                             "needs its own loop (see minidist/parallel/dp.py)")
+        self.model, self.optimizer, self.comm = model, optimizer, comm
+        self.loss_fn = F.cross_entropy if loss_fn is None else loss_fn
+        self.show = bool(progress) and (comm is None or comm.rank == 0)
+
+    def train_epoch(self, loader, epoch: int = 0) -> dict:
+        """One pass over `loader`; returns ``{epoch, loss, steps, seconds}`` with the mean
+        of this rank's batch losses."""
+        if hasattr(loader, "set_epoch"):
+            loader.set_epoch(epoch)
+        bar = _progress(loader, self.show, f"epoch {epoch}")
+        losses, t0 = [], perf_counter()
+        for batch in bar:
+            x, y = batch[0], batch[1]
+            loss = self.loss_fn(self.model(x if isinstance(x, Tensor) else Tensor(x)), y)
+            self.model.zero_grad()
+            loss.backward()
+            self.model.step(self.optimizer)
+            losses.append(float(loss.item()))
+            if self.show:
+                bar.set_postfix(loss=f"{losses[-1]:.4f}", refresh=False)
+        if self.show:
+            bar.close()
+        return {"epoch": epoch, "loss": float(np.mean(losses)) if losses else float("nan"),
+                "steps": len(losses), "seconds": perf_counter() - t0}
+
+    def evaluate(self, X, y, batch_size: int = 512) -> float:
+        """Accuracy of the model on ``(X, y)``: each rank scores its contiguous share, the
+        correct counts are summed across ranks (phase ``"eval"``). Eval mode, no graph."""
+        module = getattr(self.model, "module", self.model)
+        Xs, ys = local_shard((X, y), self.comm) if self.comm is not None else (X, y)
+        was_training = module.training
+        module.eval()
+        correct = 0
+        with no_grad():
+            for start in range(0, len(Xs), batch_size):
+                logits = module(Tensor(Xs[start:start + batch_size]))
+                correct += int((logits.data.argmax(axis=1) == ys[start:start + batch_size]).sum())
+        module.train(was_training)
+        counts = np.array([correct, len(Xs)], dtype=np.int64)
+        if self.comm is not None and self.comm.size > 1:
+            with self.comm.phase("eval"):
+                allreduce(self.comm, counts, "sum", "ring")
+        return float(counts[0] / max(counts[1], 1))
+
+    def fit(self, loader, epochs: int, eval_data=None) -> list[dict]:
+        """Train for `epochs`; after each, evaluate on `eval_data` ``(X, y)`` if given.
+        Returns one dict per epoch (`train_epoch`'s, plus ``accuracy``)."""
+        history = []
+        for epoch in range(epochs):
+            record = self.train_epoch(loader, epoch)
+            if eval_data is not None:
+                record["accuracy"] = self.evaluate(*eval_data)
+            history.append(record)
+        return history
+
+
+def _progress(iterable, show: bool, desc: str):
+    if not show:
+        return iterable
+    from tqdm import tqdm
+
+    return tqdm(iterable, desc=desc, leave=False, dynamic_ncols=True)

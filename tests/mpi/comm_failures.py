@@ -1,0 +1,45 @@
+"""Worker for tests/test_comm_failures.py: one rank fails while the others wait for it.
+
+    python -m mpi4py comm_failures.py MODE
+
+MODE:
+  fail_together  the last rank raises inside ``comm.fail_together()``; the others block in
+                 a receive from it that never comes. The job must end (MPI_Abort).
+  uncaught       the same without fail_together: ``python -m mpi4py`` aborts the job.
+  abort          the last rank calls ``comm.abort(...)`` directly.
+  mismatch       rank 0 passes a shorter array to ring_allreduce than the others.
+  ok             every rank emits, nobody fails (the control case).
+Nothing is emitted in the failing modes: the test expects a non-zero exit and the message.
+"""
+import sys
+
+import numpy as np
+
+from minidist.comm import Communicator, ring_allreduce
+from mpi_util import emit
+
+comm = Communicator()
+mode = sys.argv[1]
+last = comm.size - 1
+waiting = np.zeros(1)
+
+if mode == "fail_together":
+    with comm.fail_together():
+        if comm.rank == last:
+            raise RuntimeError(f"deliberate failure on rank {comm.rank}")
+        comm.recv(waiting, last)
+elif mode == "uncaught":
+    if comm.rank == last:
+        raise RuntimeError(f"uncaught failure on rank {comm.rank}")
+    comm.recv(waiting, last)
+elif mode == "abort":
+    if comm.rank == last:
+        comm.abort("rank gave up on purpose")
+    comm.recv(waiting, last)
+elif mode == "mismatch":
+    ring_allreduce(comm, np.ones(10 if comm.rank == 0 else 12))
+elif mode == "ok":
+    with comm.fail_together():
+        emit({"sum": float(ring_allreduce(comm, np.ones(3))[0])})
+else:
+    raise SystemExit(f"unknown mode {mode!r}")

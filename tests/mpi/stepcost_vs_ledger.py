@@ -1,0 +1,46 @@
+"""For each strategy: one training step's ledger, phase by phase, beside stepcost's
+prediction for the same model and options (rank 0 and rank 1)."""
+import numpy as np
+
+import minidist.nn as nn
+import minidist.nn.functional as F
+from minidist import Tensor, optim
+from minidist.comm import Communicator
+from minidist.parallel import wrap
+from minidist.parallel.stepcost import describe, predict_step
+from mpi_util import emit
+
+comm = Communicator()
+CASES = [("dp", {}), ("dp", {"broadcast": "binomial"}), ("hub", {}),
+         ("hub", {"reduce": "binomial", "broadcast": "binomial"}),
+         ("ddp", {"bucket_cap_mb": 0.002}), ("ddp", {"algorithm": "recursive_doubling", "bucket_cap_mb": 0.004})]
+
+
+def model():
+    rng = np.random.default_rng(0)
+    return nn.Sequential(nn.Linear(7, 33, rng=rng), nn.BatchNorm1d(33), nn.ReLU(),
+                         nn.Linear(33, 5, rng=rng))
+
+
+rng = np.random.default_rng(comm.rank)
+x = Tensor(rng.standard_normal((6, 7)).astype(np.float32))
+y = rng.integers(0, 5, 6)
+out = []
+for strategy, options in CASES:
+    net = model()
+    wrapped = wrap(net, strategy, comm, **options)
+    opt = optim.SGD(wrapped.parameters(), lr=0.1, momentum=0.9)
+    for step in range(2):
+        comm.ledger.reset()
+        loss = F.cross_entropy(wrapped(x), y)
+        wrapped.zero_grad()
+        loss.backward()
+        wrapped.step(opt)
+    measured = {phase: {k: int(v) for k, v in t.items() if k != "seconds"}
+                for phase, t in comm.ledger.by_phase().items()}
+    predicted = predict_step(strategy, comm.size, describe(net), **options)
+    who = "rank0" if comm.rank == 0 else "other"
+    out.append({"strategy": strategy, "options": options, "measured": measured,
+                "predicted": {ph: p[who] for ph, p in predicted["phases"].items()},
+                "check": comm.rank <= 1})
+emit(out)

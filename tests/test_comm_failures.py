@@ -1,0 +1,43 @@
+"""A failure on one rank ends the whole job quickly, with its message, instead of leaving
+the other ranks waiting (tests/mpi/comm_failures.py)."""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from mpi_util import run_mpi
+
+TIMEOUT = 30  # a hang would hit this; an abort takes about a second
+
+
+def expect_abort(n, mode, *words):
+    started = time.perf_counter()
+    with pytest.raises(AssertionError) as failure:
+        run_mpi(n, "comm_failures.py", mode, timeout=TIMEOUT)
+    report = str(failure.value)
+    assert "timed out" not in report, report
+    assert "exited" in report, report
+    for word in words:
+        assert word in report, report
+    assert time.perf_counter() - started < TIMEOUT / 2
+
+
+def test_control_run_succeeds():
+    assert [r["sum"] for r in run_mpi(3, "comm_failures.py", "ok", timeout=TIMEOUT)] == [3.0] * 3
+
+
+def test_fail_together_aborts_every_rank_with_the_message():
+    expect_abort(3, "fail_together", "deliberate failure on rank 2", "[rank 2/3]", "RuntimeError")
+
+
+def test_uncaught_exception_under_python_m_mpi4py_aborts_the_job():
+    expect_abort(3, "uncaught", "uncaught failure on rank 2")
+
+
+def test_abort_prints_rank_and_message():
+    expect_abort(2, "abort", "[rank 1/2] rank gave up on purpose")
+
+
+def test_mismatched_lengths_are_reported_not_hung():
+    expect_abort(3, "mismatch", "same shape and dtype")

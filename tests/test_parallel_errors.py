@@ -1,0 +1,32 @@
+"""A model that differs on one rank fails at wrap time, on every rank, fast, with a message
+naming the rank, the parameter and both shapes (no hang: the job exits non-zero)."""
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from mpi_util import HERE, ROOT, mpiexec
+
+
+def run_failing(n, *args, timeout=60):
+    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1",
+               PYTHONPATH=os.pathsep.join([str(ROOT), str(HERE), os.environ.get("PYTHONPATH", "")]))
+    cmd = [mpiexec(), "-n", str(n), sys.executable, "-m", "mpi4py", str(HERE / "mpi" / "parallel_mismatch.py"), *args]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    return proc, time.perf_counter() - t0
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("n, strategy", [(3, "ddp"), (2, "hub")])
+def test_model_differing_on_one_rank_fails_at_wrap(n, strategy):
+    proc, seconds = run_failing(n, strategy)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "wrap returned" not in output
+    last = n - 1
+    assert (f"parameter '0.weight' has shape (13, 5) on rank {last} but shape (12, 5) on rank 0"
+            in output), output[-3000:]
+    assert seconds < 30

@@ -1,0 +1,155 @@
+"""SyncBatchNorm equals BatchNorm on the global batch (and plain BatchNorm under DDP does
+not); no_sync accumulation; DDP overlap order; unused parameters; the drift check; the
+fp16 hook; memory accounting. One launch of tests/mpi/parallel_features.py per N."""
+import pytest
+
+from minidist.comm import message_counts
+from mpi_util import run_mpi
+
+SIZES = (2, 3, 4)
+HIDDEN = 12
+_cache = {}
+
+
+def results(n):
+    if n not in _cache:
+        _cache[n] = run_mpi(n, "parallel_features.py", timeout=180)
+    return _cache[n]
+
+
+def _sum_counts(*counts):
+    keys = ("messages_sent", "messages_received", "bytes_sent", "bytes_received")
+    return {k: sum(c[k] for c in counts) for k in keys}
+
+
+def _phase(ledger, phase):
+    keys = ("messages_sent", "messages_received", "bytes_sent", "bytes_received")
+    return {k: ledger.get(phase, {}).get(k, 0) for k in keys}
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("n", SIZES)
+def test_syncbn_under_ddp_equals_batchnorm_on_the_global_batch(n):
+    for rank, r in enumerate(results(n)):
+        s = r["syncbn"]
+        for key in ("output", "grads", "running", "params"):
+            assert max(s[key]) < 1e-10, f"rank {rank}: SyncBatchNorm {key} differs by {max(s[key])}"
+        assert s["num_batches_tracked"] == [5, 5]
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("n", SIZES)
+def test_syncbn_ledger_matches_closed_forms(n):
+    for rank, r in enumerate(results(n)):
+        ledger = r["syncbn"]["ledger"]
+        per_layer = [message_counts("ring_allreduce", n, rank, 2 * HIDDEN + 1, 8),  # forward
+                     message_counts("ring_allreduce", n, rank, 2 * HIDDEN, 8)]  # backward
+        assert _phase(ledger, "syncbn") == _sum_counts(*per_layer, *per_layer)  # two layers
+        buffers = [message_counts("broadcast", n, rank, 2 * 2 * HIDDEN, 8),  # running mean/var
+                   message_counts("broadcast", n, rank, 2, 8)]  # num_batches_tracked, int64
+        assert _phase(ledger, "buffer-broadcast") == _sum_counts(*buffers)
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("n", SIZES)
+def test_converted_cnn_matches_local_batchnorm(n):
+    for r in results(n):
+        c = r["syncbn_cnn"]
+        assert c["converted"] == ["SyncBatchNorm", "SyncBatchNorm"]
+        assert c["same_parameter_object"]
+        assert c["params"] < 1e-10 and c["running"] < 1e-10
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("n", SIZES)
+def test_plain_batchnorm_under_ddp_differs_from_global_batchnorm(n):
+    for r in results(n):
+        p = r["plain_bn"]
+        assert max(p["output"]) > 1e-6  # each rank normalises with its own shard's statistics
+        assert max(p["params"]) > 1e-6
+        assert max(p["running"]) > 1e-6
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("n", SIZES)
+def test_no_sync_accumulation_equals_one_large_batch_step(n):
+    for r in results(n):
+        ns = r["no_sync"]
+        assert max(ns["diffs"]) < 1e-10
+        per_step = 2 * (n - 1) * ns["buckets"]
+        assert ns["messages"] == [0, per_step] * 3  # nothing inside no_sync, one all-reduce after
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("n", SIZES)
+def test_ddp_overlap_finishes_buckets_before_backward_ends(n):
+    for r in results(n):
+        events = [tuple(e) for e in r["overlap"]["events"]]
+        last = r["overlap"]["buckets"] - 1
+        assert last + 1 >= 2 * n + 1, "the test model needs more buckets than ring steps (+3)"
+        assert events.index(("done", 0)) < events.index(("ready", last)) < events.index(("backward_done", None))
+        end = events.index(("backward_done", None))
+        assert sum(kind == "launch" for kind, _ in events[:end]) == last + 1  # all during backward
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("n", SIZES)
+def test_ddp_without_overlap_communicates_after_backward(n):
+    for r in results(n):
+        events = [tuple(e) for e in r["no_overlap"]["events"]]
+        end = events.index(("backward_done", None))
+        assert all(kind == "ready" for kind, _ in events[:end])
+        assert sum(kind == "done" for kind, _ in events[end:]) == r["no_overlap"]["buckets"]
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("n", SIZES)
+def test_unused_parameters_do_not_hang_and_get_averaged_zeros(n):
+    ranks = results(n)
+    expected = ranks[0]["unused"]["rank0_expected"]
+    for r in ranks:
+        u = r["unused"]
+        assert u["never_grad_max"] == 0.0 and u["never_weight_unchanged"]
+        assert u["rank0_only_grad"] == ranks[0]["unused"]["rank0_only_grad"]
+        assert max(abs(a - b) for a, b in zip(u["rank0_only_grad"], expected)) < 1e-12
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("n", SIZES)
+def test_drift_check_trips_on_every_rank_when_a_replica_is_perturbed(n):
+    for r in results(n):
+        d = r["drift"]
+        assert d["raised"] and d["step"] == 3 and d["ranks"] == [n - 1] and d["checked_ok"] == 2
+        assert f"rank(s) [{n - 1}]" in d["message"]
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("n", SIZES)
+def test_fp16_hook_halves_the_bytes_within_fp16_rounding(n):
+    for rank, r in enumerate(results(n)):
+        f = r["fp16"]
+        assert 0 < f["max_diff"] <= 4e-3 * f["max_grad"]
+        expected16 = _sum_counts(*[message_counts("ring_allreduce", n, rank, c, 2) for c in f["bucket_counts"]])
+        expected64 = _sum_counts(*[message_counts("ring_allreduce", n, rank, c, 8) for c in f["bucket_counts"]])
+        assert _phase({"p": f["ledger"]["fp16"]}, "p") == expected16
+        assert _phase({"p": f["ledger"]["None"]}, "p") == expected64
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("n", SIZES)
+def test_memory_shows_the_dp_master_and_replicated_adam_state(n):
+    ranks = results(n)
+    mem = [r["memory"] for r in ranks]
+    params = mem[0]["ddp"]["parameters"]
+    assert mem[0]["dp"]["optimizer"] == 2 * params  # Adam's two moments, on the master only
+    assert all(m["dp"]["optimizer"] == 0 for m in mem[1:])
+    for strategy in ("hub", "ddp"):
+        assert all(m[strategy]["optimizer"] == 2 * params for m in mem)
+    assert all(m["ddp"]["comm_buffers"] == params for m in mem)  # the bucket buffers
+    assert mem[0]["dp"]["comm_peak"] >= (n + 1) * params  # every rank's gradients at once
+    assert all(m["dp"]["comm_peak"] < mem[0]["dp"]["comm_peak"] for m in mem[1:])
+    for m in mem:
+        for report in m.values():
+            assert report["total"] == sum(report[k] for k in ("parameters", "gradients", "optimizer",
+                                                              "comm_buffers"))
+            assert report["peak"] >= report["total"] + report["comm_peak"]
