@@ -23,17 +23,10 @@ def _sizes(text: str) -> list[int]:
     return [int(float(s)) for s in text.split(",") if s]
 
 
-def _human(nbytes: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(nbytes) < 1024 or unit == "TiB":
-            return f"{nbytes:.3g} {unit}"
-        nbytes /= 1024
-    return f"{nbytes:.3g} TiB"
-
-
 def cmd_predict(args) -> int:
     from .comm.profiles import get_profile, load_profile
     from .parallel.stepcost import dense, projection
+    from .report.summary import human_bytes as _human
 
     profile = load_profile(args.profile) if args.profile.endswith(".json") else get_profile(args.profile)
     shape = dense(int(float(args.params)), np.dtype(args.dtype), n_tensors=args.tensors)

@@ -34,7 +34,8 @@ then one record per strategy, step and rank:
      "wall_seconds", "memory": {parameters, gradients, optimizer, comm_buffers, comm_peak,
      total, peak}}
 
-and a summary table on rank 0's stdout.
+a summary table on rank 0's stdout, and (unless --no-report) a Markdown report with PNG
+plots beside the run (`minidist.report`: runs/compare-report/report.md by default).
 """
 from __future__ import annotations
 
@@ -53,6 +54,8 @@ from minidist.data import DataLoader, spirals, synthetic_images
 from minidist.nn import functional as F
 from minidist.optim import SGD, Adam
 from minidist.parallel import build_model, local_shard, shard_sizes, wrap
+from minidist.parallel.stepcost import describe
+from minidist.report import write_report
 
 VARIANTS = {  # name -> (strategy, wrap options)
     "local": ("local", {}),
@@ -85,6 +88,8 @@ def parse_args(argv=None):
     p.add_argument("--samples", type=int, default=1200, help="dataset size")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/compare.jsonl")
+    p.add_argument("--no-report", dest="report", action="store_false",
+                   help="skip the Markdown report and plots (minidist report RUN.jsonl makes them later)")
     args = p.parse_args(argv)
     args.strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
     unknown = [s for s in args.strategies if s not in VARIANTS]
@@ -228,8 +233,12 @@ def main(argv=None):
         return
     records = sorted((r for part in everything for r in part),
                      key=lambda r: (args.strategies.index(r["strategy"]), r["step"], r["rank"]))
+    net = make_model(args, comm, "batch" if args.norm == "sync" else args.norm)
+    shape = describe(net)
     header = {"type": "header", "config": vars(args), "world_size": comm.size,
-              "parameters": int(flat_params(make_model(args, comm, "batch" if args.norm == "sync" else args.norm)).size),
+              "parameters": int(flat_params(net).size),
+              "model_shape": {"params": [[int(c), str(d)] for c, d in shape.params],
+                              "buffers": [[int(c), str(d)] for c, d in shape.buffers]},
               "strategies": args.strategies, "shard_sizes": shard_sizes(args.batch, comm.size).tolist(),
               "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
@@ -239,6 +248,8 @@ def main(argv=None):
     print(f"{args.model} norm={args.norm} N={comm.size} batch={args.batch} steps={args.steps} "
           f"dtype={args.dtype} optimizer={args.optimizer} -> {args.out}")
     print(summarize(records, args, comm.size))
+    if args.report:
+        print(f"report: {write_report(args.out)}")
     sys.stdout.flush()
 
 

@@ -93,21 +93,22 @@ def ddp_buckets(shape: ModelShape, bucket_cap_mb: float = 25.0) -> list:
 
 
 def _calls(strategy, shape, size, *, bucket_cap_mb, algorithm, broadcast, reduce,
-           broadcast_buffers):
+           broadcast_buffers, average):
     """[(phase, collective, count, dtype, algorithm)]: the step's collectives, in order."""
     f64 = np.dtype(np.float64)
+    counts = average == "samples"  # weighting by shard size costs one tiny message
     buffers = [("buffer-broadcast", "broadcast", n, d, broadcast)
                for d, n in shape.by_dtype("buffers")]
     if strategy == "local" or size == 1:
         return []
     if strategy == "dp":
-        return ([("shard-sizes", "gather_to_root", 1, f64, None)]
+        return ([("shard-sizes", "gather_to_root", 1, f64, None)] * counts
                 + [("grad-gather", "gather_to_root", n, d, None) for d, n in shape.by_dtype("params")]
                 + [("param-broadcast", "broadcast", n, d, broadcast) for d, n in shape.by_dtype("params")]
                 + buffers)
     if strategy == "hub":
         return ((buffers if broadcast_buffers else [])
-                + [("shard-sizes", "reduce_to_root", 1, f64, reduce)]
+                + [("shard-sizes", "reduce_to_root", 1, f64, reduce)] * counts
                 + [call for d, n in shape.by_dtype("params")
                    for call in (("grad-reduce", "reduce_to_root", n, d, reduce),
                                 ("grad-broadcast", "broadcast", n, d, broadcast))])
@@ -115,7 +116,7 @@ def _calls(strategy, shape, size, *, bucket_cap_mb, algorithm, broadcast, reduce
         alg = None if algorithm == "ring" else algorithm
         name = "ring_allreduce" if algorithm == "ring" else "allreduce"
         return ((buffers if broadcast_buffers else [])
-                + [("shard-sizes", "ring_allreduce", 1, f64, None)]
+                + [("shard-sizes", "ring_allreduce", 1, f64, None)] * counts
                 + [("grad-allreduce", name, n, d, alg) for n, d in ddp_buckets(shape, bucket_cap_mb)])
     raise ValueError(f"strategy must be one of {STRATEGIES} (got {strategy!r})")
 
@@ -123,7 +124,7 @@ def _calls(strategy, shape, size, *, bucket_cap_mb, algorithm, broadcast, reduce
 def predict_step(strategy: str, size: int, shape: ModelShape, *, profile="shm",
                  ranks_per_node=None, bucket_cap_mb: float = 25.0, algorithm: str = "ring",
                  broadcast: str = "linear", reduce: str = "linear", broadcast_buffers: bool = True,
-                 optimizer_slots: int = 1) -> dict:
+                 average: str = "samples", optimizer_slots: int = 1) -> dict:
     """Predicted cost of one training step of `strategy` on `size` ranks.
 
     Returns ``{"phases": {phase: {"seconds", "rank0": counts, "other": counts}},
@@ -136,7 +137,8 @@ def predict_step(strategy: str, size: int, shape: ModelShape, *, profile="shm",
     phases = {}
     for phase, collective, count, dtype, alg in _calls(
             strategy, shape, size, bucket_cap_mb=bucket_cap_mb, algorithm=algorithm,
-            broadcast=broadcast, reduce=reduce, broadcast_buffers=broadcast_buffers):
+            broadcast=broadcast, reduce=reduce, broadcast_buffers=broadcast_buffers,
+            average=average):
         entry = phases.setdefault(phase, {"seconds": 0.0, "rank0": dict.fromkeys(_KEYS, 0),
                                           "other": dict.fromkeys(_KEYS, 0)})
         itemsize = np.dtype(dtype).itemsize

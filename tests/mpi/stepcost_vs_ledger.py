@@ -13,7 +13,8 @@ from mpi_util import emit
 comm = Communicator()
 CASES = [("dp", {}), ("dp", {"broadcast": "binomial"}), ("hub", {}),
          ("hub", {"reduce": "binomial", "broadcast": "binomial"}),
-         ("ddp", {"bucket_cap_mb": 0.002}), ("ddp", {"algorithm": "recursive_doubling", "bucket_cap_mb": 0.004})]
+         ("ddp", {"bucket_cap_mb": 0.002}), ("ddp", {"algorithm": "recursive_doubling", "bucket_cap_mb": 0.004}),
+         ("dp", {"average": "ranks"}), ("hub", {"average": "ranks"}), ("ddp", {"average": "ranks"})]
 
 
 def model():

@@ -1,0 +1,86 @@
+"""The report of a compare.py run, and the `minidist` command."""
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from minidist.cli import main as cli
+from minidist.report import load_run, predicted_vs_measured, strategy_rows, write_report
+from mpi_util import HERE, ROOT, mpiexec
+
+N, STEPS, BATCH = 3, 4, 40  # shards 14, 13, 13
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("report") / "run.jsonl"
+    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1",
+               PYTHONPATH=os.pathsep.join([str(ROOT), str(HERE), os.environ.get("PYTHONPATH", "")]))
+    cmd = [mpiexec(), "-n", str(N), sys.executable, str(ROOT / "scripts" / "compare.py"), "--norm", "layer",
+           "--steps", str(STEPS), "--batch", str(BATCH), "--hidden", "24",
+           "--strategies", "local,dp,hub,ddp,ddp-fp16", "--bucket-cap-mb", "0.004", "--out", str(out)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return out, proc.stdout
+
+
+def test_compare_writes_the_report_with_its_plots(run):
+    out, stdout = run
+    report = out.with_name("run-report") / "report.md"
+    assert f"report: {report}" in stdout
+    text = report.read_text()
+    for section in ("## Do they compute the same thing?", "## What each costs, per rank and step",
+                    "### Phase by phase, rank 0", "## Measured beside predicted", "## Projection"):
+        assert section in text
+    for png in ("training.png", "per_rank.png", "projection.png", "projection_large.png"):
+        assert (report.parent / png).stat().st_size > 5000
+    verdicts = dict(re.findall(r"^\| (dp|hub|ddp|ddp-fp16) \| [\d.]+ \| [\de.+-]+ \| ([^|]+) \|$", text, re.M))
+    assert verdicts == {"dp": "equal", "hub": "equal", "ddp": "equal", "ddp-fp16": "**differs**"}
+
+
+def test_predicted_counts_equal_the_measured_ones(run):
+    header, steps = load_run(run[0])
+    checks = predicted_vs_measured(header, steps)
+    assert {(c["strategy"], c["rank"]) for c in checks} == {(s, k) for s in ("dp", "hub", "ddp") for k in (0, 1)}
+    for c in checks:
+        assert c["predicted_bytes"] == c["measured_bytes"] > 0
+        assert c["predicted_messages"] == c["measured_messages"] > 0
+
+
+def test_rows_show_the_root_load_and_the_global_loss(run):
+    header, steps = load_run(run[0])
+    rows = {r["strategy"]: r for r in strategy_rows(header, steps)}
+    for name in ("dp", "hub"):
+        root, other = rows[name]["ranks"][0], rows[name]["ranks"][1]
+        assert root["bytes_received"] > (N - 1) * 0.99 * other["bytes_sent"]
+    ddp = [k["bytes_sent"] for k in rows["ddp"]["ranks"]]
+    assert max(ddp) < 1.1 * min(ddp)  # the ring spreads the load
+    assert rows["dp"]["ranks"][1]["optimizer_bytes"] == 0 < rows["dp"]["ranks"][0]["optimizer_bytes"]
+    assert rows["ddp"]["final_loss"] == pytest.approx(rows["local"]["final_loss"], rel=1e-9)
+
+
+def test_report_command_rewrites_it_elsewhere(run, tmp_path, capsys):
+    assert cli(["report", str(run[0]), "--out", str(tmp_path)]) == 0
+    assert "report:" in capsys.readouterr().out
+    assert (tmp_path / "report.md").exists()
+
+
+def test_a_file_that_is_not_a_run_is_refused(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"type": "header", "config": {}}) + "\n")
+    with pytest.raises(ValueError, match="needs a header record and step records"):
+        write_report(bad)
+    bad.write_text(json.dumps({"type": "epoch"}) + "\n")
+    with pytest.raises(ValueError, match="unknown record type 'epoch'"):
+        load_run(bad)
+
+
+def test_predict_command_prints_the_projection(capsys):
+    assert cli(["predict", "--params", "1e6", "--ranks", "2,16", "--profile", "10gbe"]) == 0
+    out = capsys.readouterr().out
+    assert "1,000,000 float32 parameters" in out and "profile 10gbe" in out
+    assert len([line for line in out.splitlines() if re.match(r"\s+(dp|hub|ddp)\s+(2|16)\s", line)]) == 6
+    assert cli(["profiles"]) == 0 and "ib-hdr" in capsys.readouterr().out
