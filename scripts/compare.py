@@ -46,7 +46,8 @@ import sys
 from datetime import datetime, timezone
 from time import perf_counter
 
-import numpy as np
+import minidist  # noqa: F401  (first: under mpiexec it sets one BLAS thread per rank before NumPy loads)
+import numpy as np  # noqa: E402
 
 from minidist import Tensor
 from minidist.comm import Communicator
