@@ -178,3 +178,113 @@ def test_ring_allreduce_on_seven_ranks():
         for rank, case in enumerate(per_rank):
             got = {k: v for k, v in results[rank]["ledger"][key].items() if k != "seconds"}
             assert got == _expected_counts(case, 7, rank), (key, rank)
+
+
+# ---- the non-blocking ring (RingAllreduce) ---------------------------------------------------
+def _nonblocking(n):
+    return [r["nonblocking"] for r in launch(n)]
+
+
+def _ledger_counts(rank_result, phase):
+    got = {k: v for k, v in rank_result["ledger"].get(phase, {}).items() if k != "seconds"}
+    return got or {"messages_sent": 0, "messages_received": 0, "bytes_sent": 0, "bytes_received": 0}
+
+
+@pytest.mark.parametrize("n", SIZES)
+def test_nonblocking_ring_gives_the_blocking_rings_bytes(n):
+    per_rank = _nonblocking(n)
+    cases = per_rank[0]["cases"]
+    assert {c["dtype"] for c in cases} == {"float16", "float32", "float64", "int64"}
+    assert {c["how"] for c in cases} == {"poll", "wait", "steps"}
+    assert {c["count"] for c in cases} >= {0, 1, n, n + 1, 2 * n, 100003}
+    for i, case in enumerate(cases):
+        ranks = [r["cases"][i] for r in per_rank]
+        assert all(c["key"] == case["key"] for c in ranks)
+        assert all(c["same_bytes"] and c["ok"] and c["done"] for c in ranks), case["key"]
+        assert len({c["hash"] for c in ranks}) == 1, case["key"]  # and the same on every rank
+        assert all(c["steps"] == c["total_steps"] == 2 * (n - 1) for c in ranks), case["key"]
+        assert all(c["done_at_start"] == (n == 1) for c in ranks), case["key"]
+
+
+@pytest.mark.parametrize("n", SIZES)
+def test_nonblocking_ring_ledger_equals_the_closed_form_counts(n):
+    results = launch(n)
+    for rank, rank_result in enumerate(results):
+        for case in rank_result["nonblocking"]["cases"]:
+            want = message_counts("ring_allreduce", n, rank, case["count"], case["itemsize"])
+            assert _ledger_counts(rank_result, "nb|" + case["key"]) == want, (case["key"], rank)
+            assert _ledger_counts(rank_result, "nbref|" + case["key"]) == want, (case["key"], rank)
+
+
+@pytest.mark.parametrize("n", SIZES)
+def test_float16_ring_sums_in_half_precision(n):
+    """The fp16 cases are within N-1 float16 roundings of the exact sum (worker's check),
+    and the bytes on the wire are 2 per element."""
+    for rank, rank_result in enumerate(launch(n)):
+        half = [c for c in rank_result["nonblocking"]["cases"] if c["dtype"] == "float16"]
+        assert half and all(c["ok"] and c["itemsize"] == 2 for c in half)
+        big = next(c for c in half if c["count"] == 100003)
+        sent = _ledger_counts(rank_result, "nb|" + big["key"])["bytes_sent"]
+        assert sent == message_counts("ring_allreduce", n, rank, 100003, 2)["bytes_sent"]
+        assert (sent > 0) == (n > 1)
+
+
+@pytest.mark.parametrize("n", SIZES)
+def test_several_nonblocking_rings_in_flight_on_different_tags(n):
+    results = launch(n)
+    for rank, rank_result in enumerate(results):
+        for order, run in rank_result["nonblocking"]["concurrent"].items():
+            assert all(run["same_bytes"]) and run["between_ok"], (order, rank)
+            assert run["after"] == 0  # every ring's scratch released
+            # while all four were in flight, each held one chunk of scratch
+            held = sum(-(-count // n) * itemsize for _, count, _, itemsize in run["specs"])
+            assert run["held"] == (held if n > 1 else 0), (order, rank)
+            for k, (_, count, _, itemsize) in enumerate(run["specs"]):
+                got = _ledger_counts(rank_result, f"nbc|{order}|{k}")
+                assert got == message_counts("ring_allreduce", n, rank, count, itemsize), (order, k)
+    for order in ("poll", "reverse"):
+        hashes = [r["nonblocking"]["concurrent"][order]["hashes"] for r in results]
+        assert all(h == hashes[0] for h in hashes), order
+
+
+NONBLOCKING_ERRORS = {
+    "dtype_int32": ("TypeError", "int32"),
+    "mean_int64": ("TypeError", "op='mean'"),
+    "readonly": ("ValueError", "read-only"),
+    "bad_tag": ("ValueError", "tag"),
+    "advance_unstarted": ("RuntimeError", "start()"),
+    "start_twice": ("RuntimeError", "already started"),
+    "float16_elsewhere": ("TypeError", "ring collectives only"),
+}
+
+
+@pytest.mark.parametrize("n", SIZES)
+def test_nonblocking_ring_bad_arguments_raise_on_every_rank(n):
+    for rank_result in _nonblocking(n):
+        errors = rank_result["errors"]
+        for name, (kind, words) in NONBLOCKING_ERRORS.items():
+            assert errors[name] is not None and errors[name][0] == kind, (name, errors[name])
+            assert words in errors[name][1], (name, errors[name])
+        if n == 1:  # nothing is ever in flight in a world of one
+            assert errors["tag_in_flight"] is None
+        else:
+            assert errors["tag_in_flight"][0] == "ValueError"
+            assert "tag 9 is already used" in errors["tag_in_flight"][1]
+        assert rank_result["after_errors_ok"]
+
+
+@pytest.mark.parametrize("size", range(1, 9))
+def test_ring_schedule_passes_each_chunk_along_the_ring(size):
+    """What rank r sends at step s is what rank r+1 receives then; a rank sends at step s+1
+    what it received at step s; the reduce-scatter brings every chunk but r-1 to rank r,
+    ending with chunk r, and the all-gather every chunk but r."""
+    from minidist.comm.ring import recv_chunk, send_chunk
+    steps = range(2 * (size - 1))
+    for r in range(size):
+        assert all(send_chunk(r, size, s) == recv_chunk((r + 1) % size, size, s) for s in steps)
+        assert all(send_chunk(r, size, s + 1) == recv_chunk(r, size, s) for s in steps)
+        reduce_scatter = [recv_chunk(r, size, s) for s in range(size - 1)]
+        allgather = [recv_chunk(r, size, s) for s in range(size - 1, 2 * (size - 1))]
+        assert sorted(reduce_scatter) == sorted(set(range(size)) - {(r - 1) % size})
+        assert reduce_scatter[-1:] == ([r] if size > 1 else [])
+        assert sorted(allgather) == sorted(set(range(size)) - {r})

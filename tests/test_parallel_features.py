@@ -137,6 +137,17 @@ def test_fp16_hook_halves_the_bytes_within_fp16_rounding(n):
 
 @pytest.mark.mpi
 @pytest.mark.parametrize("n", SIZES)
+def test_ddp_buckets_equal_the_blocking_ring_bit_for_bit(n):
+    """DDP's overlapped non-blocking rings (float64, and float16 under the fp16 hook) give
+    the bytes of minidist.comm.ring_allreduce on the same scaled buckets."""
+    for rank, r in enumerate(results(n)):
+        for hook, v in r["vs_blocking_ring"].items():
+            assert v["buckets"] >= 2 * n and len(v["same"]) == v["buckets"], (rank, hook)
+            assert all(v["same"]), (rank, hook, v["same"])
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("n", SIZES)
 def test_memory_shows_the_dp_master_and_replicated_adam_state(n):
     ranks = results(n)
     mem = [r["memory"] for r in ranks]

@@ -9,21 +9,31 @@ from __future__ import annotations
 import numpy as np
 
 SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.int64))
+# The ring collectives (ring.py, ring_nonblocking.py) also take float16: DDP's fp16 hook
+# reduces in float16, as PyTorch's fp16_compress_hook does. Each addition is rounded to
+# float16, so a sum over N ranks carries about N half-precision roundings.
+RING_DTYPES = SUPPORTED_DTYPES + (np.dtype(np.float16),)
 
 # op name -> the ufunc that combines two partial results (in place: ufunc(a, b, out=a)).
 # "mean" sums, then the collective divides once by the number of ranks.
 REDUCE_UFUNCS = {"sum": np.add, "mean": np.add, "max": np.maximum, "min": np.minimum}
 
 
-def check_array(x, name: str = "x", writable: bool = True) -> np.ndarray:
-    """`x` must be a C-contiguous NumPy array of a supported dtype (writable if the
-    collective writes into it). Returns `x`."""
+def check_array(x, name: str = "x", writable: bool = True,
+                dtypes: tuple = SUPPORTED_DTYPES) -> np.ndarray:
+    """`x` must be a C-contiguous NumPy array of one of `dtypes` (`SUPPORTED_DTYPES`, or
+    `RING_DTYPES` for the ring collectives), writable if the collective writes into it.
+    Returns `x`."""
     if not isinstance(x, np.ndarray):
         raise TypeError(f"{name} must be a numpy.ndarray (got {type(x).__name__}); "
                         f"wrap it with np.asarray({name})")
-    if x.dtype not in SUPPORTED_DTYPES:
-        names = ", ".join(str(d) for d in SUPPORTED_DTYPES)
-        raise TypeError(f"{name} has unsupported dtype {x.dtype}; supported: {names}. "
+    if x.dtype not in dtypes:
+        names = ", ".join(str(d) for d in dtypes)
+        hint = ""
+        if x.dtype == np.float16:  # this collective rejects it: say which ones take it
+            hint = (" (float16 is taken by the ring collectives only: ring_allreduce, "
+                    "ring_reduce_scatter, ring_allgather, RingAllreduce)")
+        raise TypeError(f"{name} has unsupported dtype {x.dtype}; supported: {names}{hint}. "
                         f"Cast it first, e.g. {name}.astype(np.float32)")
     if not x.flags.c_contiguous:
         raise ValueError(f"{name} is not C-contiguous (shape {x.shape}, strides {x.strides}); "

@@ -10,68 +10,96 @@ reduce-scatter holding the reduced chunk r** and contributes chunk r to the all-
 Chunks may be empty (count < N); empty messages are still sent, so the message count is
 always 2(N-1) for an all-reduce (see counts.py).
 
+The schedule (one rotation for the whole all-reduce): at step s = 0 .. 2N-3 rank r sends
+chunk ``(r - 1 - s) % N`` and receives chunk ``(r - 2 - s) % N``. Steps 0..N-2 are the
+reduce-scatter (what arrives is a partial, added to our own part of that chunk), steps
+N-1..2N-3 the all-gather (what arrives is final and lands in place). `RingSteps` holds
+that schedule for the in-place all-reduce; the blocking `ring_allreduce` drives it with
+``Sendrecv``, and `RingAllreduce` (ring_nonblocking.py; DDP's overlapped buckets) with
+posted ``isend``/``irecv``: one schedule, one order of additions, bit-identical results
+and the same ledger.
+
 Bit-identical results: chunk c is reduced along a single chain, starting at rank c+1 and
-ending at rank c, each step adding (partial from the left) + (own contribution); only rank
-c holds the final value, and the all-gather copies it byte for byte to everyone.
+ending at rank c, each step computing (partial from the left) + (own contribution); only
+rank c holds the final value, and the all-gather copies it byte for byte to everyone.
+
+Dtypes: float32, float64, int64 and float16 (`checks.RING_DTYPES`). float16 is summed in
+float16, each addition rounded (PyTorch's fp16_compress_hook does the same); it travels
+as raw bytes so that it needs no MPI half-precision type.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from .checks import chunk_bounds, check_array, check_op, mismatch_error
+from .checks import RING_DTYPES, chunk_bounds, check_array, check_op, mismatch_error
 
 TAG_REDUCE_SCATTER = 30_100
 TAG_ALLGATHER = 30_101
+_FLOAT16 = np.dtype(np.float16)
 
 
-def _reduce_scatter(comm, flat: np.ndarray, ufunc, bounds, buffers, inplace: bool) -> np.ndarray:
-    """The ring reduce-scatter loop on a flat array. Returns the array holding this rank's
-    reduced chunk (chunk ``comm.rank``).
-
-    ``inplace=True``: partial sums accumulate in `flat` itself (one receive buffer), and
-    the result is ``flat``'s chunk. ``inplace=False``: `flat` is left unchanged; partial
-    sums live in the two receive `buffers`, used in turn, and the result is a view of one
-    of them. Either way step s adds (partial from the left) + (our own part), so both
-    give the same bits."""
-    rank, size = comm.rank, comm.size
-    right, left = (rank + 1) % size, (rank - 1) % size
-    start, stop = bounds[(rank - 1) % size]
-    outgoing = flat[start:stop]  # step 0: our own share of chunk rank-1 starts its chain
-    for step in range(size - 1):
-        start, stop = bounds[(rank - step - 2) % size]  # the chunk whose partial arrives now
-        incoming = buffers[step % len(buffers)][: stop - start]
-        got = comm.sendrecv(outgoing, right, incoming, left, TAG_REDUCE_SCATTER)
-        if got != incoming.nbytes:
-            raise mismatch_error("ring_reduce_scatter", rank, left, got, incoming.nbytes)
-        mine = flat[start:stop]
-        if inplace:
-            ufunc(mine, incoming, out=mine)
-            outgoing = mine  # ...travels on to the right at the next step
-        else:
-            ufunc(incoming, mine, out=incoming)
-            outgoing = incoming
-    return outgoing
+def send_chunk(rank: int, size: int, step: int) -> int:
+    """The chunk rank `rank` sends to its right neighbour at step `step` of the ring."""
+    return (rank - 1 - step) % size
 
 
-def _allgather_inplace(comm, flat: np.ndarray, bounds) -> None:
-    """The ring all-gather loop: chunk ``comm.rank`` of `flat` is filled in; on return
-    every chunk is. Step s sends chunk rank-s to the right and receives chunk rank-s-1
-    from the left straight into its place (no copies)."""
-    rank, size = comm.rank, comm.size
-    right, left = (rank + 1) % size, (rank - 1) % size
-    for step in range(size - 1):
-        s0, s1 = bounds[(rank - step) % size]
-        r0, r1 = bounds[(rank - step - 1) % size]
-        incoming = flat[r0:r1]
-        got = comm.sendrecv(flat[s0:s1], right, incoming, left, TAG_ALLGATHER)
-        if got != incoming.nbytes:
-            raise mismatch_error("ring_allgather", rank, left, got, incoming.nbytes)
+def recv_chunk(rank: int, size: int, step: int) -> int:
+    """The chunk rank `rank` receives from its left neighbour at step `step` (= what it
+    sends at step + 1)."""
+    return (rank - 2 - step) % size
 
 
-def _receive_buffers(comm, count: int, dtype, n: int):
-    """`n` receive buffers of one (longest) chunk each, and their bytes in all."""
-    longest = -(-count // comm.size)
-    return tuple(np.empty(longest, dtype) for _ in range(n)), n * longest * np.dtype(dtype).itemsize
+def combine(ufunc, partial: np.ndarray, own: np.ndarray, out: np.ndarray) -> None:
+    """One reduction of the ring: ``out = partial (from the left) + own``, in this order
+    everywhere, so the blocking and the non-blocking ring give the same bits."""
+    ufunc(partial, own, out=out)
+
+
+def wire(a: np.ndarray) -> np.ndarray:
+    """What MPI is handed: `a` itself, or its bytes for float16 (no MPI type needed)."""
+    return a.view(np.uint8) if a.dtype == _FLOAT16 else a
+
+
+class RingSteps:
+    """The in-place ring all-reduce of the 1-D array `flat`, step by step.
+
+    ``buffers(step)`` gives the (send, receive) arrays of a step; once both messages of
+    the step are complete, ``finish(step)`` applies it (reduce-scatter: the received
+    partial + our part, written into `flat`; the last one also divides for "mean").
+    Steps must run in order 0 .. ``total - 1``. Scratch: one receive buffer of the
+    longest chunk (``scratch_bytes``), reused at every reduce-scatter step.
+    """
+
+    __slots__ = ("flat", "rank", "size", "total", "scratch_bytes", "_ufunc", "_mean",
+                 "_bounds", "_buffer")
+
+    def __init__(self, flat: np.ndarray, rank: int, size: int, op: str, ufunc):
+        self.flat, self.rank, self.size = flat, rank, size
+        self.total = 2 * (size - 1)
+        self._ufunc, self._mean = ufunc, op == "mean"
+        self._bounds = chunk_bounds(flat.size, size)
+        longest = -(-flat.size // size) if size > 1 else 0  # one rank: nothing to receive
+        self._buffer = np.empty(longest, flat.dtype)
+        self.scratch_bytes = self._buffer.nbytes
+
+    def buffers(self, step: int) -> tuple[np.ndarray, np.ndarray]:
+        """(what to send right, where to receive from the left) at `step`; as bytes for
+        float16."""
+        s0, s1 = self._bounds[(self.rank - 1 - step) % self.size]
+        r0, r1 = self._bounds[(self.rank - 2 - step) % self.size]
+        recv = self._buffer[: r1 - r0] if step < self.size - 1 else self.flat[r0:r1]
+        return wire(self.flat[s0:s1]), wire(recv)
+
+    def finish(self, step: int) -> None:
+        """Apply `step` once its receive is complete."""
+        size = self.size
+        if step >= size - 1:  # all-gather: the final chunk is already in place
+            return
+        r0, r1 = self._bounds[(self.rank - 2 - step) % size]
+        own = self.flat[r0:r1]
+        combine(self._ufunc, self._buffer[: r1 - r0], own, own)
+        if step == size - 2 and self._mean:  # chunk `rank`, final here and only here
+            np.divide(own, size, out=own)
 
 
 def ring_reduce_scatter(comm, x: np.ndarray, op: str = "sum") -> np.ndarray:
@@ -80,27 +108,55 @@ def ring_reduce_scatter(comm, x: np.ndarray, op: str = "sum") -> np.ndarray:
     .. math:: \text{out}_r = \big(\textstyle\sum_{i} x_i.\text{ravel}()\big)[\text{chunk } r]
 
     (``op="mean"`` divides by N and needs a floating dtype: TypeError for int64; "max"
-    and "min" are elementwise.) Chunk r is the r-th
-    piece of ``np.array_split(x.ravel(), N)``. `x` is not modified; the result is a new
-    array. N-1 ``Sendrecv`` steps; scratch: two receive buffers of one chunk each.
+    and "min" are elementwise.) Chunk r is the r-th piece of
+    ``np.array_split(x.ravel(), N)``. `x` is not modified; the result is a new array.
+    N-1 ``Sendrecv`` steps (steps 0..N-2 of the ring schedule, same additions as
+    `ring_allreduce`); scratch: two receive buffers of one chunk each. float16 allowed.
 
     Shape:
         x: any shape, ``count = x.size`` elements, the same on every rank.
         output: ``(count // N + (r < count % N),)``, 1-D.
     """
-    check_array(x, writable=False)
+    check_array(x, writable=False, dtypes=RING_DTYPES)
     ufunc = check_op(op, x.dtype)
+    rank, size = comm.rank, comm.size
     flat = x.reshape(-1)
-    bounds = chunk_bounds(flat.size, comm.size)
-    if comm.size == 1:
+    if size == 1:
         result = flat.copy()
     else:
-        buffers, scratch = _receive_buffers(comm, flat.size, x.dtype, 2)
-        with comm.ledger.temporary(scratch):
-            result = _reduce_scatter(comm, flat, ufunc, bounds, buffers, inplace=False)
+        bounds = chunk_bounds(flat.size, size)
+        longest = -(-flat.size // size)
+        buffers = (np.empty(longest, x.dtype), np.empty(longest, x.dtype))
+        right, left = (rank + 1) % size, (rank - 1) % size
+        with comm.ledger.temporary(2 * buffers[0].nbytes):
+            s0, s1 = bounds[send_chunk(rank, size, 0)]
+            outgoing = flat[s0:s1]  # step 0: our own share of chunk rank-1 starts its chain
+            for step in range(size - 1):
+                r0, r1 = bounds[recv_chunk(rank, size, step)]
+                incoming = buffers[step % 2][: r1 - r0]  # `outgoing` may be the other one
+                got = comm.sendrecv(wire(outgoing), right, wire(incoming), left, TAG_REDUCE_SCATTER)
+                if got != incoming.nbytes:
+                    raise mismatch_error("ring_reduce_scatter", rank, left, got, incoming.nbytes)
+                combine(ufunc, incoming, flat[r0:r1], incoming)  # x stays unchanged
+                outgoing = incoming  # ...travels on to the right at the next step
+        result = outgoing
     if op == "mean":
-        np.divide(result, comm.size, out=result)
+        np.divide(result, size, out=result)
     return result
+
+
+def _allgather_inplace(comm, flat: np.ndarray, bounds) -> None:
+    """Steps N-1..2N-3 of the ring schedule: chunk ``comm.rank`` of `flat` is filled in;
+    on return every chunk is, each received straight into its place (no copies)."""
+    rank, size = comm.rank, comm.size
+    right, left = (rank + 1) % size, (rank - 1) % size
+    for step in range(size - 1, 2 * (size - 1)):
+        s0, s1 = bounds[send_chunk(rank, size, step)]
+        r0, r1 = bounds[recv_chunk(rank, size, step)]
+        incoming = flat[r0:r1]
+        got = comm.sendrecv(wire(flat[s0:s1]), right, wire(incoming), left, TAG_ALLGATHER)
+        if got != incoming.nbytes:
+            raise mismatch_error("ring_allgather", rank, left, got, incoming.nbytes)
 
 
 def ring_allgather(comm, chunk: np.ndarray, out: np.ndarray | None = None,
@@ -111,15 +167,15 @@ def ring_allgather(comm, chunk: np.ndarray, out: np.ndarray | None = None,
     Rank r passes chunk r of ``np.array_split`` of a `count`-element array (its
     ``chunk.size`` must be ``count // N + (r < count % N)``). The total `count` is
     ``out.size`` if `out` is given, else `count`, else ``N * chunk.size`` (equal chunks).
-    N-1 ``Sendrecv`` steps, received straight into the output.
+    N-1 ``Sendrecv`` steps, received straight into the output. float16 allowed.
 
     Shape:
         chunk: any shape, flattened; output: `out` (returned) if given, else ``(count,)``.
     """
-    check_array(chunk, "chunk", writable=False)
+    check_array(chunk, "chunk", writable=False, dtypes=RING_DTYPES)
     size, rank = comm.size, comm.rank
     if out is not None:
-        check_array(out, "out")
+        check_array(out, "out", dtypes=RING_DTYPES)
         if out.dtype != chunk.dtype:
             raise TypeError(f"out has dtype {out.dtype} but chunk has {chunk.dtype}; they must match")
         if count is not None and count != out.size:
@@ -149,23 +205,28 @@ def ring_allreduce(comm, x: np.ndarray, op: str = "sum") -> np.ndarray:
 
     2(N-1) ``Sendrecv`` steps; each rank sends ``2*count - len(chunk r) - len(chunk r+1)``
     elements (= 2(N-1)/N of the buffer when N divides count) and receives ``2*count -
-    len(chunk r-1) - len(chunk r)``. Any count (0 and < N included), any N. Every rank ends with bit-identical bytes.
-    Scratch: one receive buffer of one chunk; `x` holds the partial sums.
+    len(chunk r-1) - len(chunk r)``. Any count (0 and < N included), any N. Every rank
+    ends with bit-identical bytes, the same bytes as `RingAllreduce` (the non-blocking
+    form, same `RingSteps`). Dtypes: float32, float64, int64, and float16 (summed in
+    float16). Scratch: one receive buffer of one chunk; `x` holds the partial sums.
 
     Shape:
         x: any shape, C-contiguous, writable, the same shape and dtype on every rank.
     """
-    check_array(x)
+    check_array(x, dtypes=RING_DTYPES)
     ufunc = check_op(op, x.dtype)
-    size = comm.size
-    flat = x.reshape(-1)
+    rank, size = comm.rank, comm.size
     if size == 1:
         return x
-    bounds = chunk_bounds(flat.size, size)
-    buffers, scratch = _receive_buffers(comm, flat.size, x.dtype, 1)
-    with comm.ledger.temporary(scratch):
-        reduced = _reduce_scatter(comm, flat, ufunc, bounds, buffers, inplace=True)
-    if op == "mean":  # our chunk is final here and only here: divide once, then share it
-        np.divide(reduced, size, out=reduced)
-    _allgather_inplace(comm, flat, bounds)
+    steps = RingSteps(x.reshape(-1), rank, size, op, ufunc)
+    right, left = (rank + 1) % size, (rank - 1) % size
+    sendrecv, buffers, finish = comm.sendrecv, steps.buffers, steps.finish
+    with comm.ledger.temporary(steps.scratch_bytes):
+        for step in range(steps.total):
+            send, recv = buffers(step)
+            tag = TAG_REDUCE_SCATTER if step < size - 1 else TAG_ALLGATHER
+            got = sendrecv(send, right, recv, left, tag)
+            if got != recv.nbytes:
+                raise mismatch_error("ring_allreduce", rank, left, got, recv.nbytes)
+            finish(step)
     return x

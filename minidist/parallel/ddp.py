@@ -7,7 +7,8 @@ both shapes), then rank 0's parameters and buffers are broadcast (``"init-broadc
 During backward each parameter's post-accumulate-grad hook copies its gradient into its
 bucket's flat buffer, scaled by this rank's weight (below). When a bucket's last gradient
 arrives the bucket is ready; ready buckets are launched in index order (as PyTorch's
-reducer does) as non-blocking ring all-reduces (phase ``"grad-allreduce"``). With
+reducer does) as non-blocking ring all-reduces (`minidist.comm.RingAllreduce`: the blocking
+ring's schedule and bytes, posted step by step; phase ``"grad-allreduce"``). With
 ``overlap=True`` they progress while backward goes on: at every later hook the in-flight
 rings are advanced as far as their messages allow, and every launch also makes each older
 ring complete at least one more step (a bounded wait with the same target on every rank,
@@ -28,8 +29,9 @@ Unused parameters: a parameter whose hook did not fire is filled in when the ste
 finishes (its current ``.grad``, zeros if None), and its bucket is all-reduced then; the
 job never hangs. Its ``.grad`` after the step is the average (zeros if no rank used it).
 
-``comm_hook="fp16"``: buckets travel and are summed as float16 (PyTorch's
-fp16_compress_hook), halving the bytes; gradients then differ by fp16 rounding.
+``comm_hook="fp16"``: each bucket is cast to float16 (after the rank's weight is applied)
+and all-reduced by the comm layer's ring in float16, travelling and summed as float16
+(PyTorch's fp16_compress_hook), halving the bytes; gradients then differ by fp16 rounding.
 ``no_sync()``: gradients accumulate locally; the next synchronised backward all-reduces
 the accumulated sum. ``broadcast_buffers=True``: rank 0's buffers are broadcast at each
 synchronised training forward (``"buffer-broadcast"``).
@@ -41,9 +43,9 @@ from contextlib import contextmanager
 import numpy as np
 
 from ..autograd.function import is_grad_enabled
-from ..comm import allreduce, ring_allreduce
+from ..comm import RingAllreduce, allreduce, ring_allreduce
 from .base import ParallelModel, require_samples, sync_initial_state
-from .buckets import TAG_BUCKET_BASE, RingAllreduceOp, assign_buckets
+from .buckets import assign_buckets, bucket_tag
 from .flat import FlatLayout
 
 MB = 1024 * 1024
@@ -87,8 +89,8 @@ class DistributedDataParallel(ParallelModel):
         if comm_hook not in COMM_HOOKS:
             raise ValueError(f"comm_hook must be one of {COMM_HOOKS} (got {comm_hook!r})")
         if comm_hook == "fp16" and algorithm != "ring":
-            raise ValueError("comm_hook='fp16' needs algorithm='ring' (the blocking collectives of "
-                             "minidist.comm take float32/float64/int64 only)")
+            raise ValueError(f"comm_hook='fp16' needs algorithm='ring' (got algorithm={algorithm!r}): "
+                             "of minidist.comm's all-reduces only the ring takes float16")
         if bucket_cap_mb <= 0:
             raise ValueError(f"bucket_cap_mb must be > 0 (got {bucket_cap_mb})")
         self.overlap, self.algorithm, self.comm_hook = bool(overlap), algorithm, comm_hook
@@ -202,7 +204,8 @@ class DistributedDataParallel(ParallelModel):
         self._event("launch", bucket.index)
         with self.comm.phase("grad-allreduce"):
             if self.algorithm == "ring":
-                bucket.op = RingAllreduceOp(self.comm, bucket.wire, TAG_BUCKET_BASE + bucket.index).start()
+                tag = bucket_tag(bucket.index)
+                bucket.op = RingAllreduce(self.comm, bucket.wire, "sum", tag=tag).start()
             else:  # blocking collectives: done at launch
                 allreduce(self.comm, bucket.wire, "sum", self.algorithm)
         if bucket.op is None or bucket.op.done:

@@ -80,7 +80,7 @@ def measure(module, optimizer=None, *, comm=None, comm_buffers: int = 0, scratch
 
 
 def reset_ledger_peak(comm) -> None:
-    """Restart the ledger's scratch peak from what is held now (the ledger's own `reset`
-    would also clear its message counters)."""
+    """Restart the ledger's scratch peak from what is held now, keeping its message
+    counters (which the ledger's `reset` would clear)."""
     if comm is not None:
-        comm.ledger.peak_temp_bytes = comm.ledger.current_temp_bytes
+        comm.ledger.reset_peak()

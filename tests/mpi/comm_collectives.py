@@ -7,16 +7,22 @@ Each rank's input is generated from (seed, rank, count, dtype), so every rank ca
 the expected answer itself. Each case runs under its own ledger phase (the case key), so
 the emitted ``ledger`` maps case -> this rank's totals, which pytest checks against
 `counts.message_counts`. Emitted per rank: {"cases": [...], "ledger": {...},
-"depth": {...}, "errors": {...}, "after_errors_ok": bool}.
+"depth": {...}, "errors": {...}, "after_errors_ok": bool, "nonblocking": {...}}.
+
+"nonblocking" (mode "all"): `RingAllreduce` against the blocking `ring_allreduce` on the
+same inputs (float16 included), driven in three ways; several rings in flight at once on
+different tags, with a blocking ring in between; and its argument errors.
 """
 import hashlib
+import os
 import sys
 
 import numpy as np
 
-from minidist.comm import (Communicator, allreduce, broadcast, gather_to_root, mpi_allreduce,
-                           rabenseifner_allreduce, recursive_doubling_allreduce, reduce_to_root,
-                           ring_allgather, ring_allreduce, ring_reduce_scatter, scatter)
+from minidist.comm import (Communicator, RingAllreduce, allreduce, broadcast, gather_to_root,
+                           mpi_allreduce, rabenseifner_allreduce, recursive_doubling_allreduce,
+                           reduce_to_root, ring_allgather, ring_allreduce, ring_reduce_scatter,
+                           scatter)
 from mpi_util import emit
 
 SEED = 20240601
@@ -33,7 +39,7 @@ cases = []
 
 
 def make_input(rank, count, dtype, cols=None):
-    rng = np.random.default_rng([SEED, rank, count, DTYPES.index(dtype)])
+    rng = np.random.default_rng([SEED, rank, count, (*DTYPES, "float16").index(dtype)])
     shape = (count,) if cols is None else (count, cols)
     if dtype == "int64":
         return rng.integers(-1000, 1000, size=shape, dtype=np.int64)
@@ -198,13 +204,142 @@ def error_cases():
     return found, bool(ok)
 
 
+# ---- the non-blocking ring ------------------------------------------------------------------
+NB_DTYPES = ("float16", "float32", "float64", "int64")
+DRIVES = ("poll", "wait", "steps")
+
+
+def drive(op, how):
+    """Run a started RingAllreduce to the end: polling advance(), wait(), or advance_to(k)
+    one step at a time."""
+    if how == "poll":
+        while not op.advance():
+            os.sched_yield()  # let an oversubscribed neighbour run (N > cores)
+    elif how == "wait":
+        op.wait()
+    else:
+        for k in range(1, op.total_steps + 1):
+            op.advance_to(k)
+    return op.done
+
+
+def half_bound(count, op):
+    """Elementwise bound of a float16 ring sum's error: N-1 additions, each rounded to half
+    of float16's epsilon (2**-11) of a partial no larger than sum_i |x_i|; the mean adds
+    one more rounding."""
+    total = np.sum(np.abs(np.stack([make_input(r, count, "float16").astype(np.float64)
+                                    for r in range(N)])), axis=0)
+    bound = max(N - 1, 0) * 2.0**-11 * total
+    return bound / N + 2.0**-11 * total / N if op == "mean" else bound
+
+
+def nonblocking_case(dtype, count, op, how):
+    """One input through the blocking ring (phase nbref|...) and through RingAllreduce
+    (phase nb|...): the bytes must match; the result must match NumPy."""
+    key = f"{dtype}|{op}|n={count}|{how}"
+    mine = make_input(RANK, count, dtype)
+    ref, x = mine.copy(), mine.copy()
+    with comm.phase("nbref|" + key):
+        ring_allreduce(comm, ref, op=op)
+    with comm.phase("nb|" + key):
+        ring_op = RingAllreduce(comm, x, op=op, tag=7)
+    done_at_start = ring_op.done
+    finished = drive(ring_op.start(), how)
+    stack = np.stack([make_input(r, count, dtype).astype(np.float64) for r in range(N)])
+    want = stack.max(axis=0) if op == "max" else stack.sum(axis=0) / (N if op == "mean" else 1)
+    if dtype == "float16":
+        ok = bool(np.all(np.abs(x.astype(np.float64) - want) <= half_bound(count, op)))
+    else:
+        ok = close(x, want.astype(dtype), dtype)
+    return {"key": key, "dtype": dtype, "count": count, "op": op, "how": how, "ok": ok,
+            "same_bytes": x.tobytes() == ref.tobytes(), "hash": digest(x),
+            "itemsize": np.dtype(dtype).itemsize, "done": bool(finished),
+            "done_at_start": bool(done_at_start), "steps": ring_op.step,
+            "total_steps": ring_op.total_steps}
+
+
+def concurrent_rings(order):
+    """Four rings in flight at once on tags 101..104 (different dtypes, sizes and ops) and a
+    blocking ring in between. ``order="poll"``: advance(block=False) round robin, starting
+    at a different ring on each rank; ``"reverse"``: wait() newest first, the same order on
+    every rank."""
+    specs = [("float32", BIG_PRIME, "sum"), ("float16", 2 * N + 1, "mean"), ("int64", N - 1, "max"),
+             ("float64", 1000, "mean")]
+    inputs = [make_input(RANK, c, d) for d, c, _ in specs]
+    refs = [ring_allreduce(comm, a.copy(), op=op) for a, (_, _, op) in zip(inputs, specs)]
+    arrays = [a.copy() for a in inputs]
+    ops = []
+    for k, (array, (dtype, count, op)) in enumerate(zip(arrays, specs)):
+        with comm.phase(f"nbc|{order}|{k}"):
+            ops.append(RingAllreduce(comm, array, op=op, tag=101 + k).start())
+    held = comm.ledger.current_temp_bytes
+    between = make_input(RANK, 17, "float64")  # a blocking ring while the others are in flight
+    ring_allreduce(comm, between)
+    between_ok = close(between, expected_sum(17, "float64"), "float64")
+    if order == "poll":
+        turn = RANK % len(ops)
+        while not all(op.done for op in ops):
+            ops[turn].advance()
+            turn = (turn + 1) % len(ops)
+            os.sched_yield()
+    else:
+        for op in reversed(ops):
+            op.wait()
+    return {"specs": [[d, c, o, np.dtype(d).itemsize] for d, c, o in specs],
+            "same_bytes": [a.tobytes() == r.tobytes() for a, r in zip(arrays, refs)],
+            "hashes": [digest(a) for a in arrays], "held": held, "between_ok": between_ok,
+            "after": comm.ledger.current_temp_bytes}
+
+
+def nonblocking_errors():
+    """Bad calls raise on every rank; a duplicate tag in flight raises (N > 1)."""
+    readonly = np.zeros(4)
+    readonly.setflags(write=False)
+    found = {}
+
+    def attempt(name, call):
+        try:
+            call()
+            found[name] = None
+        except Exception as exc:  # noqa: BLE001 - pytest looks at the type and message
+            found[name] = [type(exc).__name__, str(exc)]
+
+    attempt("dtype_int32", lambda: RingAllreduce(comm, np.zeros(4, np.int32)))
+    attempt("mean_int64", lambda: RingAllreduce(comm, np.zeros(4, np.int64), op="mean"))
+    attempt("readonly", lambda: RingAllreduce(comm, readonly))
+    attempt("bad_tag", lambda: RingAllreduce(comm, np.zeros(4), tag=-1))
+    attempt("advance_unstarted", lambda: RingAllreduce(comm, np.zeros(4)).advance())
+    attempt("float16_elsewhere", lambda: recursive_doubling_allreduce(comm, np.zeros(4, np.float16)))
+    twice = RingAllreduce(comm, np.zeros(4)).start()
+    attempt("start_twice", twice.start)
+    twice.wait()
+    first = RingAllreduce(comm, np.ones(5), tag=9).start()
+    attempt("tag_in_flight", lambda: RingAllreduce(comm, np.ones(5), tag=9).start())
+    ok = np.array_equal(first.wait(), np.full(5, float(N)))
+    return found, bool(ok)
+
+
+def nonblocking_all():
+    counts = sorted({0, 1, max(N - 1, 0), N, N + 1, 2 * N, BIG_PRIME})
+    cases, turn = [], 0
+    for dtype in NB_DTYPES:
+        for count in counts:
+            for op in (["sum", "mean"] if dtype != "int64" else ["sum", "max"]):
+                cases.append(nonblocking_case(dtype, count, op, DRIVES[turn % len(DRIVES)]))
+                turn += 1
+    errors, after_ok = nonblocking_errors()
+    return {"cases": cases, "concurrent": {o: concurrent_rings(o) for o in ("poll", "reverse")},
+            "errors": errors, "after_errors_ok": after_ok}
+
+
 def main(mode):
     counts = sorted({0, 1, max(N - 1, 0), N, N + 1, 2 * N, BIG_PRIME})
     with comm.fail_together():
         for dtype in DTYPES:
             for count in counts:
                 all_cases(count, dtype, full=(mode == "all"))
-        result = {"cases": cases, "ledger": comm.ledger.by_phase(),
+        nonblocking = nonblocking_all() if mode == "all" else None
+        result = {"nonblocking": nonblocking,"cases": cases, "ledger": comm.ledger.by_phase(),
                   "peak_temp_bytes": comm.ledger.peak_temp_bytes,
                   "current_temp_bytes": comm.ledger.current_temp_bytes}
         if mode == "all":

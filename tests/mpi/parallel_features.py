@@ -5,7 +5,7 @@ import numpy as np
 
 import minidist.nn as nn
 from minidist import Tensor
-from minidist.comm import Communicator
+from minidist.comm import Communicator, ring_allreduce
 from minidist.nn import functional as F
 from minidist.optim import SGD, Adam
 from minidist.parallel import (MLP, ReplicaDriftError, SmallCNN, SyncBatchNorm, local_shard,
@@ -199,6 +199,31 @@ def fp16_hook(comm):
             "bucket_counts": result["fp16"]["bucket_counts"]}
 
 
+def ddp_vs_blocking_ring(comm):
+    """DDP's overlapped bucket rings (RingAllreduce), with and without the fp16 hook, give
+    the very bytes of the blocking ring_allreduce of the same scaled buckets (float16 for
+    the hook), computed here from an unwrapped copy of the model."""
+    x, y = data(1, seed=13)[0]
+    xs, ys = local_shard((x, y), comm)
+    out = {}
+    for hook in (None, "fp16"):
+        net = MLP(IN, HIDDEN, OUT, depth=4, rng=6, dtype=np.float64)
+        plain = MLP(IN, HIDDEN, OUT, depth=4, rng=6, dtype=np.float64)
+        model = wrap(net, "ddp", comm, comm_hook=hook, bucket_cap_mb=1e-6, average="ranks")
+        train_step(model, SGD(model.parameters(), lr=0.0), xs, ys)
+        F.cross_entropy(plain(Tensor(xs)), ys).backward()
+        local, reduced = dict(plain.named_parameters()), dict(net.named_parameters())
+        same = []
+        for names in model.bucket_names():
+            wire = np.concatenate([local[n].grad.ravel() for n in names]) * (1.0 / comm.size)
+            wire = wire.astype(np.float16) if hook else wire
+            want = ring_allreduce(comm, wire).astype(np.float64)
+            got = np.concatenate([reduced[n].grad.ravel() for n in names])
+            same.append(got.tobytes() == want.tobytes())
+        out[str(hook)] = {"same": same, "buckets": len(model.buckets)}
+    return out
+
+
 def memory(comm):
     out = {}
     for strategy in ("dp", "hub", "ddp"):
@@ -222,6 +247,7 @@ def main():
           "unused": unused_parameters(comm),
           "drift": drift(comm),
           "fp16": fp16_hook(comm),
+          "vs_blocking_ring": ddp_vs_blocking_ring(comm),
           "memory": memory(comm),
           "shard": list(shard_bounds(BATCH, comm.size, comm.rank))})
 
