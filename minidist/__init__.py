@@ -13,9 +13,10 @@ if int(os.environ.get("PMI_SIZE") or os.environ.get("OMPI_COMM_WORLD_SIZE") or 1
 
 from .autograd import Function, Tensor, no_grad
 from . import data, nn, optim
+from .nn.init import manual_seed
 
 __version__ = "0.1.0"
-__all__ = ["Tensor", "Function", "no_grad", "nn", "optim", "data", "comm", "parallel"]
+__all__ = ["Tensor", "Function", "no_grad", "manual_seed", "nn", "optim", "data", "comm", "parallel"]
 
 
 def __getattr__(name):

@@ -11,7 +11,7 @@ import functools
 
 import pytest
 
-from minidist.comm.counts import ceil_log2, message_counts, rounds
+from minidist.comm.counts import ceil_log2, message_counts, rounds, scratch_bytes
 from mpi_util import run_mpi
 
 SIZES = [1, 2, 3, 4, 5]
@@ -94,6 +94,20 @@ def test_ledger_matches_closed_form_counts(n):
             assert got == _expected_counts(case, n, rank), (case["key"], rank)
             checked += 1
     assert checked > 100 * n
+
+
+@pytest.mark.parametrize("n", SIZES)
+def test_scratch_peak_matches_the_closed_form(n):
+    checked = 0
+    for rank, rank_result in enumerate(launch(n)):
+        for case in rank_result["cases"]:
+            if case["collective"] == "mpi_allreduce":  # MPI's own buffers are not ours to count
+                continue
+            want = scratch_bytes(case["collective"], n, rank, case["count"], case["itemsize"],
+                                 root=case["root"], algorithm=case["algorithm"])
+            assert case["scratch"] == want, (case["key"], rank)
+            checked += want > 0
+    assert checked == 0 if n == 1 else checked > 10 * n  # one rank needs no scratch
 
 
 @pytest.mark.parametrize("n", SIZES)

@@ -173,7 +173,12 @@ def test_repr_and_deepcopy():
 
 
 def test_default_init_is_deterministic_and_rng_is_used():
-    np.testing.assert_array_equal(nn.Linear(5, 3).weight.data, nn.Linear(5, 3).weight.data)
+    import minidist
+
+    minidist.manual_seed(0)
+    first = nn.Linear(5, 3).weight.data
+    minidist.manual_seed(0)
+    np.testing.assert_array_equal(nn.Linear(5, 3).weight.data, first)
     rng = np.random.default_rng(3)
     a, b = nn.Linear(5, 3, rng=rng), nn.Linear(5, 3, rng=rng)
     assert not np.array_equal(a.weight.data, b.weight.data)
@@ -319,3 +324,28 @@ def test_gradcheck_of_a_whole_model():
     x = _x((2, 1, 8, 8))
     x.data += np.random.default_rng(5).permutation(128).reshape(x.shape) * 1e-2  # distinct pooling maxima
     assert gradcheck(lambda x, *params: loss(m(x), target), [x, *m.parameters()])
+
+
+def test_layers_without_a_generator_differ_and_reseed_reproducibly():
+    import minidist
+
+    minidist.manual_seed(3)
+    a, b = nn.Linear(8, 8), nn.Linear(8, 8)
+    assert not np.array_equal(a.weight.data, b.weight.data)
+    minidist.manual_seed(3)
+    assert np.array_equal(nn.Linear(8, 8).weight.data, a.weight.data)
+
+
+def test_duplicate_parameters_are_named_by_entry():
+    from minidist.optim import SGD
+
+    lin = nn.Linear(2, 2, rng=np.random.default_rng(0))
+    with pytest.raises(ValueError, match=r"parameter at entry 2 \(shape \(2, 2\)\) appears more than once: it is already in entry 0"):
+        SGD([lin.weight, lin.bias, lin.weight], lr=0.1)
+
+
+def test_batchnorm_shape_errors_name_the_shape():
+    with pytest.raises(ValueError, match=r"expected 2D or 3D input \(got 4D input\); the input's shape is \(2, 3, 4, 4\)"):
+        nn.BatchNorm1d(3)(Tensor(np.zeros((2, 3, 4, 4), np.float32)))
+    with pytest.raises(ValueError, match=r"expected 4D input \(got 2D input\); the input's shape is \(2, 3\)"):
+        nn.BatchNorm2d(3)(Tensor(np.zeros((2, 3), np.float32)))

@@ -84,3 +84,10 @@ def test_predict_command_prints_the_projection(capsys):
     assert "1,000,000 float32 parameters" in out and "profile 10gbe" in out
     assert len([line for line in out.splitlines() if re.match(r"\s+(dp|hub|ddp)\s+(2|16)\s", line)]) == 6
     assert cli(["profiles"]) == 0 and "ib-hdr" in capsys.readouterr().out
+
+
+def test_round_off_bound_follows_the_dtype():
+    from minidist.report import equal_tolerance
+
+    assert equal_tolerance("float64") == 1e-10
+    assert equal_tolerance("float32") == pytest.approx(1000 * 2 ** -23)

@@ -103,7 +103,9 @@ class Tensor:
         the backward pass, before it is accumulated or propagated. Returns a handle with
         ``.remove()``."""
         if not self.requires_grad:
-            raise RuntimeError("cannot register a hook on a tensor that does not require grad")
+            raise RuntimeError(f"cannot register a hook on a tensor that does not require grad "
+                               f"(shape {self.shape}, dtype {self.dtype}); create it with "
+                               "requires_grad=True or hook a tensor computed from one")
         if self._hooks is None:
             self._hooks = []
         return _Handle(self._hooks, hook)
@@ -112,7 +114,10 @@ class Tensor:
         """``hook(tensor)``, called on a leaf once its ``.grad`` holds this pass's whole
         contribution (as in PyTorch)."""
         if not self.is_leaf or not self.requires_grad:
-            raise RuntimeError("post-accumulate-grad hooks are only for leaf tensors that require grad")
+            raise RuntimeError(f"post-accumulate-grad hooks are only for leaf tensors that require grad "
+                               f"(this one has shape {self.shape}, is_leaf={self.is_leaf}, "
+                               f"requires_grad={self.requires_grad}); use register_hook for "
+                               "intermediate tensors")
         if self._post_hooks is None:
             self._post_hooks = []
         return _Handle(self._post_hooks, hook)

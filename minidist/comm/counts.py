@@ -183,3 +183,41 @@ def rounds(collective: str, size: int, algorithm: str | None = None) -> int:
             "gather_to_root": N - 1, "scatter": 2 * (N - 1), "barrier": ceil_log2(N),
             "recursive_doubling_allreduce": L + fold,
             "rabenseifner_allreduce": 2 * L + fold}[collective]
+
+
+def scratch_bytes(collective: str, size: int, rank: int, count: int, itemsize: int,
+                  root: int = 0, algorithm: str | None = None) -> int:
+    """Bytes of scratch `rank` reports to the ledger while `collective` runs (its peak
+    within the call; outputs a collective returns are not scratch). One rank needs none.
+
+    ring_allreduce: one receive buffer of the longest chunk, ceil(count/N) elements;
+    ring_reduce_scatter: two of them; reduce_to_root "linear": the root's receive buffer
+    (count); "binomial": a receive buffer on every inner node (v even, v+1 < N) plus the
+    partial sum off the root; recursive doubling: a whole receive buffer; Rabenseifner:
+    the larger half of the p-way split (the whole buffer on a rank that receives a
+    fold-in); gather, broadcast, scatter, ring_allgather: none."""
+    _check_args(collective, size, rank, count, itemsize, root)
+    if collective == "allreduce":
+        collective = _allreduce_name(count, itemsize, size, algorithm)
+    if size == 1:
+        return 0
+    longest_chunk = -(-count // size)
+    if collective == "ring_allreduce":
+        return longest_chunk * itemsize
+    if collective == "ring_reduce_scatter":
+        return 2 * longest_chunk * itemsize
+    if collective == "recursive_doubling_allreduce":
+        return count * itemsize
+    if collective == "rabenseifner_allreduce":
+        p = 1 << (size.bit_length() - 1)
+        if rank < 2 * (size - p) and rank % 2 == 1:
+            return count * itemsize
+        half = chunk_starts(count, p)[p // 2]
+        return max(half, count - half) * itemsize
+    if collective == "reduce_to_root":
+        v = (rank - root) % size
+        if _rooted_algorithm(collective, algorithm) == "linear":
+            return count * itemsize if v == 0 else 0
+        inner = v % 2 == 0 and v + 1 < size
+        return (count + (count if v != 0 else 0)) * itemsize if inner else 0
+    return 0

@@ -87,7 +87,7 @@ def _reduce_linear(comm, x, root, ufunc):
         comm.send(x, root, TAG_REDUCE)
         return None
     result = np.empty_like(x)
-    incoming = np.empty_like(x)
+    incoming = np.empty_like(x) if comm.size > 1 else x[:0]  # alone: nothing to receive
     with comm.ledger.temporary(incoming.nbytes):
         for source in range(comm.size):
             if source == root:

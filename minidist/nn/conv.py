@@ -7,15 +7,8 @@ import numpy as np
 
 from . import functional as F
 from . import init
+from .conv_ops import pair
 from .module import Module, Parameter
-
-
-def _pair(value, name: str) -> tuple[int, int]:
-    if isinstance(value, (int, np.integer)):
-        return int(value), int(value)
-    if isinstance(value, (tuple, list)) and len(value) == 2 and all(isinstance(v, (int, np.integer)) for v in value):
-        return int(value[0]), int(value[1])
-    raise TypeError(f"{name} must be an int or a pair of ints (got {value!r})")
 
 
 def _check_image_batch(layer: str, x) -> None:
@@ -47,9 +40,9 @@ class Conv2d(Module):
             raise ValueError(f"Conv2d needs positive channel counts (got in_channels={in_channels}, "
                              f"out_channels={out_channels})")
         self.in_channels, self.out_channels = int(in_channels), int(out_channels)
-        self.kernel_size = _pair(kernel_size, "kernel_size")
-        self.stride = _pair(stride, "stride")
-        self.padding = _pair(padding, "padding")
+        self.kernel_size = pair(kernel_size, "kernel_size")
+        self.stride = pair(stride, "stride")
+        self.padding = pair(padding, "padding")
         if min(self.kernel_size) < 1 or min(self.stride) < 1 or min(self.padding) < 0:
             raise ValueError(f"Conv2d needs kernel_size >= 1, stride >= 1, padding >= 0 (got kernel_size="
                              f"{self.kernel_size}, stride={self.stride}, padding={self.padding})")
@@ -99,9 +92,9 @@ class MaxPool2d(Module):
 
     def __init__(self, kernel_size, stride=None, padding=0):
         super().__init__()
-        self.kernel_size = _pair(kernel_size, "kernel_size")
-        self.stride = self.kernel_size if stride is None else _pair(stride, "stride")
-        self.padding = _pair(padding, "padding")
+        self.kernel_size = pair(kernel_size, "kernel_size")
+        self.stride = self.kernel_size if stride is None else pair(stride, "stride")
+        self.padding = pair(padding, "padding")
         if any(2 * p > k for p, k in zip(self.padding, self.kernel_size)):
             raise ValueError(f"MaxPool2d padding should be at most half of the kernel size "
                              f"(got padding={self.padding}, kernel_size={self.kernel_size})")

@@ -35,7 +35,7 @@ def _shape(x):
     return tuple(shape) if shape is not None else np.shape(x)
 
 
-def _check_reduction(reduction, fn):
+def check_reduction(reduction, fn):
     if reduction not in _REDUCTIONS:
         raise ValueError(f"{fn}: reduction must be one of {_REDUCTIONS} (got {reduction!r})")
 
@@ -321,7 +321,7 @@ def cross_entropy(input, target, reduction="mean", ignore_index=-100):
           ``(N, d1, ...)`` integer class indices in ``[0, C)``
         - Output: scalar, or the target's shape with ``reduction="none"``
     """
-    _check_reduction(reduction, "cross_entropy")
+    check_reduction(reduction, "cross_entropy")
     scores, t, unflatten = _scores_2d("cross_entropy", input, target, ignore_index)
     loss = CrossEntropy.apply(scores, t, reduction=reduction, ignore_index=ignore_index)
     return unflatten(loss) if reduction == "none" else loss
@@ -332,7 +332,7 @@ def nll_loss(input, target, reduction="mean", ignore_index=-100):
 
     Shape: as `cross_entropy`.
     """
-    _check_reduction(reduction, "nll_loss")
+    check_reduction(reduction, "nll_loss")
     scores, t, unflatten = _scores_2d("nll_loss", input, target, ignore_index)
     loss = NLLLoss.apply(scores, t, reduction=reduction, ignore_index=ignore_index)
     return unflatten(loss) if reduction == "none" else loss
@@ -345,7 +345,7 @@ def mse_loss(input, target, reduction="mean"):
         - input and target: the same shape (no broadcasting: a mismatch is an error)
         - Output: scalar, or the input's shape with ``reduction="none"``
     """
-    _check_reduction(reduction, "mse_loss")
+    check_reduction(reduction, "mse_loss")
     if _shape(input) != _shape(target):
         raise ValueError(f"mse_loss: input shape {_shape(input)} and target shape {_shape(target)} differ; "
                          "reshape the target to the input's shape")

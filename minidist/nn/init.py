@@ -109,13 +109,25 @@ def xavier_normal_(tensor: Tensor, gain: float = 1.0, *, rng: np.random.Generato
     return normal_(tensor, 0.0, gain * math.sqrt(2.0 / (fan_in + fan_out)), rng=rng)
 
 
+_default_generator = np.random.default_rng(0)
+
+
+def manual_seed(seed: int) -> np.random.Generator:
+    """Restart the generator that layers built without ``rng=`` draw from (as
+    ``torch.manual_seed``); returns it. It starts at seed 0 in every process, so ranks that
+    build the same layers in the same order get the same weights."""
+    global _default_generator
+    _default_generator = np.random.default_rng(seed)
+    return _default_generator
+
+
 def default_rng(rng: np.random.Generator | None) -> np.random.Generator:
-    """The generator a layer initialises from: `rng` itself, or, when None, a fresh
-    ``np.random.default_rng(0)``. A layer built without a generator is therefore the same
-    on every run and every rank; pass one shared Generator through all the layers of a
-    model so that layers of equal shape get different weights."""
+    """The generator a layer initialises from: `rng` itself, or, when None, the module-wide
+    default (seeded 0, reseeded by `manual_seed`), which advances with every layer built, so
+    two layers of equal shape get different weights, and a script that builds the same
+    layers after the same seed gets the same ones."""
     if rng is None:
-        return np.random.default_rng(0)
+        return _default_generator
     if not isinstance(rng, np.random.Generator):
         raise TypeError(f"rng must be a numpy.random.Generator or None (got {type(rng).__name__}); "
                         "make one with np.random.default_rng(seed)")

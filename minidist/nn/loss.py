@@ -4,14 +4,12 @@ from __future__ import annotations
 from . import functional as F
 from .module import Module
 
-_REDUCTIONS = ("mean", "sum", "none")
 
 
 class _Loss(Module):
     def __init__(self, reduction: str = "mean"):
         super().__init__()
-        if reduction not in _REDUCTIONS:
-            raise ValueError(f"reduction must be one of {_REDUCTIONS} (got {reduction!r})")
+        F.check_reduction(reduction, type(self).__name__)
         self.reduction = reduction
 
     def extra_repr(self) -> str:

@@ -119,7 +119,8 @@ class BatchNorm1d(_BatchNorm):
 
     def _check_input_dim(self, x) -> None:
         if x.ndim not in (2, 3):
-            raise ValueError(f"BatchNorm1d expected 2D or 3D input (got {x.ndim}D input)")
+            raise ValueError(f"BatchNorm1d expected 2D or 3D input (got {x.ndim}D input); the input's "
+                             f"shape is {tuple(x.shape)}: use (N, C) or (N, C, L), or BatchNorm2d for (N, C, H, W)")
 
 
 class BatchNorm2d(_BatchNorm):
@@ -132,7 +133,8 @@ class BatchNorm2d(_BatchNorm):
 
     def _check_input_dim(self, x) -> None:
         if x.ndim != 4:
-            raise ValueError(f"BatchNorm2d expected 4D input (got {x.ndim}D input)")
+            raise ValueError(f"BatchNorm2d expected 4D input (got {x.ndim}D input); the input's "
+                             f"shape is {tuple(x.shape)}: use (N, C, H, W), or BatchNorm1d for (N, C) or (N, C, L)")
 
 
 class LayerNorm(Module):

@@ -40,8 +40,13 @@ class Optimizer:
                                 f"(entry {i} is {type(p).__name__}"
                                 f"{'' if not isinstance(p, Tensor) else f' with requires_grad={p.requires_grad}'})")
         seen = {id(p) for g in self.param_groups for p in g["params"]}
-        if len({id(p) for p in params}) != len(params) or any(id(p) in seen for p in params):
-            raise ValueError("some parameters appear more than once (in this group or in another group)")
+        first = {}
+        for i, p in enumerate(params):
+            if id(p) in seen or id(p) in first:
+                where = f"entry {first[id(p)]} of this group" if id(p) in first else "an earlier group"
+                raise ValueError(f"parameter at entry {i} (shape {p.shape}) appears more than once: it is "
+                                 f"already in {where}; list each parameter once (model.parameters() does)")
+            first[id(p)] = i
         new = {k: v for k, v in self.defaults.items()}
         new.update({k: v for k, v in group.items() if k != "params"})
         new["params"] = params

@@ -67,11 +67,12 @@ def digest(a):
 def run_case(collective, dtype, count, fn, *, root=0, algorithm=None, itemsize=None, note=""):
     """Run fn() under the phase named by the case key; record what pytest checks."""
     key = f"{collective}|{algorithm}|{note}|{dtype}|n={count}|root={root}"
+    comm.ledger.reset_peak()
     with comm.phase(key):
         ok, result, inplace = fn()
     cases.append({"key": key, "collective": collective, "algorithm": algorithm, "dtype": dtype,
                   "count": count, "root": root, "ok": bool(ok), "inplace": inplace,
-                  "hash": digest(result),
+                  "hash": digest(result), "scratch": comm.ledger.peak_temp_bytes,
                   "itemsize": itemsize if itemsize is not None else np.dtype(dtype).itemsize})
 
 
