@@ -1,7 +1,6 @@
 """`Conv2d`, `MaxPool2d` and `Flatten`: the image layers."""
 from __future__ import annotations
 
-import math
 
 import numpy as np
 
@@ -54,12 +53,7 @@ class Conv2d(Module):
         self.reset_parameters(rng)
 
     def reset_parameters(self, rng: np.random.Generator | None = None) -> None:
-        rng = init.default_rng(rng)
-        init.kaiming_uniform_(self.weight, a=math.sqrt(5), rng=rng)
-        if self.bias is not None:
-            fan_in, _ = init.calculate_fan_in_and_fan_out(self.weight)
-            bound = 1 / math.sqrt(fan_in)
-            init.uniform_(self.bias, -bound, bound, rng=rng)
+        init.linear_layer_(self.weight, self.bias, rng)
 
     def forward(self, x):
         _check_image_batch("Conv2d", x)

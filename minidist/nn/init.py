@@ -109,6 +109,18 @@ def xavier_normal_(tensor: Tensor, gain: float = 1.0, *, rng: np.random.Generato
     return normal_(tensor, 0.0, gain * math.sqrt(2.0 / (fan_in + fan_out)), rng=rng)
 
 
+def linear_layer_(weight: Tensor, bias: Tensor | None, rng: np.random.Generator | None = None) -> None:
+    """PyTorch's default for Linear and Conv layers (their ``reset_parameters``): weight from
+    kaiming_uniform(a=sqrt(5)), i.e. U(-1/sqrt(fan_in), 1/sqrt(fan_in)), then the bias from
+    the same range (zero range when fan_in is 0). Weight drawn first."""
+    rng = default_rng(rng)
+    kaiming_uniform_(weight, a=math.sqrt(5), rng=rng)
+    if bias is not None:
+        fan_in, _ = calculate_fan_in_and_fan_out(weight)
+        bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
+        uniform_(bias, -bound, bound, rng=rng)
+
+
 _default_generator = np.random.default_rng(0)
 
 

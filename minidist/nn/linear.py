@@ -1,7 +1,6 @@
 """`Linear`: y = x W^T + b, initialised as PyTorch does."""
 from __future__ import annotations
 
-import math
 
 import numpy as np
 
@@ -40,11 +39,7 @@ class Linear(Module):
         self.reset_parameters(rng)
 
     def reset_parameters(self, rng: np.random.Generator | None = None) -> None:
-        rng = init.default_rng(rng)
-        init.kaiming_uniform_(self.weight, a=math.sqrt(5), rng=rng)
-        if self.bias is not None:
-            bound = 1 / math.sqrt(self.in_features) if self.in_features > 0 else 0
-            init.uniform_(self.bias, -bound, bound, rng=rng)
+        init.linear_layer_(self.weight, self.bias, rng)
 
     def forward(self, x):
         if x.ndim < 1 or x.shape[-1] != self.in_features:
