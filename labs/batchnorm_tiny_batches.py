@@ -4,11 +4,12 @@ batch statistics, at a communication cost.
 The claim. Under DDP plain BatchNorm normalises with the statistics of each rank's shard.
 With 2 samples per rank those statistics are mostly noise (with 2 values per feature a
 BatchNorm1d output is +-1 whatever the input), and the running statistics used at
-evaluation are averages of that noise. SyncBatchNorm all-reduces the per-channel sums, so
-every rank normalises with the statistics of the whole global batch (N*b samples): the
-model trains as BatchNorm would on one process with the global batch. The price: per
-SyncBatchNorm layer and step, one all-reduce of 2C+1 float64 in the forward (sum, sum of
-squares, count) and one of 2C in the backward, on the critical path. LayerNorm needs no
+evaluation are averages of that noise. SyncBatchNorm gathers every rank's per-channel
+statistics, so every rank normalises with the statistics of the whole global batch (N*b
+samples): the model trains as BatchNorm would on one process with the global batch. The
+price: per SyncBatchNorm layer and step, a ring all-gather of every rank's 2C+1 float64
+(count, mean, sum of squared deviations) in the forward and an all-reduce of 2C in the
+backward, on the critical path. LayerNorm needs no
 batch at all.
 
 What the experiment does. At fixed N (the mpiexec -n), for each per-rank batch b in the
@@ -16,8 +17,8 @@ sweep, train the same model (same initial weights, same shuffled data, float64) 
 same number of steps under DDP with BatchNorm, SyncBatchNorm and LayerNorm, plus the
 single-process reference, BatchNorm on the global batch of N*b samples. Report the
 held-out accuracy, the wall time per step, and rank 0's ledger for phase "syncbn": bytes
-and messages per step, beside the closed form (`minidist.comm.message_counts` of the two
-ring all-reduces per layer) and beside the gradient all-reduce's bytes.
+and messages per step, beside the closed form (`minidist.parallel.syncbn.syncbn_message_counts`
+per layer) and beside the gradient all-reduce's bytes.
 
 Run it:
 
@@ -34,13 +35,13 @@ import common  # first: it limits BLAS threads before NumPy loads
 
 import numpy as np
 
-from minidist.comm import Communicator, message_counts
+from minidist.comm import Communicator
 from minidist.data import spirals, synthetic_images
 from minidist.optim import SGD
 from minidist.parallel import SyncBatchNorm, Trainer, build_model, distributed_loader, wrap
+from minidist.parallel.syncbn import syncbn_message_counts
 
 NORMS = {"batch": "BatchNorm", "sync": "SyncBatchNorm", "layer": "LayerNorm"}
-FLOAT64_BYTES = 8
 
 
 def parse_args(argv=None):
@@ -82,15 +83,14 @@ def make_net(args, norm, comm):
 
 def syncbn_closed_form(net, size: int, rank: int) -> dict:
     """Bytes and messages rank `rank` sends per step in phase "syncbn": per SyncBatchNorm
-    layer of C channels, a ring all-reduce of 2C+1 float64 (forward) and one of 2C
-    (backward)."""
+    layer, `syncbn_message_counts` (a ring all-gather of 2C+1 float64 per rank forward,
+    a ring all-reduce of 2C backward)."""
     out = {"bytes_sent": 0, "messages_sent": 0}
     for layer in net.modules():
         if isinstance(layer, SyncBatchNorm):
-            for count in (2 * layer.num_features + 1, 2 * layer.num_features):
-                got = message_counts("ring_allreduce", size, rank, count, FLOAT64_BYTES)
-                out["bytes_sent"] += got["bytes_sent"]
-                out["messages_sent"] += got["messages_sent"]
+            got = syncbn_message_counts(layer.num_features, size, rank)
+            out["bytes_sent"] += got["bytes_sent"]
+            out["messages_sent"] += got["messages_sent"]
     return out
 
 

@@ -4,6 +4,7 @@
     mpiexec -n 4 python scripts/bench_collectives.py --max-bytes 4M --csv out.csv --json out.json
     mpiexec -n 2 python scripts/bench_collectives.py --save-profile calibrated.json
     mpiexec -n 2 python scripts/bench_collectives.py --profile calibrated.json   # no calibration
+    mpiexec -n 2 python scripts/bench_collectives.py --tune-malloc   # glibc keeps freed memory
 
 For every power-of-two size from --min-bytes (8 B) to --max-bytes (64 MiB) of float32 sum:
 warm-up iterations, then timed iterations (as many as fit --seconds per method, within
@@ -22,12 +23,20 @@ Columns (times in microseconds):
   busbw                nccl-tests' bus bandwidth, algbw * 2(N-1)/N, algbw = bytes / time (GB/s)
   ring/mpi, auto/mpi, ring/floor
   ledger               the same transfers through the instrumented comm.sendrecv / floor
-  model, ring/model    the calibrated alpha-beta-gamma prediction of the ring, measured/predicted
+  model, ring/model    the calibrated alpha-beta-gamma prediction of the ring, measured/predicted;
+                       after the sweep a second calibration measures the drift, and the
+                       targets use the mean of both profiles ("ring/model (mean)")
 
 Targets: ring/mpi <= 1.0 at >= 4 MiB; auto/mpi <= 2.0 at 4 KiB; ring/floor <= 1.15 at
 >= 1 MiB; ledger <= 1.05 at >= 1 MiB; ring/model in 0.8..1.25 at >= 64 KiB. A summary of
 them closes the run. With more ranks than cores (e.g. -n 4 on 2 cores) every number is
 oversubscribed: MPICH's ranks busy-poll and share the cores; the header says so.
+
+Memory: by default glibc's malloc is left as it is (our collectives reuse cached receive
+buffers, `Communicator.take_scratch`; MPICH's MPI_Allreduce allocates a temporary per
+call, which glibc may hand back to the OS and fault in again). ``--tune-malloc`` (mallopt,
+scripts/benchutil.py) keeps freed memory in every process, for both sides of the
+comparison; the header says which was used.
 """
 from __future__ import annotations
 
@@ -48,6 +57,8 @@ from minidist.comm.allreduce import choose_allreduce_algorithm
 from minidist.comm.calibrate import calibrate
 from minidist.comm.checks import chunk_bounds
 
+from benchutil import malloc_note, tune_malloc  # scripts/ is sys.path[0] for a script
+
 SHORT = {"recursive_doubling": "rd", "ring": "ring", "rabenseifner": "rab"}
 METHODS = ("ring", "rd", "rab", "auto", "mpi", "g+b", "floor", "instrumented")
 TARGETS = [  # (label, column, comparison, bound, smallest size it applies to, only that size)
@@ -55,7 +66,8 @@ TARGETS = [  # (label, column, comparison, bound, smallest size it applies to, o
     ("auto/mpi <= 2.0 at 4 KiB", "auto/mpi", "<=", 2.0, 4 << 10, True),
     ("ring/floor <= 1.15 at >= 1 MiB", "ring/floor", "<=", 1.15, 1 << 20, False),
     ("ledger <= 1.05 at >= 1 MiB", "ledger", "<=", 1.05, 1 << 20, False),
-    ("ring/model in 0.8..1.25 at >= 64 KiB", "ring/model", "in", (0.8, 1.25), 64 << 10, False),
+    ("ring/model in 0.8..1.25 at >= 64 KiB", "ring/model (mean)", "in", (0.8, 1.25), 64 << 10,
+     False),
 ]
 
 
@@ -80,6 +92,11 @@ def parse_args(argv=None):
     p.add_argument("--profile", help="a JSON profile (save_profile) instead of calibrating")
     p.add_argument("--save-profile", help="write the calibrated profile here (JSON)")
     p.add_argument("--quick-calibration", action="store_true", help="tiny calibration sweep")
+    p.add_argument("--no-recalibrate", action="store_true",
+                   help="skip the second calibration after the sweep (see 'drift')")
+    p.add_argument("--tune-malloc", action="store_true",
+                   help="glibc: keep freed memory in each process (mallopt) instead of handing "
+                        "it back to the OS; affects our collectives and MPI's alike")
     p.add_argument("--csv", help="write one row per size here")
     p.add_argument("--json", help="write everything (meta, profile, rows) here")
     return p.parse_args(argv)
@@ -225,9 +242,26 @@ def format_row(r):
             f"{r['predicted']['ring'] * 1e6:9.1f} {r['ring/model']:7.2f}")
 
 
+def mean_profile(first, second):
+    """The average of the calibrations before and after the sweep: on a shared machine the
+    load drifts while the sweep runs, and either end alone can be off by tens of percent."""
+    node = None if first.node_bw is None or second.node_bw is None else \
+        (first.node_bw + second.node_bw) / 2
+    return first.with_(name="calibrated-mean", alpha=(first.alpha + second.alpha) / 2,
+                       beta=(first.beta + second.beta) / 2, gamma=(first.gamma + second.gamma) / 2,
+                       node_bw=node, source=f"mean of two calibrations | {first.source}")
+
+
+def drift(first, second):
+    """How much each parameter moved between the two calibrations, in percent."""
+    keys = ["alpha", "beta", "gamma"] + (["node_bw"] if first.node_bw and second.node_bw else [])
+    return {k: 100 * (getattr(second, k) / getattr(first, k) - 1) for k in keys}
+
+
 def summarize(rows):
     lines = []
     for label, column, how, bound, smallest, only in TARGETS:
+        column = column if column in rows[0] else column.split(" (")[0]  # no recalibration
         picked = [r for r in rows if (r["bytes"] == smallest if only else r["bytes"] >= smallest)]
         if not picked:
             lines.append(f"  {label}: no size in range")
@@ -249,6 +283,7 @@ def write_csv(path, rows):
         fields += [f"{name}_avg_us", f"{name}_min_us", f"{name}_max_us", f"{name}_iters"]
     fields += ["algbw_ring", "busbw_ring", "algbw_mpi", "busbw_mpi", "ring/mpi", "auto/mpi",
                "ring/floor", "ledger", "ring/model", "model ring/floor"]
+    fields += ["ring/model (mean)"] if "ring/model (mean)" in rows[0] else []
     fields += [f"predicted_{name}_us" for name in rows[0]["predicted"]]
     with open(path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=fields)
@@ -264,6 +299,7 @@ def write_csv(path, rows):
 
 def main(argv=None):
     args = parse_args(argv)
+    tuned = args.tune_malloc and tune_malloc()  # before the first big allocation
     comm = Communicator()
     rank0 = comm.rank == 0
     say = (lambda *a: print(*a, flush=True)) if rank0 else (lambda *a: None)
@@ -281,11 +317,13 @@ def main(argv=None):
             "oversubscribed": profile.ranks_per_node > cores,
             "mpi": MPI.Get_library_version().splitlines()[0].strip(),
             "thread_level": MPI.Query_thread(), "dtype": "float32", "op": "sum",
-            "bcast": args.bcast, "python": sys.version.split()[0]}
+            "bcast": args.bcast, "python": sys.version.split()[0],
+            "malloc": malloc_note(args.tune_malloc, tuned)}
     say(f"# {comm.size} ranks, {profile.ranks_per_node} per node, {cores} cores"
         + ("  ** OVERSUBSCRIBED: more ranks than cores, all times inflated **"
            if meta["oversubscribed"] else ""))
-    say(f"# {meta['mpi']}; thread level {meta['thread_level']}; float32 sum; times in us")
+    say(f"# {meta['mpi']}; thread level {meta['thread_level']}; float32 sum; times in us; "
+        f"{meta['malloc']}")
     say(f"# profile: alpha={profile.alpha * 1e6:.2f} us, beta={profile.beta * 1e9:.4f} ns/B "
         f"({profile.bandwidth / 1e9:.2f} GB/s), gamma={profile.gamma * 1e9:.4f} ns/B, "
         f"node_bw={(profile.node_bw or float('inf')) / 1e9:.2f} GB/s")
@@ -296,13 +334,26 @@ def main(argv=None):
         rows.append(row)
         say(format_row(row))
         nbytes *= 2
+    end = None
+    if rows and not args.profile and not args.no_recalibrate:
+        end = calibrate(comm, quick=args.quick_calibration)
+        mean = mean_profile(profile, end)
+        for row in rows:
+            row["predicted (mean)"] = predictions(mean, comm.size, row["bytes"], args.bcast)
+            row["ring/model (mean)"] = row["ring"][0] / row["predicted (mean)"]["ring"]
+        say("# drift between the calibrations before and after the sweep: " + ", ".join(
+            f"{k} {v:+.0f}%" for k, v in drift(profile, end).items())
+            + "; ring/model (mean of both): " + ", ".join(
+            f"{r['bytes'] >> 10}K:{r['ring/model (mean)']:.2f}" for r in rows if r["bytes"] >= 1024))
     if rank0 and rows:
         print("# targets (! = missed)\n" + summarize(rows), flush=True)
         if args.csv:
             write_csv(args.csv, rows)
         if args.json:
             with open(args.json, "w") as f:
-                json.dump({"meta": meta, "profile": profile.to_dict(), "rows": rows}, f, indent=1)
+                json.dump({"meta": meta, "profile": profile.to_dict(),
+                           "profile_after": end.to_dict() if end else None, "rows": rows},
+                          f, indent=1)
 
 
 if __name__ == "__main__":

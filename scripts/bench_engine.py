@@ -31,6 +31,8 @@ import resource
 import sys
 import time
 
+from benchutil import malloc_note, tune_malloc  # scripts/ is sys.path[0] for a script
+
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -197,25 +199,8 @@ def profile(name, args):
     print(profiler.output_text(unicode=False, color=False, show_all=False))
 
 
-def tune_malloc():
-    """Stop glibc from returning freed heap memory to the OS (M_TRIM_THRESHOLD) and from
-    serving big arrays with fresh mmaps (M_MMAP_THRESHOLD at its 32 MiB maximum). Without
-    this, the megabytes a step frees at the end of backward are trimmed, and the next step
-    page-faults them back in, one 4 KiB page at a time. Returns whether it took effect."""
-    import ctypes
-
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return False
-    m_trim_threshold, m_mmap_threshold = -1, -3  # from <malloc.h>
-    return bool(libc.mallopt(m_trim_threshold, 1 << 30)) and bool(libc.mallopt(m_mmap_threshold, 32 << 20))
-
-
 def main(args):
-    malloc = "default glibc malloc"
-    if args.tune_malloc:
-        malloc = "glibc malloc tuned (mallopt)" if tune_malloc() else "malloc tuning unavailable"
+    malloc = malloc_note(args.tune_malloc, args.tune_malloc and tune_malloc())
     if args.profile:
         profile(args.profile, args)
         return

@@ -49,12 +49,10 @@ from time import perf_counter
 import minidist  # noqa: F401  (first: under mpiexec it sets one BLAS thread per rank before NumPy loads)
 import numpy as np  # noqa: E402
 
-from minidist import Tensor
 from minidist.comm import Communicator
 from minidist.data import DataLoader, spirals, synthetic_images
-from minidist.nn import functional as F
 from minidist.optim import SGD, Adam
-from minidist.parallel import build_model, local_shard, shard_sizes, wrap
+from minidist.parallel import build_model, local_shard, shard_sizes, train_step, wrap
 from minidist.parallel.stepcost import describe
 from minidist.report import write_report
 
@@ -148,23 +146,16 @@ def run(args, comm, variant, batches, reference):
         options = dict(options, average=args.average)
     model = wrap(net, strategy, None if strategy == "local" else comm, **options)
     opt = make_optimizer(args, model.parameters())
-    records, snapshots, root = [], [], comm.rank == 0
+    records, snapshots = [], []
     for step, (xg, yg) in enumerate(batches):
         x, y = (xg, yg) if strategy == "local" else local_shard((xg, yg), comm)
         comm.ledger.reset()
         t0 = perf_counter()
-        if options.get("scatter_inputs"):
-            out = model(xg if root else None)
-            y = model.scatter(yg if root else None)
-        else:
-            out = model(Tensor(x))
-        if options.get("loss_on_root"):
-            loss = model.loss(F.cross_entropy, out, yg if root else None)
-        else:
-            loss = F.cross_entropy(out, y)
-        model.zero_grad()
-        loss.backward()
-        model.step(opt)
+        # train_step takes the global batch where rank 0 scatters it or computes the loss
+        x_in = xg if options.get("scatter_inputs") else x
+        y_in = yg if options.get("scatter_inputs") or options.get("loss_on_root") else y
+        out, y_local, loss = train_step(model, opt, x_in, y_in)
+        y = y if y_local is None else y_local  # this rank's targets, for its accuracy
         wall = perf_counter() - t0
         phases = comm.ledger.by_phase() if strategy != "local" else {}
         comm_s = sum(ph["seconds"] for ph in phases.values())

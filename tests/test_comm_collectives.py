@@ -261,6 +261,35 @@ def test_several_nonblocking_rings_in_flight_on_different_tags(n):
         assert all(h == hashes[0] for h in hashes), order
 
 
+@pytest.mark.parametrize("n", SIZES)
+def test_rings_in_flight_hold_buffers_of_their_own_and_reuse_them_later(n):
+    """Re-entrancy of the scratch cache: while four rings are in flight none of their
+    buffers is idle in the cache; afterwards the cache holds a buffer per ring (at least
+    the bytes they held), and the same four rings again allocate nothing new."""
+    for rank_result in launch(n):
+        for order, run in rank_result["nonblocking"]["concurrent"].items():
+            if n == 1:
+                assert run["cache_while"] == run["cache_after"] == run["cache_again"] == 0
+                continue
+            assert run["cache_while"] == 0, order  # every cached buffer is held by a ring
+            assert run["cache_after"] >= run["held"] + run["cache_while"], order
+            assert run["cache_again"] == run["cache_after"], order
+
+
+@pytest.mark.parametrize("n", SIZES)
+def test_blocking_collectives_reuse_one_grow_only_receive_buffer(n):
+    for rank_result in launch(n):
+        cache = rank_result["cache"]
+        assert cache["ok"] and cache["empty_after_drop"] and cache["held_after"] == 0
+        assert cache["cache_after_ring"] == cache["chunk_bytes"]  # exactly one chunk, kept
+        assert all(cache["reused"].values()), cache["reused"]  # the next collective's buffer
+        assert cache["cache_after_small"] == cache["chunk_bytes"]  # smaller needs: no growth
+        assert cache["cache_after_big"] == cache["big_bytes"]  # replaced by one larger buffer
+        if n > 1:  # a fresh 4 MiB buffer per call faults in ~100 pages (THP) to 1024
+            assert cache["pages_per_chunk"] >= 256
+            assert cache["faults_per_ring"] < 10, cache
+
+
 NONBLOCKING_ERRORS = {
     "dtype_int32": ("TypeError", "int32"),
     "mean_int64": ("TypeError", "op='mean'"),

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 
-from minidist.comm.allreduce import SMALL_MESSAGE_BYTES
+from minidist.comm import costmodel
+from minidist.comm.allreduce import choose_allreduce_algorithm
 from minidist.comm.counts import COLLECTIVES, ceil_log2, message_counts, rounds
 from minidist.comm.rooted import HEADER_BYTES
 from strategies import collective_count_cases
@@ -125,10 +126,19 @@ def test_folding_for_other_sizes(size):
         assert rounds(name, size) == core + 2 and rem > 0
 
 
-def test_auto_allreduce_counts_follow_the_chosen_algorithm():
-    small, large = 16, SMALL_MESSAGE_BYTES // 8 + 1
-    assert message_counts("allreduce", 4, 1, small, 8) == message_counts("recursive_doubling_allreduce", 4, 1, small, 8)
-    assert message_counts("allreduce", 4, 1, large, 8) == message_counts("ring_allreduce", 4, 1, large, 8)
+def test_auto_allreduce_counts_follow_the_chosen_algorithm(monkeypatch):
+    """With no profile set, "auto" asks the "shm" profile: recursive doubling for a tiny
+    buffer, a bandwidth-optimal algorithm for a large one; the counts are that one's."""
+    monkeypatch.delenv("MINIDIST_PROFILE", raising=False)
+    monkeypatch.setattr(costmodel, "_default_profile", None)
+    small, large = 16, (1 << 20) // 8 + 1
+    assert choose_allreduce_algorithm(small * 8, 4) == "recursive_doubling"
+    assert choose_allreduce_algorithm(large * 8, 4) in ("ring", "rabenseifner")
+    for count in (small, large):
+        name = {"recursive_doubling": "recursive_doubling_allreduce", "ring": "ring_allreduce",
+                "rabenseifner": "rabenseifner_allreduce"}[choose_allreduce_algorithm(count * 8, 4)]
+        for rank in range(4):
+            assert message_counts("allreduce", 4, rank, count, 8) == message_counts(name, 4, rank, count, 8)
 
 
 @pytest.mark.parametrize("size", [1, 2, 5, 8])

@@ -183,3 +183,52 @@ def test_checks_name_the_problem():
         check_op("mean", np.int64)
     assert chunk_bounds(7, 3) == [(0, 3), (3, 5), (5, 7)]
     assert [b - a for a, b in chunk_bounds(2, 4)] == [len(c) for c in np.array_split(np.zeros(2), 4)]
+
+
+# ---- the Sendrecv fast path and the scratch cache -------------------------------------------
+def test_record_exchange_equals_a_send_and_a_receive():
+    for detailed in (False, True):
+        one, two = Ledger(detailed), Ledger(detailed)
+        steps = [("a", 1, 40, 2, 32, 0.5), ("a", 1, 40, 2, 32, 0.25), ("b", 1, 8, 2, 8, 1.0),
+                 ("a", 3, 16, 3, 16, 0.0), ("a", 1, 40, 2, 32, 0.125)]
+        for phase, dest, sent, source, received, seconds in steps:
+            one.record_exchange(phase, dest, sent, source, received, seconds)
+            two.record(phase, dest, "send", sent, 0.0)
+            two.record(phase, source, "recv", received, seconds)
+        assert one.records() == two.records()
+        assert one.by_phase() == two.by_phase() and one.by_peer() == two.by_peer()
+        one.reset()  # the remembered counters go with the reset
+        one.record_exchange("a", 1, 40, 2, 32, 0.5)
+        assert one.totals() == {"bytes_sent": 40, "bytes_received": 32, "messages_sent": 1,
+                                "messages_received": 1, "seconds": 0.5}
+
+
+def test_scratch_cache_reuses_grows_and_never_shares_a_buffer_in_use(comm):
+    f32, f64 = np.dtype(np.float32), np.dtype(np.float64)
+    led = comm.ledger
+    comm.drop_scratch_cache()
+    a = comm.take_scratch(1000, f32)
+    assert (a.shape, a.dtype, a.flags.c_contiguous, a.flags.writeable) == ((1000,), f32, True, True)
+    assert led.current_temp_bytes == 4000 and comm.scratch_cache_bytes == 0  # in use, not idle
+    b = comm.take_scratch(10, f64)  # taken while `a` is in use: a buffer of its own
+    assert not np.shares_memory(a, b) and led.current_temp_bytes == 4080
+    comm.return_scratch(a)
+    comm.return_scratch(b)
+    assert led.current_temp_bytes == 0 and comm.scratch_cache_bytes == 4080
+    small = comm.take_scratch(5, f64)  # best fit: the 80-byte buffer, not the 4000-byte one
+    assert np.shares_memory(small, b) and led.current_temp_bytes == 40
+    comm.return_scratch(small)
+    same = comm.take_scratch(500, f64)  # another dtype from the same bytes
+    assert np.shares_memory(same, a) and same.dtype == f64
+    comm.return_scratch(same)
+    big = comm.take_scratch(2000, f32)  # nothing fits: the largest idle one is replaced
+    assert not np.shares_memory(big, a) and comm.scratch_cache_bytes == 80
+    comm.return_scratch(big)
+    assert comm.scratch_cache_bytes == 8080 and led.peak_temp_bytes >= 8000
+    comm.drop_scratch_cache()
+    assert comm.scratch_cache_bytes == 0 and led.current_temp_bytes == 0
+    once = comm.take_scratch(4, f32)
+    comm.return_scratch(once)
+    with pytest.raises(ValueError, match="exceeds"):  # returned twice: the ledger objects,
+        comm.return_scratch(once)                      # before the cache would list it twice
+    assert comm.scratch_cache_bytes == 16

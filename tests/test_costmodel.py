@@ -11,7 +11,6 @@ import math
 
 import pytest
 from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from minidist.comm import costmodel as cm
 from minidist.comm import counts
@@ -142,29 +141,47 @@ def test_auto_picks_recursive_doubling_for_tiny_and_bandwidth_optimal_for_large(
         assert cm.predict("allreduce", size, nbytes, profile, chosen) == best
 
 
-def test_auto_without_a_profile_uses_the_threshold_and_follows_the_default(monkeypatch, tmp_path):
-    from minidist.comm.allreduce import SMALL_MESSAGE_BYTES, choose_allreduce_algorithm
+def test_auto_without_a_profile_asks_the_shm_model_and_follows_the_overrides(monkeypatch, tmp_path):
+    from minidist.comm.allreduce import DEFAULT_PROFILE, choose_allreduce_algorithm
     monkeypatch.delenv("MINIDIST_PROFILE", raising=False)
     cm.use_profile(None)
-    assert choose_allreduce_algorithm(SMALL_MESSAGE_BYTES - 1, 8) == "recursive_doubling"
-    assert choose_allreduce_algorithm(SMALL_MESSAGE_BYTES, 8) == "ring"
-    # a latency-heavy fabric: the model keeps recursive doubling above the threshold
+    assert DEFAULT_PROFILE == "shm"
+    chosen = {}
+    for size in (2, 3, 4, 8, 64):
+        for nbytes in (8, 1 << 10, 4 << 10, 16 << 10, 64 << 10, 1 << 20, 64 << 20):
+            chosen[size, nbytes] = choose_allreduce_algorithm(nbytes, size)
+            assert chosen[size, nbytes] == cm.best_allreduce(
+                size, nbytes, "shm", candidates=("recursive_doubling", "ring", "rabenseifner"))
+    assert chosen[2, 8] == "recursive_doubling" and chosen[2, 64 << 20] == "ring"
+    assert len(set(chosen.values())) == 3  # by size (and N), not a fixed threshold
+    # a latency-heavy fabric set by use_profile: the model keeps recursive doubling longer
     slow = Profile("slow-latency", alpha=1e-3, beta=1e-10, gamma=1e-11)
     try:
         cm.use_profile(slow)
-        assert choose_allreduce_algorithm(SMALL_MESSAGE_BYTES, 8) == "recursive_doubling"
-        assert cm.predict("allreduce", 8, SMALL_MESSAGE_BYTES, slow) == \
-            cm.predict("recursive_doubling_allreduce", 8, SMALL_MESSAGE_BYTES, slow)
+        assert choose_allreduce_algorithm(1 << 20, 8) == "recursive_doubling" != chosen[8, 1 << 20]
+        assert cm.predict("allreduce", 8, 1 << 20, slow) == \
+            cm.predict("recursive_doubling_allreduce", 8, 1 << 20, slow)
     finally:
         cm.use_profile(None)
+    assert choose_allreduce_algorithm(1 << 20, 8) == chosen[8, 1 << 20]  # back to shm
     path = tmp_path / "slow.json"
     save_profile(slow, path)
     monkeypatch.setenv("MINIDIST_PROFILE", str(path))
     assert cm.default_profile() == slow
-    assert choose_allreduce_algorithm(SMALL_MESSAGE_BYTES, 8) == "recursive_doubling"
+    assert choose_allreduce_algorithm(1 << 20, 8) == "recursive_doubling"
+    monkeypatch.setenv("MINIDIST_PROFILE", "10gbe")  # a name works too
+    assert choose_allreduce_algorithm(64 << 20, 8) == cm.best_allreduce(
+        8, 64 << 20, "10gbe", candidates=("recursive_doubling", "ring", "rabenseifner"))
+    cm.use_profile("shm")  # use_profile wins over the environment
+    try:
+        assert choose_allreduce_algorithm(1 << 20, 8) == chosen[8, 1 << 20]
+    finally:
+        cm.use_profile(None)
     monkeypatch.setenv("MINIDIST_PROFILE", "no-such-profile")
     with pytest.raises(ValueError, match="neither a name in"):
         cm.default_profile()
+    with pytest.raises(ValueError, match="neither a name in"):
+        choose_allreduce_algorithm(8, 2)
 
 
 # ---- the node-wide shared-bandwidth term --------------------------------------------------
@@ -368,7 +385,7 @@ def test_benchmark_script_runs_and_writes_its_tables(tmp_path):
     out_csv, out_json = tmp_path / "bench.csv", tmp_path / "bench.json"
     cmd = [mpiexec(), "-n", "2", sys.executable, str(ROOT / "scripts" / "bench_collectives.py"),
            "--max-bytes", "32", "--seconds", "0.001", "--min-iters", "2", "--max-iters", "3",
-           "--warmup", "1", "--passes", "1", "--quick-calibration",
+           "--warmup", "1", "--passes", "1", "--quick-calibration", "--tune-malloc",
            "--csv", str(out_csv), "--json", str(out_json)]
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1",
                PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
@@ -377,6 +394,10 @@ def test_benchmark_script_runs_and_writes_its_tables(tmp_path):
     assert "ring/mpi <= 1.0 at >= 4 MiB" in proc.stdout  # the targets summary is printed
     report = json.loads(out_json.read_text())
     assert report["meta"]["ranks"] == 2 and report["profile"]["name"] == "calibrated"
+    assert report["meta"]["malloc"] == "glibc malloc tuned (mallopt)"  # and the header says so
+    assert "times in us; glibc malloc tuned (mallopt)" in proc.stdout
+    assert report["profile_after"]["name"] == "calibrated"  # recalibrated after the sweep
+    assert "drift between the calibrations" in proc.stdout
     rows = report["rows"]
     assert [r["bytes"] for r in rows] == [8, 16, 32]
     for r in rows:
@@ -388,6 +409,35 @@ def test_benchmark_script_runs_and_writes_its_tables(tmp_path):
         assert r["auto_algorithm"] == "recursive_doubling"
         assert r["predicted"]["ring"] == pytest.approx(
             cm.predict("ring_allreduce", 2, r["bytes"], Profile(**report["profile"])))
+        mean = {k: (report["profile"][k] + report["profile_after"][k]) / 2
+                for k in ("alpha", "beta", "gamma", "node_bw")}
+        assert r["ring/model (mean)"] == pytest.approx(
+            r["ring"][0] / cm.predict("ring_allreduce", 2, r["bytes"], Profile("m", **mean,
+                                      ranks_per_node=2)))
     with open(out_csv) as f:
         table = list(csv.DictReader(f))
     assert [int(t["bytes"]) for t in table] == [8, 16, 32] and "ledger" in table[0]
+
+
+def test_benchmarks_share_one_malloc_tuning_and_leave_it_off_by_default():
+    """bench_collectives and bench_engine import the same tune_malloc (scripts/benchutil.py);
+    bench_collectives's default stays untuned and its header says which one ran."""
+    import subprocess
+    import sys
+
+    from mpi_util import ROOT
+
+    scripts = ROOT / "scripts"
+    code = ("import sys; sys.argv = ['bench_collectives.py']; "
+            "import benchutil, bench_collectives as bc; "
+            "print(bc.parse_args([]).tune_malloc, bc.parse_args(['--tune-malloc']).tune_malloc, "
+            "bc.tune_malloc is benchutil.tune_malloc, benchutil.malloc_note(False, False), "
+            "'|', benchutil.tune_malloc())")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=scripts, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    flags, tuned = proc.stdout.strip().split(" | ")
+    assert flags == "False True True default glibc malloc"
+    assert tuned == "True"  # glibc here: mallopt took effect
+    engine = (scripts / "bench_engine.py").read_text()
+    assert "from benchutil import" in engine and "def tune_malloc" not in engine

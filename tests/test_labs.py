@@ -112,10 +112,11 @@ def tiny_lab(tmp_path_factory):
 def test_syncbn_traffic_is_the_closed_form(tiny_lab):
     n, hidden = tiny_lab["world_size"], tiny_lab["config"]["hidden"]
     assert n == 3
-    # per SyncBatchNorm layer (two in the MLP, `hidden` channels): forward all-reduces
-    # [sum, sum of squares, count] = 2C+1 float64, backward [sum dy, sum dy*(x-mean)] = 2C
-    per_layer = ring_sent(2 * hidden + 1, n, 0) + ring_sent(2 * hidden, n, 0)
-    expected_bytes, expected_messages = 2 * per_layer * 8, 2 * 2 * 2 * (n - 1)
+    # per SyncBatchNorm layer (two in the MLP, `hidden` channels): forward all-gathers each
+    # rank's [count, mean, M2] = 2C+1 float64 (N-1 ring steps of one rank's share), backward
+    # all-reduces [sum dy, sum dy*(x-mean)] = 2C
+    per_layer = (n - 1) * (2 * hidden + 1) + ring_sent(2 * hidden, n, 0)
+    expected_bytes, expected_messages = 2 * per_layer * 8, 2 * 3 * (n - 1)
     sync = [r for r in tiny_lab["rows"] if r["norm"] == "sync"]
     assert [r["batch"] for r in sync] == tiny_lab["config"]["batches"] and len(sync) >= 2
     for r in sync:  # the same whatever the batch size

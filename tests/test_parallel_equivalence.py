@@ -88,9 +88,9 @@ def expected_ledger(strategy, options, info, shapes, bucket_counts, n, r):
     mc, table = message_counts, {}
     n_params = shapes["n_params"]
     samples = options.get("average", "samples") == "samples"
-    if shapes["int_buffers"]:  # SyncBatchNorm: sums, squares and count forward, two sums backward
+    if shapes["int_buffers"]:  # SyncBatchNorm: [count, mean, M2] all-gathered forward, two sums backward
         for _ in range(SYNCBN_LAYERS):
-            _add(table, "syncbn", mc("ring_allreduce", n, r, 2 * HIDDEN + 1, 8))
+            _add(table, "syncbn", mc("ring_allgather", n, r, n * (2 * HIDDEN + 1), 8))
             _add(table, "syncbn", mc("ring_allreduce", n, r, 2 * HIDDEN, 8))
         algorithm = options.get("broadcast", "linear") if strategy in ("dp", "hub") else "linear"
         _add(table, "buffer-broadcast", mc("broadcast", n, r, shapes["float_buffers"], 8, algorithm=algorithm))

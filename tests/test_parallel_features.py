@@ -1,9 +1,12 @@
 """SyncBatchNorm equals BatchNorm on the global batch (and plain BatchNorm under DDP does
-not); no_sync accumulation; DDP overlap order; unused parameters; the drift check; the
-fp16 hook; memory accounting. One launch of tests/mpi/parallel_features.py per N."""
+not), even far from zero, and syncs only in training; no_sync accumulation; DDP overlap
+order (static_graph and default); unused parameters; the drift check; the fp16 hook;
+memory accounting. One launch of tests/mpi/parallel_features.py per N."""
 import pytest
 
 from minidist.comm import message_counts
+from minidist.comm.counts import scratch_bytes
+from minidist.parallel.syncbn import syncbn_message_counts
 from mpi_util import run_mpi
 
 SIZES = (2, 3, 4)
@@ -42,9 +45,11 @@ def test_syncbn_under_ddp_equals_batchnorm_on_the_global_batch(n):
 def test_syncbn_ledger_matches_closed_forms(n):
     for rank, r in enumerate(results(n)):
         ledger = r["syncbn"]["ledger"]
-        per_layer = [message_counts("ring_allreduce", n, rank, 2 * HIDDEN + 1, 8),  # forward
-                     message_counts("ring_allreduce", n, rank, 2 * HIDDEN, 8)]  # backward
+        # forward: [count, mean, M2] (2C+1 float64) all-gathered; backward: 2C all-reduced
+        per_layer = [message_counts("ring_allgather", n, rank, n * (2 * HIDDEN + 1), 8),
+                     message_counts("ring_allreduce", n, rank, 2 * HIDDEN, 8)]
         assert _phase(ledger, "syncbn") == _sum_counts(*per_layer, *per_layer)  # two layers
+        assert syncbn_message_counts(HIDDEN, n, rank) == _sum_counts(*per_layer)
         buffers = [message_counts("broadcast", n, rank, 2 * 2 * HIDDEN, 8),  # running mean/var
                    message_counts("broadcast", n, rank, 2, 8)]  # num_batches_tracked, int64
         assert _phase(ledger, "buffer-broadcast") == _sum_counts(*buffers)
@@ -82,14 +87,33 @@ def test_no_sync_accumulation_equals_one_large_batch_step(n):
 
 @pytest.mark.mpi
 @pytest.mark.parametrize("n", SIZES)
-def test_ddp_overlap_finishes_buckets_before_backward_ends(n):
+def test_static_graph_overlap_finishes_buckets_before_backward_ends(n):
+    """static_graph=True, second iteration: the bounded wait makes bucket 0 finish once
+    2(N-1) more buckets have launched, while backward still runs."""
     for r in results(n):
-        events = [tuple(e) for e in r["overlap"]["events"]]
-        last = r["overlap"]["buckets"] - 1
+        events = [tuple(e) for e in r["overlap_static"]["events"]]
+        last = r["overlap_static"]["buckets"] - 1
         assert last + 1 >= 2 * n + 1, "the test model needs more buckets than ring steps (+3)"
         assert events.index(("done", 0)) < events.index(("ready", last)) < events.index(("backward_done", None))
         end = events.index(("backward_done", None))
         assert sum(kind == "launch" for kind, _ in events[:end]) == last + 1  # all during backward
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("n", SIZES)
+def test_default_overlap_launches_every_bucket_during_backward(n):
+    """Default mode never waits during backward, so when buckets finish is up to the
+    messages; what is deterministic: each bucket launches as soon as it and the ones before
+    it are ready, all before backward ends, and every one is done by the end of step()."""
+    for r in results(n):
+        events = [tuple(e) for e in r["overlap"]["events"]]
+        buckets = r["overlap"]["buckets"]
+        end = events.index(("backward_done", None))
+        launches = [b for kind, b in events[:end] if kind == "launch"]
+        assert launches == list(range(buckets))
+        for b in range(buckets):
+            assert events.index(("ready", b)) < events.index(("launch", b)) < end
+        assert sorted(b for kind, b in events if kind == "done") == list(range(buckets))
 
 
 @pytest.mark.mpi
@@ -164,3 +188,49 @@ def test_memory_shows_the_dp_master_and_replicated_adam_state(n):
             assert report["total"] == sum(report[k] for k in ("parameters", "gradients", "optimizer",
                                                               "comm_buffers"))
             assert report["peak"] >= report["total"] + report["comm_peak"]
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("n", SIZES)
+def test_comm_peak_counts_scratch_held_during_backward(n):
+    """One parameter per bucket, bucket 0 ready last: with overlap, every ring starts at the
+    last hook and all are in flight at once, as they are without overlap in step(); both
+    report that sum (counts.scratch_bytes: one longest chunk per ring), at every step."""
+    for rank, r in enumerate(results(n)):
+        peaks = r["memory_peaks"]
+        counts = peaks["overlap=True"]["bucket_counts"]
+        assert len(counts) > 2 * n  # bucket 0 would finish before backward ends if it were waited on
+        expected = sum(scratch_bytes("ring_allreduce", n, rank, c, 8) for c in counts)
+        assert peaks["overlap=True"]["peaks"] == [expected, expected] == peaks["overlap=False"]["peaks"]
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("n", SIZES)
+def test_comm_peak_counts_syncbatchnorm_all_reduce_in_backward(n):
+    for rank, r in enumerate(results(n)):
+        s = r["memory_peaks"]["syncbn"]
+        bucket = sum(scratch_bytes("ring_allreduce", n, rank, c, 8) for c in s["bucket_counts"])
+        syncbn = scratch_bytes("ring_allreduce", n, rank, 2 * s["channels"], 8)
+        assert syncbn > bucket
+        assert s["peaks"] == [syncbn, syncbn]
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("n", SIZES)
+def test_syncbn_keeps_its_precision_far_from_zero(n):
+    """Mean 1000, std 0.01: E[x^2] - E[x]^2 in float64 loses five digits of the variance;
+    the per-rank (count, mean, M2) combination keeps BatchNorm's answer to 1e-9."""
+    for r in results(n):
+        s = r["syncbn_precision"]
+        assert s["output"] < 1e-9 and s["running_var"] < 1e-9 and s["running_mean"] < 1e-12
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("n", SIZES)
+def test_syncbn_in_eval_without_running_stats_uses_local_batch_stats(n):
+    """As torch.nn.SyncBatchNorm: no sync in eval mode; with track_running_stats=False
+    each rank normalises with its own shard's statistics."""
+    for r in results(n):
+        s = r["syncbn_precision"]
+        assert s["eval_messages"] == 0
+        assert s["eval_vs_local_batch_stats"] < 1e-12

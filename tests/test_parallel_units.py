@@ -242,3 +242,103 @@ def test_trainer_learns_spirals(comm):
     assert len(history) == 25 and history[-1]["steps"] == 6
     assert history[-1]["loss"] < history[0]["loss"]
     assert history[-1]["accuracy"] > 0.6
+
+
+# ---- SyncBatchNorm's statistics, one process --------------------------------------------------------
+@pytest.mark.parametrize("offset", [0.0, 1e3, -1e4])
+def test_gathered_statistics_combine_to_the_global_batch_far_from_zero(offset):
+    """Per-shard (count, mean, M2) rows, one shard empty, combine to the mean and biased
+    variance of the whole batch, to round-off, where E[x^2] - E[x]^2 would not."""
+    from minidist.parallel.syncbn import batch_norm_gather_stats_with_counts, batch_norm_local_stats
+
+    rng = np.random.default_rng(4)
+    x = offset + 0.01 * rng.standard_normal((13, 3, 2))
+    shards = np.split(x, [5, 5, 9])  # sizes 5, 0, 4, 4
+    rows = [np.concatenate([[n], m, m2]) for n, m, m2 in map(batch_norm_local_stats, shards)]
+    running_mean, running_var = np.zeros(3), np.ones(3)
+    mean, invstd, n = batch_norm_gather_stats_with_counts(np.stack(rows), running_mean, running_var,
+                                                           momentum=0.5, eps=0.0)
+    want_mean, want_var = x.mean(axis=(0, 2)), x.var(axis=(0, 2))
+    assert n == 26
+    np.testing.assert_allclose(mean, want_mean, rtol=1e-15)
+    np.testing.assert_allclose(1.0 / invstd ** 2, want_var, rtol=1e-9)
+    np.testing.assert_allclose(running_var, 0.5 + 0.5 * want_var * 26 / 25, rtol=1e-9)
+    one_pass = (x ** 2).mean(axis=(0, 2)) - want_mean ** 2
+    if offset:  # what the previous formula lost
+        assert np.abs(one_pass / want_var - 1).max() > 1e-6
+
+
+def test_gathered_statistics_need_two_values_per_channel():
+    from minidist.parallel.syncbn import batch_norm_gather_stats_with_counts
+
+    with pytest.raises(ValueError, match="more than 1 value per channel"):
+        batch_norm_gather_stats_with_counts(np.array([[1.0, 0.5, 0.0], [0.0, 0.0, 0.0]]))
+
+
+def test_syncbn_message_counts_are_the_two_collectives():
+    from minidist.comm import message_counts
+    from minidist.parallel.syncbn import syncbn_message_counts
+
+    assert syncbn_message_counts(8, 1, 0) == dict.fromkeys(
+        ("messages_sent", "messages_received", "bytes_sent", "bytes_received"), 0)
+    got = syncbn_message_counts(8, 4, 1)
+    assert got["messages_sent"] == 3 * 3  # (N-1) all-gather steps, 2(N-1) all-reduce steps
+    ring = message_counts("ring_allreduce", 4, 1, 16, 8)
+    assert got["bytes_sent"] == 3 * 17 * 8 + ring["bytes_sent"]
+
+
+def test_train_step_runs_the_standard_loop(comm):
+    from minidist.parallel.trainer import train_step
+
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((6, 2)), rng.integers(0, 3, 6)
+    nets = [MLP(2, 5, 3, rng=1, dtype=np.float64) for _ in range(2)]
+    by_hand, helped = wrap(nets[0], "local"), wrap(nets[1], "ddp", comm)
+    opts = [SGD(m.parameters(), lr=0.1) for m in (by_hand, helped)]
+    loss = F.cross_entropy(by_hand(Tensor(x)), y)
+    by_hand.zero_grad()
+    loss.backward()
+    by_hand.step(opts[0])
+    out, y_local, loss2 = train_step(helped, opts[1], x, y)
+    assert y_local is y and out.shape == (6, 3) and loss2.item() == loss.item()
+    for a, b in zip(*(n.parameters() for n in nets)):
+        assert np.array_equal(a.data, b.data)
+
+
+@pytest.mark.parametrize("strategy", ["dp", "hub", "ddp"])
+def test_step_before_any_forward_says_so(comm, strategy):
+    model = wrap(MLP(2, 3, 2, rng=0, dtype=np.float64), strategy, comm)
+    with pytest.raises(RuntimeError, match=f"{strategy if strategy != 'ddp' else 'DDP'}: no rank saw any sample"):
+        model.step(SGD(model.parameters(), lr=0.1))
+
+
+class _MaybeHeaded(nn.Module):
+    def __init__(self):
+        super().__init__()
+        rng = np.random.default_rng(0)
+        self.body = nn.Linear(2, 3, rng=rng, dtype=np.float64)
+        self.head = nn.Linear(3, 3, rng=rng, dtype=np.float64)
+        self.use_head = False
+
+    def forward(self, x):
+        h = self.body(x)
+        return self.head(h) if self.use_head else h
+
+
+def test_static_graph_refuses_a_later_iteration_that_changes_the_order(comm):
+    net = _MaybeHeaded()
+    model = wrap(net, "ddp", comm, static_graph=True, bucket_cap_mb=1e-6)
+    opt = SGD(model.parameters(), lr=0.1)
+    x, y = np.ones((4, 2)), np.array([0, 1, 2, 0])
+    for use_head in (False, False):  # the first iteration fixes the order, the second follows it
+        net.use_head = use_head
+        loss = F.cross_entropy(model(Tensor(x)), y)
+        model.zero_grad()
+        loss.backward()
+        model.step(opt)
+    net.use_head = True
+    loss = F.cross_entropy(model(Tensor(x)), y)
+    model.zero_grad()
+    with pytest.raises(RuntimeError, match=r"on rank 0, gradient #0 of this iteration is 'head\.(weight|bias)', "
+                                           r"but the first iteration had 'body\.(weight|bias)' there"):
+        loss.backward()

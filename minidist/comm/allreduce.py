@@ -17,9 +17,14 @@ the result back to its even partner ("fold out"). That costs 2 extra rounds.
 
 Every rank ends with bit-identical bytes: partners compute a + b and b + a, which IEEE
 addition makes equal, and in Rabenseifner each piece is finished on one rank and copied.
+
+Small messages are dominated by per-call Python work, so `allreduce` checks its arguments
+once and calls the algorithms' unchecked bodies, receive buffers come from the
+communicator's cache (`Communicator.take_scratch`), and the "auto" choice is memoised.
 """
 from __future__ import annotations
 
+import os
 from time import perf_counter
 
 import numpy as np
@@ -27,11 +32,10 @@ from mpi4py import MPI
 
 from .checks import check_array, check_choice, check_op, chunk_starts, mismatch_error
 from .ledger import MPI_CALL
-from .ring import ring_allreduce
+from .ring import _ring_allreduce
 
 TAG_ALLREDUCE = 30_300
 ALLREDUCE_ALGORITHMS = ("auto", "ring", "recursive_doubling", "rabenseifner", "mpi")
-SMALL_MESSAGE_BYTES = 64 * 1024
 _MPI_OPS = {"sum": MPI.SUM, "mean": MPI.SUM, "max": MPI.MAX, "min": MPI.MIN}
 
 
@@ -81,29 +85,48 @@ def recursive_doubling_allreduce(comm, x: np.ndarray, op: str = "sum") -> np.nda
     .. math:: x \leftarrow \textstyle\sum_i x_i \quad(\text{op="mean": } /N)
 
     log2(p) rounds of whole-buffer ``Sendrecv`` (+2 rounds when N is not a power of two,
-    see the module docstring). Scratch: one buffer the size of `x`.
+    see the module docstring). Scratch: one buffer the size of `x` (from the
+    communicator's cache, `Communicator.take_scratch`).
 
     Shape:
         x: any shape, C-contiguous, writable, the same shape and dtype on every rank.
     """
     check_array(x)
-    ufunc = check_op(op, x.dtype)
-    if comm.size == 1:
+    return _recursive_doubling(comm, x, op, check_op(op, x.dtype))
+
+
+def _recursive_doubling(comm, x, op, ufunc):
+    """`recursive_doubling_allreduce` on arguments already checked (the small-message
+    path of `allreduce`: every check is made once, by the caller)."""
+    size = comm.size
+    if size == 1:
         return x
     what = "recursive_doubling_allreduce"
-    flat = x.reshape(-1)
-    incoming = np.empty_like(flat)
-    with comm.ledger.temporary(incoming.nbytes):
-        p, rem, newrank = _fold_in(comm, flat, ufunc, incoming, what)
+    flat = x if x.ndim == 1 else x.reshape(-1)
+    incoming = comm.take_scratch(flat.size, flat.dtype)
+    try:
+        rank, p = comm.rank, 1 << (size.bit_length() - 1)
+        if p == size:  # a power of two: no fold (inlined, this is the latency path)
+            rem, newrank = 0, rank
+        else:
+            p, rem, newrank = _fold_in(comm, flat, ufunc, incoming, what)
         if newrank >= 0:
-            mask = 1
+            sendrecv, nbytes, mask = comm.sendrecv, incoming.nbytes, 1
             while mask < p:
-                _exchange(comm, flat, _real_rank(newrank ^ mask, rem), incoming, what)
+                partner = newrank ^ mask
+                if rem:
+                    partner = _real_rank(partner, rem)
+                got = sendrecv(flat, partner, incoming, partner, TAG_ALLREDUCE)
+                if got != nbytes:
+                    raise mismatch_error(what, rank, partner, got, nbytes)
                 ufunc(flat, incoming, out=flat)
                 mask <<= 1
             if op == "mean":
-                np.divide(flat, comm.size, out=flat)
-        _fold_out(comm, flat, rem, newrank, what)
+                np.divide(flat, size, out=flat)
+        if rem:
+            _fold_out(comm, flat, rem, newrank, what)
+    finally:
+        comm.return_scratch(incoming)
     return x
 
 
@@ -122,18 +145,22 @@ def rabenseifner_allreduce(comm, x: np.ndarray, op: str = "sum") -> np.ndarray:
         x: any shape, C-contiguous, writable, the same shape and dtype on every rank.
     """
     check_array(x)
-    ufunc = check_op(op, x.dtype)
+    return _rabenseifner(comm, x, op, check_op(op, x.dtype))
+
+
+def _rabenseifner(comm, x, op, ufunc):
+    """`rabenseifner_allreduce` on arguments already checked."""
     if comm.size == 1:
         return x
     what = "rabenseifner_allreduce"
     rank, size = comm.rank, comm.size
-    flat = x.reshape(-1)
+    flat = x if x.ndim == 1 else x.reshape(-1)
     p = 1 << (size.bit_length() - 1)
     starts = chunk_starts(flat.size, p)
     folds_in = rank < 2 * (size - p) and rank % 2 == 1
     longest = flat.size if folds_in else max(starts[p // 2], flat.size - starts[p // 2])
-    incoming = np.empty(longest, flat.dtype)
-    with comm.ledger.temporary(incoming.nbytes):
+    incoming = comm.take_scratch(longest, flat.dtype)
+    try:
         p, rem, newrank = _fold_in(comm, flat, ufunc, incoming[: flat.size if folds_in else 0], what)
         if newrank >= 0:
             lo, hi, steps = 0, p, []
@@ -153,6 +180,8 @@ def rabenseifner_allreduce(comm, x: np.ndarray, op: str = "sum") -> np.ndarray:
             for partner, k0, k1, g0, g1 in reversed(steps):  # recursive doubling all-gather
                 _exchange(comm, flat[k0:k1], partner, flat[g0:g1], what)
         _fold_out(comm, flat, rem, newrank, what)
+    finally:
+        comm.return_scratch(incoming)
     return x
 
 
@@ -161,7 +190,10 @@ def mpi_allreduce(comm, x: np.ndarray, op: str = "sum") -> np.ndarray:
     reference our algorithms are compared against, never used by the strategies. The
     ledger records it as one ``"mpi"`` entry (its seconds; no messages of ours)."""
     check_array(x)
-    check_op(op, x.dtype)
+    return _mpi(comm, x, op, check_op(op, x.dtype))
+
+
+def _mpi(comm, x, op, ufunc):
     t0 = perf_counter()
     comm.mpi.Allreduce(MPI.IN_PLACE, x, _MPI_OPS[op])
     comm.ledger.record(comm.current_phase, None, MPI_CALL, x.nbytes, perf_counter() - t0)
@@ -170,35 +202,98 @@ def mpi_allreduce(comm, x: np.ndarray, op: str = "sum") -> np.ndarray:
     return x
 
 
+DEFAULT_PROFILE = "shm"
+_env_profiles: dict = {}  # $MINIDIST_PROFILE's value -> its Profile (a JSON file is read once)
+_choices: dict = {}  # (nbytes, size) -> (profile, algorithm): auto asks on every call
+
+
+def _environment_value():
+    """$MINIDIST_PROFILE, or None. os.environ.get costs ~0.7 us when the variable is unset
+    (it raises and catches KeyError), a tenth of a small all-reduce: read CPython's raw
+    mapping behind os.environ instead (the same data; os.environ.get elsewhere)."""
+    raw = _RAW_ENVIRON.get(_RAW_KEY) if _RAW_ENVIRON is not None else None
+    if raw is not None:
+        return os.environ.decodevalue(raw)
+    return None if _RAW_ENVIRON is not None else os.environ.get(PROFILE_VARIABLE)
+
+
+PROFILE_VARIABLE = "MINIDIST_PROFILE"
+_RAW_ENVIRON = getattr(os.environ, "_data", None)
+_RAW_KEY = os.environ.encodekey(PROFILE_VARIABLE) if _RAW_ENVIRON is not None else None
+_costmodel = None  # minidist.comm.costmodel, imported on first use (it imports us lazily too)
+
+
+def _model():
+    global _costmodel
+    if _costmodel is None:
+        from . import costmodel
+        _costmodel = costmodel
+    return _costmodel
+
+
+def _process_profile():
+    """`costmodel.use_profile`'s profile, else $MINIDIST_PROFILE's, else the named
+    DEFAULT_PROFILE ("shm")."""
+    costmodel = _costmodel or _model()
+    chosen = costmodel._default_profile  # noqa: SLF001 - read, never written, here
+    if chosen is not None:
+        return chosen
+    env = _environment_value()
+    if not env:
+        return costmodel.PROFILES[DEFAULT_PROFILE]
+    profile = _env_profiles.get(env)
+    if profile is None:
+        if len(_env_profiles) >= 64:
+            _env_profiles.clear()
+        profile = _env_profiles[env] = costmodel.default_profile()
+    return profile
+
+
 def choose_allreduce_algorithm(nbytes: int, size: int, profile=None) -> str:
     """The algorithm ``allreduce(algorithm="auto")`` uses for a buffer of `nbytes` on
-    `size` ranks.
+    `size` ranks: the one the alpha-beta-gamma cost model predicts fastest among
+    recursive doubling, ring and Rabenseifner (ties in that order), for
 
-    With a cost-model `profile` (a `Profile`, or a name in `costmodel.PROFILES`; when
-    None, the process default set by `costmodel.use_profile` or $MINIDIST_PROFILE, if
-    any): the algorithm the alpha-beta-gamma model predicts fastest among recursive
-    doubling, ring and Rabenseifner (ties in that order). With no profile at all:
-    recursive doubling below SMALL_MESSAGE_BYTES (64 KiB), where latency dominates, else
-    the ring. The same on every rank for the same arguments, as it must be (a calibrated
-    profile is the same on every rank: `calibrate` broadcasts it)."""
-    from . import costmodel  # here, not at the top: costmodel imports this module lazily too
+    * `profile` (a `Profile`, or a name in `costmodel.PROFILES`) when given;
+    * else the process default: the profile set by `costmodel.use_profile`, else the one
+      $MINIDIST_PROFILE names (a name or a JSON file, read once per value), else the named
+      profile DEFAULT_PROFILE, "shm" (one shared-memory node).
+
+    The same on every rank for the same arguments, as it must be: "shm" is a constant, a
+    calibrated profile is the same on every rank (`calibrate` broadcasts it), and every
+    rank must set the same `use_profile` / $MINIDIST_PROFILE (mpiexec passes the
+    environment to every rank). Memoised per (nbytes, size, profile object)."""
     if profile is None:
-        profile = costmodel.default_profile()
-    if profile is None:
-        return "recursive_doubling" if nbytes < SMALL_MESSAGE_BYTES else "ring"
-    return costmodel.best_allreduce(size, nbytes, profile,
+        profile = _process_profile()
+    key = (nbytes, size)
+    hit = _choices.get(key)
+    if hit is not None and hit[0] is profile:
+        return hit[1]
+    best = _model().best_allreduce(size, nbytes, profile,
                                     candidates=("recursive_doubling", "ring", "rabenseifner"))
+    if len(_choices) >= 4096:
+        _choices.clear()
+    _choices[key] = (profile, best)  # holding the profile keeps its id from being reused
+    return best
 
 
-_IMPLEMENTATIONS = {"ring": ring_allreduce, "recursive_doubling": recursive_doubling_allreduce,
-                    "rabenseifner": rabenseifner_allreduce, "mpi": mpi_allreduce}
+_IMPLEMENTATIONS = {"ring": _ring_allreduce, "recursive_doubling": _recursive_doubling,
+                    "rabenseifner": _rabenseifner, "mpi": _mpi}
 
 
 def allreduce(comm, x: np.ndarray, op: str = "sum", algorithm: str = "auto") -> np.ndarray:
     """All-reduce `x` in place with the named algorithm ("auto": see
-    `choose_allreduce_algorithm`); returns `x`."""
-    check_choice("algorithm", algorithm, ALLREDUCE_ALGORITHMS)
+    `choose_allreduce_algorithm`); returns `x`. Checks its arguments once and calls the
+    algorithm's unchecked body (same results, messages and scratch as calling it by name).
+
+    Shape:
+        x: any shape, C-contiguous, writable, float32 / float64 / int64, the same shape and
+        dtype on every rank.
+    """
+    if algorithm not in ALLREDUCE_ALGORITHMS:
+        check_choice("algorithm", algorithm, ALLREDUCE_ALGORITHMS)
     check_array(x)
+    ufunc = check_op(op, x.dtype)
     if algorithm == "auto":
         algorithm = choose_allreduce_algorithm(x.nbytes, comm.size)
-    return _IMPLEMENTATIONS[algorithm](comm, x, op)
+    return _IMPLEMENTATIONS[algorithm](comm, x, op, ufunc)

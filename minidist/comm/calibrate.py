@@ -160,12 +160,12 @@ def calibrate(comm, sizes=None, repeats=30, quick=False, base=None, details=Fals
     stamp = datetime.datetime.now().isoformat(timespec="seconds")
 
     if c.size == 1:
-        gamma, gamma_times = _gamma(gamma_sizes, repeats)
         if base is None:
             raise ValueError("calibrate needs at least 2 ranks for the ping-pong that measures "
                              "alpha and beta (got a communicator of size 1): run it under "
                              "`mpiexec -n 2 python ...`, or pass base=<Profile> to keep that "
                              "profile's alpha/beta and measure only gamma here")
+        gamma, gamma_times = _gamma(gamma_sizes, repeats)
         profile = base.with_(name=f"{base.name}+gamma", gamma=gamma,
                              source=f"{base.source} | gamma measured by calibrate() on "
                                     f"{platform.node()} (1 rank, {stamp})")
@@ -183,17 +183,19 @@ def calibrate(comm, sizes=None, repeats=30, quick=False, base=None, details=Fals
     mpi_comm.Barrier()
     pingpong = [float(np.median(samples[m][0])) if c.rank == 0 else None for m in sizes]
     exchange = [float(np.median(samples[m][1])) for m in sizes]
-    result = np.zeros(4)
+    result = np.zeros(5)
     gamma_times = None
     if c.rank == 0:
+        result[4] = datetime.datetime.now().timestamp()  # rank 0's clock stamps every rank's copy
         gamma, gamma_times = _gamma(gamma_sizes, repeats)
         alpha, beta = fit_alpha_beta(sizes, pingpong)
         slope = fit_alpha_beta(sizes, exchange)[1]
         busy = min(c.size - c.size % 2, rpn)  # ranks of one node exchanging at once
-        result[:] = alpha, beta, gamma, busy / slope
+        result[:4] = alpha, beta, gamma, busy / slope
     mpi_comm.Barrier()
     mpi_comm.Bcast(result, root=0)
-    alpha, beta, gamma, node_bw = (float(v) for v in result)
+    alpha, beta, gamma, node_bw, when = (float(v) for v in result)
+    stamp = datetime.datetime.fromtimestamp(when).isoformat(timespec="seconds")
     profile = Profile("calibrated", alpha=alpha, beta=beta, gamma=gamma, ranks_per_node=rpn,
                       node_bw=node_bw,
                       source=f"calibrate() on {platform.node()}: {c.size} ranks, {rpn} per node, "

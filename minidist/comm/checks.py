@@ -27,6 +27,9 @@ def check_array(x, name: str = "x", writable: bool = True,
     if not isinstance(x, np.ndarray):
         raise TypeError(f"{name} must be a numpy.ndarray (got {type(x).__name__}); "
                         f"wrap it with np.asarray({name})")
+    flags = x.flags  # one flags object for both tests (each .flags builds a new one)
+    if x.dtype in dtypes and flags.c_contiguous and (flags.writeable or not writable):
+        return x  # the common case, in one test
     if x.dtype not in dtypes:
         names = ", ".join(str(d) for d in dtypes)
         hint = ""
@@ -35,10 +38,10 @@ def check_array(x, name: str = "x", writable: bool = True,
                     "ring_reduce_scatter, ring_allgather, RingAllreduce)")
         raise TypeError(f"{name} has unsupported dtype {x.dtype}; supported: {names}{hint}. "
                         f"Cast it first, e.g. {name}.astype(np.float32)")
-    if not x.flags.c_contiguous:
+    if not flags.c_contiguous:
         raise ValueError(f"{name} is not C-contiguous (shape {x.shape}, strides {x.strides}); "
                          f"MPI buffer calls need contiguous memory: pass np.ascontiguousarray({name})")
-    if writable and not x.flags.writeable:
+    if writable and not flags.writeable:
         raise ValueError(f"{name} is read-only (shape {x.shape}, dtype {x.dtype}) but this "
                          f"collective writes into it; pass a writable copy ({name}.copy())")
     return x

@@ -14,6 +14,12 @@ Failing together. An exception on one rank must not leave the others waiting for
   rank and aborts the job; it works under a plain ``mpiexec -n 4 python script.py`` too;
 * or call ``comm.abort("what went wrong")`` yourself.
 
+Scratch: the collectives take their receive buffers from the communicator's cache
+(`take_scratch` / `return_scratch`): grow-only byte buffers kept between calls, so that a
+large all-reduce does not fault a fresh buffer in on every call. A buffer serves one
+collective at a time (non-blocking rings in flight each hold their own); the ledger counts
+a buffer as scratch only while a collective uses it.
+
 A Communicator is not thread-safe: use it from one thread at a time (give a background
 thread its own, e.g. ``Communicator(comm.mpi.Dup())``).
 """
@@ -85,6 +91,24 @@ class Request:
         self.done = True
 
 
+class _PhaseScope:
+    """The context manager of `Communicator.phase`: a plain class, several times cheaper
+    than a @contextmanager generator (the non-blocking ring enters one per step)."""
+
+    __slots__ = ("_comm", "_name", "_previous")
+
+    def __init__(self, comm, name: str):
+        self._comm, self._name, self._previous = comm, name, None
+
+    def __enter__(self):
+        self._previous, self._comm._phase = self._comm._phase, self._name
+        return self._comm
+
+    def __exit__(self, *exc_info) -> bool:
+        self._comm._phase = self._previous
+        return False
+
+
 class Communicator:
     """``Communicator(mpi_comm=None, detailed=False)`` wraps an mpi4py communicator
     (``MPI.COMM_WORLD`` by default; a plain ``python script.py`` is a world of size 1).
@@ -105,6 +129,7 @@ class Communicator:
         self.ledger = Ledger(detailed)
         self._phase = DEFAULT_PHASE
         self._status = MPI.Status()  # reused by the blocking calls (one thread at a time)
+        self._idle_scratch: list[np.ndarray] = []  # idle cached buffers (views of uint8 .base)
 
     def __repr__(self) -> str:
         return f"Communicator(rank={self.rank}, size={self.size}, phase={self._phase!r})"
@@ -114,15 +139,11 @@ class Communicator:
     def current_phase(self) -> str:
         return self._phase
 
-    @contextmanager
-    def phase(self, name: str):
+    def phase(self, name: str) -> "_PhaseScope":
         """``with comm.phase("grad-allreduce"): ...`` records the messages of the block
-        under `name`. Nestable: the previous phase comes back when the block exits."""
-        previous, self._phase = self._phase, str(name)
-        try:
-            yield self
-        finally:
-            self._phase = previous
+        under `name` (``as`` gives the communicator). Nestable: the previous phase comes
+        back when the block exits, even by an exception."""
+        return _PhaseScope(self, str(name))
 
     # ---- blocking point-to-point -----------------------------------------------------------
     def send(self, buf: np.ndarray, dest: int, tag: int = 0) -> None:
@@ -159,9 +180,8 @@ class Communicator:
             raise
         seconds = perf_counter() - t0
         nbytes = status.Get_count(_BYTE)
-        record, phase = self.ledger.record, self._phase
-        record(phase, dest, SEND, sendbuf.nbytes, 0.0)
-        record(phase, source if source >= 0 else status.Get_source(), RECV, nbytes, seconds)
+        self.ledger.record_exchange(self._phase, dest, sendbuf.nbytes,
+                                    source if source >= 0 else status.Get_source(), nbytes, seconds)
         return nbytes
 
     # ---- non-blocking ------------------------------------------------------------------
@@ -189,6 +209,60 @@ class Communicator:
         share = (perf_counter() - t0) / len(pending)
         for r, status in zip(pending, statuses):
             r._finish(status, share)
+
+    # ---- scratch: cached, grow-only receive buffers -----------------------------------------
+    def take_scratch(self, count: int, dtype: np.dtype) -> np.ndarray:
+        """A 1-D array of `count` elements of `dtype` (an np.dtype; uninitialised) for a
+        collective's receive buffer, reported to the ledger as ``count * itemsize`` bytes
+        of scratch until `return_scratch`.
+
+        It is carved from a cache of byte buffers kept between calls, so that a large
+        collective does not page-fault a fresh buffer in on every call (glibc hands big
+        freed blocks back to the OS). Each buffer serves one user at a time: the smallest
+        idle one that is large enough; if none is, the largest idle one is replaced by a
+        larger one (the cache only grows); if none is idle, a new one joins the cache. So
+        several non-blocking rings in flight hold different buffers, and the cache holds
+        as many buffers as were ever in use at once. `scratch_cache_bytes` says how much it
+        holds; `drop_scratch_cache` frees it."""
+        nbytes = count * dtype.itemsize
+        idle = self._idle_scratch
+        if len(idle) == 1:  # the usual case, kept short
+            last = idle[0]
+            if last.size == count and last.dtype == dtype:  # the same request as last time
+                self.ledger.alloc(nbytes)
+                return idle.pop()
+            buf = idle.pop().base if last.base.nbytes >= nbytes else self._fitting_scratch(nbytes)
+        else:
+            buf = self._fitting_scratch(nbytes)
+        self.ledger.alloc(nbytes)
+        return np.ndarray(count, dtype, buf)  # its .base is `buf`, the cached bytes
+
+    def _fitting_scratch(self, nbytes: int) -> np.ndarray:
+        """Remove from the cache and return the smallest idle byte buffer of at least
+        `nbytes`; if none is that large, drop the largest idle one and allocate afresh."""
+        idle = self._idle_scratch
+        fits = [i for i, a in enumerate(idle) if a.base.nbytes >= nbytes]
+        if fits:
+            return idle.pop(min(fits, key=lambda i: idle[i].base.nbytes)).base
+        if idle:  # grow-only: the largest idle buffer makes way for a larger one
+            idle.pop(max(range(len(idle)), key=lambda i: idle[i].base.nbytes))
+        return np.empty(nbytes, np.uint8)
+
+    def return_scratch(self, array: np.ndarray) -> None:
+        """Give back an array from `take_scratch` (once); the ledger's scratch drops by its
+        bytes, and its buffer waits in the cache for the next collective."""
+        self.ledger.free(array.nbytes)
+        self._idle_scratch.append(array)  # kept typed: the next same-sized take reuses it
+
+    @property
+    def scratch_cache_bytes(self) -> int:
+        """Bytes of receive buffers the cache holds idle between calls (not in the ledger:
+        it counts scratch only while a collective uses it)."""
+        return sum(a.base.nbytes for a in self._idle_scratch)
+
+    def drop_scratch_cache(self) -> None:
+        """Free the idle cached receive buffers (the next collective allocates afresh)."""
+        self._idle_scratch.clear()
 
     # ---- synchronisation and failure -----------------------------------------------------
     def barrier(self) -> None:

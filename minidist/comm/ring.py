@@ -60,46 +60,69 @@ def wire(a: np.ndarray) -> np.ndarray:
     return a.view(np.uint8) if a.dtype == _FLOAT16 else a
 
 
+def ring_scratch_count(count: int, size: int) -> int:
+    """Elements of the ring all-reduce's receive buffer: the longest chunk, ceil(count/N)
+    (none for one rank)."""
+    return -(-count // size) if size > 1 else 0
+
+
 class RingSteps:
     """The in-place ring all-reduce of the 1-D array `flat`, step by step.
 
     ``buffers(step)`` gives the (send, receive) arrays of a step; once both messages of
     the step are complete, ``finish(step)`` applies it (reduce-scatter: the received
     partial + our part, written into `flat`; the last one also divides for "mean").
-    Steps must run in order 0 .. ``total - 1``. Scratch: one receive buffer of the
-    longest chunk (``scratch_bytes``), reused at every reduce-scatter step.
+    Steps must run in order 0 .. ``total - 1``. `buffer` is the receive scratch, reused at
+    every reduce-scatter step: a 1-D array of `flat`'s dtype with at least
+    ``ring_scratch_count(flat.size, size)`` elements, which the caller owns (takes from
+    and returns to `Communicator.take_scratch`); `scratch_bytes` is what the ring uses
+    of it (the bytes the ledger reports).
     """
 
     __slots__ = ("flat", "rank", "size", "total", "scratch_bytes", "_ufunc", "_mean",
-                 "_bounds", "_buffer")
+                 "_sends", "_recvs", "_partials", "_owns")
 
-    def __init__(self, flat: np.ndarray, rank: int, size: int, op: str, ufunc):
+    def __init__(self, flat: np.ndarray, rank: int, size: int, op: str, ufunc,
+                 buffer: np.ndarray):
         self.flat, self.rank, self.size = flat, rank, size
         self.total = 2 * (size - 1)
         self._ufunc, self._mean = ufunc, op == "mean"
-        self._bounds = chunk_bounds(flat.size, size)
-        longest = -(-flat.size // size) if size > 1 else 0  # one rank: nothing to receive
-        self._buffer = np.empty(longest, flat.dtype)
-        self.scratch_bytes = self._buffer.nbytes
+        longest = ring_scratch_count(flat.size, size)
+        if buffer.dtype != flat.dtype or buffer.size < longest:
+            raise ValueError(f"RingSteps needs a receive buffer of at least {longest} elements of "
+                             f"{flat.dtype} (got {buffer.size} of {buffer.dtype})")
+        self.scratch_bytes = longest * flat.itemsize
+        # every step's views, made once: the per-step work is then two list lookups
+        bounds = chunk_bounds(flat.size, size)
+        sends, recvs = [], []
+        partials, owns = self._partials, self._owns = [], []
+        for step in range(self.total):
+            s0, s1 = bounds[(rank - 1 - step) % size]  # send_chunk(rank, size, step)
+            r0, r1 = bounds[(rank - 2 - step) % size]  # recv_chunk(rank, size, step)
+            sends.append(flat[s0:s1])
+            if step < size - 1:  # reduce-scatter: a partial arrives, to add to our part
+                partials.append(buffer[: r1 - r0])
+                owns.append(flat[r0:r1])
+                recvs.append(partials[-1])
+            else:  # all-gather: the final chunk lands in place
+                recvs.append(flat[r0:r1])
+        if flat.dtype == _FLOAT16:  # float16 travels as raw bytes
+            sends, recvs = [wire(a) for a in sends], [wire(a) for a in recvs]
+        self._sends, self._recvs = sends, recvs
 
     def buffers(self, step: int) -> tuple[np.ndarray, np.ndarray]:
         """(what to send right, where to receive from the left) at `step`; as bytes for
         float16."""
-        s0, s1 = self._bounds[(self.rank - 1 - step) % self.size]
-        r0, r1 = self._bounds[(self.rank - 2 - step) % self.size]
-        recv = self._buffer[: r1 - r0] if step < self.size - 1 else self.flat[r0:r1]
-        return wire(self.flat[s0:s1]), wire(recv)
+        return self._sends[step], self._recvs[step]
 
     def finish(self, step: int) -> None:
         """Apply `step` once its receive is complete."""
-        size = self.size
-        if step >= size - 1:  # all-gather: the final chunk is already in place
+        if step >= self.size - 1:  # all-gather: the final chunk is already in place
             return
-        r0, r1 = self._bounds[(self.rank - 2 - step) % size]
-        own = self.flat[r0:r1]
-        combine(self._ufunc, self._buffer[: r1 - r0], own, own)
-        if step == size - 2 and self._mean:  # chunk `rank`, final here and only here
-            np.divide(own, size, out=own)
+        own = self._owns[step]
+        combine(self._ufunc, self._partials[step], own, own)
+        if step == self.size - 2 and self._mean:  # chunk `rank`, final here and only here
+            np.divide(own, self.size, out=own)
 
 
 def ring_reduce_scatter(comm, x: np.ndarray, op: str = "sum") -> np.ndarray:
@@ -208,20 +231,28 @@ def ring_allreduce(comm, x: np.ndarray, op: str = "sum") -> np.ndarray:
     len(chunk r-1) - len(chunk r)``. Any count (0 and < N included), any N. Every rank
     ends with bit-identical bytes, the same bytes as `RingAllreduce` (the non-blocking
     form, same `RingSteps`). Dtypes: float32, float64, int64, and float16 (summed in
-    float16). Scratch: one receive buffer of one chunk; `x` holds the partial sums.
+    float16). Scratch: one receive buffer of one chunk (the longest), from the
+    communicator's grow-only cache (`Communicator.take_scratch`), so a large ring does not
+    fault a fresh buffer in on every call; `x` holds the partial sums.
 
     Shape:
         x: any shape, C-contiguous, writable, the same shape and dtype on every rank.
     """
     check_array(x, dtypes=RING_DTYPES)
-    ufunc = check_op(op, x.dtype)
+    return _ring_allreduce(comm, x, op, check_op(op, x.dtype))
+
+
+def _ring_allreduce(comm, x, op, ufunc):
+    """`ring_allreduce` on arguments already checked (`allreduce` checks them once)."""
     rank, size = comm.rank, comm.size
     if size == 1:
         return x
-    steps = RingSteps(x.reshape(-1), rank, size, op, ufunc)
-    right, left = (rank + 1) % size, (rank - 1) % size
-    sendrecv, buffers, finish = comm.sendrecv, steps.buffers, steps.finish
-    with comm.ledger.temporary(steps.scratch_bytes):
+    flat = x if x.ndim == 1 else x.reshape(-1)
+    buffer = comm.take_scratch(ring_scratch_count(flat.size, size), flat.dtype)
+    try:
+        steps = RingSteps(flat, rank, size, op, ufunc, buffer)
+        right, left = (rank + 1) % size, (rank - 1) % size
+        sendrecv, buffers, finish = comm.sendrecv, steps.buffers, steps.finish
         for step in range(steps.total):
             send, recv = buffers(step)
             tag = TAG_REDUCE_SCATTER if step < size - 1 else TAG_ALLGATHER
@@ -229,4 +260,6 @@ def ring_allreduce(comm, x: np.ndarray, op: str = "sum") -> np.ndarray:
             if got != recv.nbytes:
                 raise mismatch_error("ring_allreduce", rank, left, got, recv.nbytes)
             finish(step)
+    finally:
+        comm.return_scratch(buffer)
     return x

@@ -23,7 +23,7 @@ import numpy as np
 from mpi4py import MPI
 
 from .checks import RING_DTYPES, check_array, check_op
-from .ring import RingSteps
+from .ring import RingSteps, ring_scratch_count
 
 TAG_RING_ALLREDUCE = 30_102
 _tags_in_flight: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # comm -> {tag}
@@ -41,7 +41,10 @@ class RingAllreduce:
     ``wait()`` runs to the end and returns `x`. `done` is True once `x` holds the result
     on this rank, bit-identical to what `ring_allreduce` gives. Do not read or write `x`
     in between. The messages are recorded in the ledger under the phase that was current
-    when the object was created; one chunk of scratch is reported while it runs.
+    when the object was created. While it runs it holds a receive buffer of one chunk
+    of its own (from the communicator's grow-only cache, `Communicator.take_scratch`,
+    reported to the ledger as scratch until done), so rings in flight at once never share
+    a buffer, and a ring started after another has finished reuses that one's buffer.
 
     Args:
         comm: the `Communicator`.
@@ -64,8 +67,10 @@ class RingAllreduce:
         if isinstance(tag, bool) or not isinstance(tag, (int, np.integer)) or tag < 0:
             raise ValueError(f"tag must be a non-negative int (got {tag!r})")
         self.comm, self.x, self.op, self.tag = comm, x, op, int(tag)
-        self._steps = RingSteps(x.reshape(-1), comm.rank, comm.size, op, ufunc)
-        self.total_steps = self._steps.total
+        self._ufunc = ufunc
+        self._steps = None  # built by start(), with a receive buffer of its own
+        self._buffer = None
+        self.total_steps = 2 * (comm.size - 1)
         self.step = 0
         self.done = comm.size == 1
         self._started = False
@@ -88,7 +93,11 @@ class RingAllreduce:
                                  f"this communicator (rank {self.comm.rank}); give each concurrent "
                                  "ring its own tag, or wait() for the other one first")
             in_flight.add(self.tag)
-            self.comm.ledger.alloc(self._steps.scratch_bytes)
+            comm = self.comm
+            flat = self.x if self.x.ndim == 1 else self.x.reshape(-1)
+            # its own buffer (reported as scratch) until done: rings in flight never share
+            self._buffer = comm.take_scratch(ring_scratch_count(flat.size, comm.size), flat.dtype)
+            self._steps = RingSteps(flat, comm.rank, comm.size, self.op, self._ufunc, self._buffer)
             self._post()
         self._started = True
         return self
@@ -108,7 +117,8 @@ class RingAllreduce:
             return
         self.done = True
         self._requests = ()
-        self.comm.ledger.free(self._steps.scratch_bytes)
+        self.comm.return_scratch(self._buffer)  # back to the cache for the next ring
+        self._buffer = None
         _tags_in_flight[self.comm].discard(self.tag)
 
     def _ready(self, block: bool) -> bool:

@@ -87,29 +87,40 @@ def _reduce_linear(comm, x, root, ufunc):
         comm.send(x, root, TAG_REDUCE)
         return None
     result = np.empty_like(x)
-    incoming = np.empty_like(x) if comm.size > 1 else x[:0]  # alone: nothing to receive
-    with comm.ledger.temporary(incoming.nbytes):
+    if comm.size == 1:  # alone: nothing to receive
+        result[...] = x
+        return result
+    incoming = comm.take_scratch(x.size, x.dtype)  # cached between calls (communicator.py)
+    try:
+        shaped = incoming.reshape(x.shape)
         for source in range(comm.size):
             if source == root:
                 part = x
             else:
                 _recv_exact(comm, incoming, source, TAG_REDUCE, "reduce_to_root")
-                part = incoming
+                part = shaped
             if source == 0:
                 result[...] = part
             else:
                 ufunc(result, part, out=result)
+    finally:
+        comm.return_scratch(incoming)
     return result
 
 
 def _reduce_binomial(comm, x, root, ufunc):
     size, v = comm.size, (comm.rank - root) % comm.size
-    acc = x  # copied on the first child's arrival, so x itself is never written
-    has_children = v % 2 == 0 and v + 1 < size  # leaves (odd v, or the last rank) send x as is
-    incoming = np.empty_like(x) if has_children else None
-    # scratch: the receive buffer, and the partial sum of an inner node (the root's is the output)
-    scratch = (x.nbytes + (x.nbytes if v != 0 else 0)) if has_children else 0
-    with comm.ledger.temporary(scratch):
+    if not (v % 2 == 0 and v + 1 < size):  # a leaf (odd v, or the last rank): send x as is
+        if v != 0:
+            comm.send(x, (comm.rank - (v & -v)) % size, TAG_REDUCE)
+            return None
+        return x.copy()  # the root alone (N = 1)
+    # an inner node: a receive buffer, and (off the root) the partial sum, both scratch
+    # from the communicator's cache; the root's partial sum is the output
+    taken = [comm.take_scratch(x.size, x.dtype)]
+    try:
+        incoming = taken[0].reshape(x.shape)
+        acc = x  # copied on the first child's arrival, so x itself is never written
         mask = 1
         while mask < size:
             if v & mask:  # our subtree is complete: hand it to the parent, done
@@ -118,10 +129,18 @@ def _reduce_binomial(comm, x, root, ufunc):
             if v + mask < size:
                 _recv_exact(comm, incoming, (comm.rank + mask) % size, TAG_REDUCE, "reduce_to_root")
                 if acc is x:
-                    acc = x.copy()
+                    if v == 0:
+                        acc = x.copy()
+                    else:
+                        taken.append(comm.take_scratch(x.size, x.dtype))
+                        acc = taken[1].reshape(x.shape)
+                        acc[...] = x
                 ufunc(acc, incoming, out=acc)
             mask <<= 1
-    return acc.copy() if acc is x else acc  # only the root gets here
+        return acc  # only the root gets here (its acc is a fresh array: it has a child)
+    finally:
+        for array in taken:
+            comm.return_scratch(array)
 
 
 def broadcast(comm, x: np.ndarray, root: int = 0, algorithm: str = "linear") -> np.ndarray:

@@ -70,13 +70,13 @@ def batch_norm_gather_stats(sum_x, sum_x2, count, running_mean=None, running_var
                          "per channel; use a larger batch (or eval mode)")
     mean = sum_x / count
     var = np.maximum(sum_x2 / count - mean * mean, 0.0)  # round-off can dip below zero
-    _update_running(running_mean, running_var, mean, var, count, momentum)
+    update_running_stats(running_mean, running_var, mean, var, count, momentum)
     if dtype is None:
         dtype = running_mean.dtype if running_mean is not None else np.float64
     return mean.astype(dtype, copy=False), (1.0 / np.sqrt(var + eps)).astype(dtype, copy=False)
 
 
-def _update_running(running_mean, running_var, mean, var, count, momentum):
+def update_running_stats(running_mean, running_var, mean, var, count, momentum):
     """PyTorch's exponential moving average, in place; running_var gets the unbiased var."""
     if running_mean is not None:
         running_mean *= 1.0 - momentum
@@ -146,7 +146,7 @@ class BatchNorm(Function):
         xmu = x - _per_channel(mean, x)
         var = _channel_dot(xmu, xmu) / count
         invstd = 1.0 / np.sqrt(var + np.asarray(eps, dtype=x.dtype))
-        _update_running(running_mean, running_var, mean, var, count, momentum)
+        update_running_stats(running_mean, running_var, mean, var, count, momentum)
         ctx.save_for_backward(xmu, weight, invstd)
         ctx.count = count
         out = xmu * _per_channel(invstd if weight is None else invstd * weight, x)

@@ -17,11 +17,11 @@ from .memory import MemoryReport
 from .models import MLP, SmallCNN, build_model
 from .sampler import DistributedSampler, local_shard, shard_bounds, shard_sizes
 from .syncbn import SyncBatchNorm
-from .trainer import Trainer, distributed_loader
+from .trainer import Trainer, distributed_loader, train_step
 from .wrap import STRATEGIES, wrap
 
 __all__ = ["wrap", "STRATEGIES", "ParallelModel", "LocalModel", "DataParallel", "RootLoss",
            "HubParallel", "DistributedDataParallel", "SyncBatchNorm", "DistributedSampler",
            "local_shard", "shard_bounds", "shard_sizes", "MemoryReport", "ReplicaDriftError",
            "check_replicas", "parameter_digest", "verify_same_model", "MLP", "SmallCNN",
-           "build_model", "Trainer", "distributed_loader"]
+           "build_model", "Trainer", "distributed_loader", "train_step"]

@@ -6,13 +6,15 @@ one step as ``step(optimizer)`` = communication before the update, the update,
 communication after it, then the optional replica check and the memory report.
 
 Also here: the wrap-time checks and broadcasts the distributed strategies share
-(`verify_same_model`, `broadcast_tensors`).
+(`verify_same_model`, `broadcast_tensors`), and `agree_on_samples`, which makes the
+"no sample seen" verdict of the rooted strategies (dp, hub) collective.
 """
 from __future__ import annotations
 
 import json
 
 import numpy as np
+from mpi4py import MPI
 
 from ..autograd import Tensor
 from ..autograd.function import is_grad_enabled
@@ -22,6 +24,8 @@ from .flat import layouts_by_dtype
 from .memory import ScratchMeter, measure, reset_ledger_peak
 
 AVERAGES = ("samples", "ranks")
+# below DDP's bucket tags (20000..29999) and the comm layer's (30000 and up)
+TAG_SAMPLES_QUESTION, TAG_SAMPLES_VERDICT = 19_001, 19_002
 
 
 class ParallelModel:
@@ -101,8 +105,6 @@ class ParallelModel:
     def step(self, optimizer) -> None:
         """Finish this step's communication and update the parameters with `optimizer`
         (built on ``model.parameters()``)."""
-        reset_ledger_peak(self.comm)
-        self._scratch.reset_peak()
         self._before_update(optimizer)
         self._update(optimizer)
         self._after_update(optimizer)
@@ -114,6 +116,12 @@ class ParallelModel:
                               comm_buffers=self._persistent_comm_bytes(),
                               scratch_peak=self._scratch.peak,
                               previous_peak=self.memory.peak if self.memory else 0)
+        self._restart_peaks()  # the next step's forward and backward count towards its peak
+
+    def _restart_peaks(self) -> None:
+        """Start measuring the scratch peaks afresh (end of wrap, end of each step)."""
+        reset_ledger_peak(self.comm)
+        self._scratch.reset_peak()
 
     def _before_update(self, optimizer) -> None:
         """Communication that must finish before the update (gradient averaging)."""
@@ -158,6 +166,35 @@ def require_samples(total: float, who: str) -> float:
     return total
 
 
+def agree_on_samples(comm, mine: int, total: float | None, silent_ranks: int | None, who: str) -> None:
+    """Raise `require_samples`' error on EVERY rank when no rank saw a sample, where only
+    rank 0 knows the global count (dp and hub gather or reduce the counts to it).
+
+    Rank 0 passes `total` and `silent_ranks`, how many other ranks saw no sample; the other
+    ranks pass `mine` (None for the rest). A rank that saw samples knows the total is
+    positive and needs no verdict; a rank that saw none cannot tell, so it asks rank 0 (its
+    rank number, 8 bytes) and gets the verdict back (8 bytes), phase ``"shard-sizes"``. A
+    normal step, where every rank saw samples, sends nothing more."""
+    if comm.size == 1:
+        require_samples(total, who)
+        return
+    with comm.phase("shard-sizes"):
+        if comm.rank == 0:
+            verdict = np.array([1 if total > 0 else 0], dtype=np.int64)
+            asker = np.empty(1, dtype=np.int64)
+            for _ in range(silent_ranks):  # answer them in the order they ask
+                comm.recv(asker, MPI.ANY_SOURCE, TAG_SAMPLES_QUESTION)
+                comm.send(verdict, int(asker[0]), TAG_SAMPLES_VERDICT)
+        elif mine == 0:
+            comm.send(np.array([comm.rank], dtype=np.int64), 0, TAG_SAMPLES_QUESTION)
+            verdict = np.empty(1, dtype=np.int64)
+            comm.recv(verdict, 0, TAG_SAMPLES_VERDICT)
+            total = float(verdict[0])
+        else:
+            total = float(mine)
+    require_samples(total, who)
+
+
 # ---- wrap-time checks and broadcasts ------------------------------------------------------------
 def _signature(module) -> list:
     return [[name, list(p.data.shape), str(p.data.dtype)] for name, p in module.named_parameters()]
@@ -189,7 +226,7 @@ def _text_to_int64(text: str) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.int64).copy()
 
 
-def _broadcast_text(comm, text: str | None, root: int) -> str:
+def broadcast_text(comm, text: str | None, root: int) -> str:
     """Broadcast a string from `root` as int64 words (length first)."""
     length = np.array([len(_text_to_int64(text)) if comm.rank == root else 0], dtype=np.int64)
     broadcast(comm, length, root)
@@ -206,14 +243,14 @@ def verify_same_model(module, comm, who: str = "DDP") -> None:
         return
     mine = _signature(module)
     with comm.phase("verify"):
-        root_sig = json.loads(_broadcast_text(comm, json.dumps(mine) if comm.rank == 0 else None, 0))
+        root_sig = json.loads(broadcast_text(comm, json.dumps(mine) if comm.rank == 0 else None, 0))
         problem = _describe_mismatch(mine, root_sig, comm.rank)
         first_bad = np.array([comm.rank if problem else comm.size], dtype=np.int64)
         allreduce(comm, first_bad, op="min", algorithm="ring")
         bad = int(first_bad[0])
         if bad == comm.size:
             return
-        message = _broadcast_text(comm, problem if comm.rank == bad else None, bad)
+        message = broadcast_text(comm, problem if comm.rank == bad else None, bad)
     raise RuntimeError(f"{who}: the model differs across ranks: {message}. Every rank must build the "
                        f"same model (same layers, sizes and dtypes) before wrap()")
 

@@ -9,8 +9,15 @@ crosses it is included). The first bucket's limit is ``first_bucket_bytes`` (PyT
 Each bucket is all-reduced by `minidist.comm.RingAllreduce` (the blocking ring's schedule
 posted step by step) on its own tag (`bucket_tag`), so several buckets can
 be in flight between the same neighbours.
+
+`check_same_order` checks DDP's ``static_graph`` promise: every rank produced the same
+gradients in the same order.
 """
 from __future__ import annotations
+
+import numpy as np
+
+from ..comm import ring_allgather
 
 TAG_BUCKET_BASE = 20_000  # bucket k uses tag TAG_BUCKET_BASE + k (the comm layer uses >= 30000)
 TAG_BUCKET_SPAN = 10_000
@@ -37,3 +44,37 @@ def assign_buckets(params, bucket_bytes: int, first_bucket_bytes: int) -> list[l
             open_[p.data.dtype] = [[], 0, 1]
     buckets.extend(cur[0] for cur in open_.values() if cur[0])
     return buckets
+
+
+def _ordinal(k: int) -> str:
+    return f"{k}{'th' if 10 <= k % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(k % 10, 'th')}"
+
+
+def check_same_order(comm, fired: list[int], names: list[str], max_named: int = 4) -> None:
+    """Raise the same RuntimeError on every rank unless every rank's hooks fired for the
+    same parameters in the same order. `fired`: this rank's parameter indices in firing
+    order; `names`: the parameters' names, by index. One all-gather of one int64 per
+    parameter (its position in the order, -1 if its hook did not fire), phase "verify"."""
+    if comm.size == 1:
+        return
+    position = np.full(len(names), -1, dtype=np.int64)
+    position[np.asarray(fired, dtype=np.int64)] = np.arange(len(fired))
+    with comm.phase("verify"):
+        everyone = ring_allgather(comm, position).reshape(comm.size, len(names))
+    differing = np.flatnonzero((everyone != everyone[0]).any(axis=0))
+    if differing.size == 0:
+        return
+    missing = (everyone[:, differing] < 0).any(axis=0)  # used on some ranks only: named first
+    differing = np.concatenate([differing[missing], differing[~missing]])
+    described = []
+    for i in differing[:max_named]:  # one clause per parameter: which ranks did what
+        column = everyone[:, i]
+        groups = [(int(v), np.flatnonzero(column == v).tolist()) for v in np.unique(column)]
+        what = [f"rank(s) {ranks}: {'no gradient' if v < 0 else 'the ' + _ordinal(v + 1) + ' gradient'}"
+                for v, ranks in groups]
+        described.append(f"{names[i]!r} ({'; '.join(what)})")
+    more = f" and {differing.size - max_named} more" if differing.size > max_named else ""
+    raise RuntimeError(f"DDP(static_graph=True): the ranks did not produce the same gradients in the "
+                       f"same order in the first iteration, which static_graph promises: "
+                       f"{', '.join(described)}{more}. Wrap with static_graph=False (the default) when "
+                       "ranks may use different parameters or a different order")

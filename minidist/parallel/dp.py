@@ -39,6 +39,14 @@ the global batch). The loop reads::
 `RootLoss.item()` is the global loss on rank 0 and nan elsewhere. Shards must follow the
 ``np.array_split`` layout of the global batch (what `scatter_inputs`, `local_shard` and
 ``DistributedSampler(pad=False)`` give).
+
+Errors found on rank 0 alone are raised on every rank, with the same message, so that no
+rank is left waiting (even under a plain ``mpiexec python script.py``): a bad global batch
+under `scatter_inputs` (every rank raises in the same scatter); missing targets, shards off
+the ``np.array_split`` layout or a failing `loss_fn` under `loss_on_root` (rank 0 still
+receives every rank's outputs, raises in ``model.loss``, and the others raise in
+``loss.backward()``, where they wait for rank 0's output gradients); no sample seen by any
+rank before ``step()`` (`agree_on_samples`). Each costs messages only when it happens.
 """
 from __future__ import annotations
 
@@ -46,11 +54,11 @@ import numpy as np
 
 from ..autograd import Tensor
 from ..comm import gather_to_root, scatter
-from ..comm.checks import chunk_bounds, mismatch_error
-from .base import ParallelModel, broadcast_tensors, require_samples, sync_initial_state
+from ..comm.checks import chunk_bounds
+from .base import ParallelModel, agree_on_samples, broadcast_tensors, broadcast_text, sync_initial_state
 from .sampler import shard_sizes
 
-TAG_OUTPUT_GATHER = 20_500
+TAG_OUTPUT_GATHER = 19_500  # below DDP's bucket tags (20000..29999)
 
 
 class DataParallel(ParallelModel):
@@ -70,24 +78,27 @@ class DataParallel(ParallelModel):
         self._root_counts = np.zeros(comm.size)  # per-rank samples scattered since the last step
         self._root_losses = 0  # model.loss calls since the last step
         sync_initial_state(module, comm, "dp")
+        self._restart_peaks()
 
     # ---- inputs ----------------------------------------------------------------------------
     def _scatter_rows(self, value):
         comm = self.comm
+        problem = None
         if comm.rank == 0:
             if value is None:
-                raise ValueError("dp with scatter_inputs=True: rank 0 must pass the global batch "
-                                 "(the other ranks pass None)")
-            value = np.ascontiguousarray(value.data if isinstance(value, Tensor) else value)
+                problem = "got None"
+            else:
+                value = np.ascontiguousarray(value.data if isinstance(value, Tensor) else value)
         with comm.phase("scatter"):
-            return scatter(comm, value, root=0)
+            return scatter_or_fail(comm, value, problem, "dp with scatter_inputs=True: rank 0 must pass "
+                                   "the global batch to model(x) and model.scatter(y), the other ranks None")
 
     def forward(self, x, *args, **kwargs):
         if not self.scatter_inputs:
             return super().forward(x, *args, **kwargs)
+        piece = self._scatter_rows(x)
         if self.comm.rank == 0:
             self._root_counts += shard_sizes(len(x), self.comm.size)
-        piece = self._scatter_rows(x)
         return super().forward(Tensor(piece), *args, **kwargs)
 
     def scatter(self, y):
@@ -105,18 +116,27 @@ class DataParallel(ParallelModel):
                                "wrap(net, 'dp', comm, loss_on_root=True)")
         comm = self.comm
         local = np.ascontiguousarray(out.data)
-        leaf = value = None
-        with comm.phase("output-gather"):
-            if comm.rank == 0:
-                if target is None:
-                    raise ValueError("dp loss_on_root: rank 0 must pass the global targets to model.loss")
-                gathered = _gather_rows(comm, local, len(target))
-                leaf = Tensor(gathered, requires_grad=True)
-                value = loss_fn(leaf, target)
-            else:
-                _gather_rows(comm, local, None)
         self._root_losses += 1
-        return RootLoss(comm, value, leaf, out)
+        if comm.rank != 0:
+            with comm.phase("output-gather"):
+                comm.send(local, 0, TAG_OUTPUT_GATHER)
+            return RootLoss(comm, None, None, out, self._scratch)
+        with comm.phase("output-gather"):
+            gathered, problem = _gather_rows(comm, local, None if target is None else len(target))
+        if problem is not None:
+            with comm.phase("output-grad-scatter"):  # the others learn it in loss.backward()
+                tell_scatter_failed(comm, f"dp loss_on_root: {problem}")
+            raise ValueError(f"dp loss_on_root: {problem}")
+        leaf = Tensor(gathered, requires_grad=True)
+        try:
+            with self._scratch.hold(gathered.nbytes):  # rank 0 holds every rank's outputs
+                value = loss_fn(leaf, target)
+        except Exception as exc:  # the user's loss failed: the others must not wait for rank 0
+            with comm.phase("output-grad-scatter"):
+                tell_scatter_failed(comm, f"dp loss_on_root: the loss failed on rank 0: "
+                                          f"{type(exc).__name__}: {exc}")
+            raise
+        return RootLoss(comm, value, leaf, out, self._scratch)
 
     # ---- the step ------------------------------------------------------------------------------
     def _weights(self) -> np.ndarray | None:
@@ -135,9 +155,9 @@ class DataParallel(ParallelModel):
             with comm.phase("shard-sizes"):
                 gathered = gather_to_root(comm, np.array([float(self._samples)]), root=0)
             counts = gathered[:, 0] if comm.rank == 0 else None
-        if comm.rank != 0:
-            return None
-        return counts / require_samples(counts.sum(), "dp")
+        silent = int(np.count_nonzero(counts[1:] == 0)) if comm.rank == 0 else None
+        agree_on_samples(comm, self._samples, counts.sum() if comm.rank == 0 else None, silent, "dp")
+        return counts / counts.sum() if comm.rank == 0 else None
 
     def _before_update(self, optimizer) -> None:
         comm = self.comm
@@ -171,8 +191,9 @@ class RootLoss:
     ``"output-grad-scatter"``) and every rank back-propagates its piece through its
     replica. ``item()`` / ``data``: the loss on rank 0, nan elsewhere."""
 
-    def __init__(self, comm, value, leaf, local_out):
+    def __init__(self, comm, value, leaf, local_out, scratch):
         self._comm, self._value, self._leaf, self._out = comm, value, leaf, local_out
+        self._scratch = scratch
 
     @property
     def data(self):
@@ -183,33 +204,95 @@ class RootLoss:
 
     def backward(self) -> None:
         comm = self._comm
-        grad_all = None
-        if comm.rank == 0:
+        if comm.rank != 0:  # raises rank 0's error if it failed (in model.loss or here)
+            with comm.phase("output-grad-scatter"):
+                piece = scatter_or_fail(comm, None)
+            self._out.backward(piece.astype(self._out.dtype, copy=False))
+            return
+        try:
             self._value.backward()
-            grad_all = self._leaf.grad if self._leaf.grad is not None else np.zeros_like(self._leaf.data)
-            grad_all = np.ascontiguousarray(grad_all)
-        with comm.phase("output-grad-scatter"):
-            piece = scatter(comm, grad_all, root=0)
+        except Exception as exc:
+            with comm.phase("output-grad-scatter"):
+                tell_scatter_failed(comm, f"dp loss_on_root: the loss's backward failed on rank 0: "
+                                          f"{type(exc).__name__}: {exc}")
+            raise
+        grad_all = self._leaf.grad if self._leaf.grad is not None else np.zeros_like(self._leaf.data)
+        grad_all = np.ascontiguousarray(grad_all)
+        with self._scratch.hold(self._leaf.data.nbytes + grad_all.nbytes):  # all outputs, all gradients
+            with comm.phase("output-grad-scatter"):
+                piece = scatter(comm, grad_all, root=0)
         self._out.backward(piece.astype(self._out.dtype, copy=False))
 
 
-def _gather_rows(comm, local: np.ndarray, total_rows):
-    """Rank 0: the rows of every rank stacked in rank order, rank r holding rows
-    ``chunk_bounds(total_rows, N)[r]``; the others send theirs and get None. Same messages
-    as `gather_to_root` (N-1 into the root), but shards may differ by one row."""
+# ---- rank 0's errors, raised on every rank ---------------------------------------------------------
+def tell_scatter_failed(comm, message: str) -> None:
+    """Rank 0, instead of a `scatter` the other ranks are waiting in: make their scatter
+    fail (minidist.comm's error header), then send them `message` (`scatter_or_fail` raises
+    it there). Call it under the scatter's phase."""
+    try:
+        scatter(comm, None, root=0)  # rejected: every other rank gets the error header
+    except (TypeError, ValueError):
+        pass
+    broadcast_text(comm, message, 0)
+
+
+def scatter_or_fail(comm, value, problem: str | None = None, context: str = ""):
+    """``scatter(comm, value, root=0)``, but when rank 0 has a `problem` (or scatter
+    rejects its `value`), every rank raises ``ValueError("<context> (<problem>)")``, with
+    rank 0's text. Non-roots pass anything as `value` and `problem`."""
     if comm.rank != 0:
-        comm.send(local, 0, TAG_OUTPUT_GATHER)
-        return None
-    bounds = chunk_bounds(int(total_rows), comm.size)
-    if local.shape[0] != bounds[0][1]:
-        raise ValueError(f"dp loss_on_root: rank 0 has {local.shape[0]} output rows but its share of the "
-                         f"{total_rows} targets is {bounds[0][1]}: shards must follow np.array_split's layout")
-    out = np.empty((int(total_rows),) + local.shape[1:], local.dtype)
-    out[: bounds[0][1]] = local
+        try:
+            return scatter(comm, None, root=0)
+        except ValueError:  # with out=None, only rank 0's rejection makes a non-root's scatter raise
+            raise ValueError(broadcast_text(comm, None, 0)) from None
+    if problem is None:
+        try:
+            return scatter(comm, value, root=0)
+        except (TypeError, ValueError) as exc:  # scatter sent the others its error header
+            problem, cause = str(exc), exc
+    else:
+        cause = None
+        try:
+            scatter(comm, None, root=0)
+        except (TypeError, ValueError):
+            pass
+    message = f"{context} ({problem})"
+    broadcast_text(comm, message, 0)
+    raise ValueError(message) from cause
+
+
+def _gather_rows(comm, local: np.ndarray, total_rows):
+    """Rank 0's side of the output gather (the others just send theirs): ``(rows,
+    problem)``. `rows` stacks every rank's output rows in rank order, rank r's at
+    ``chunk_bounds(total_rows, N)[r]``; `problem` is None, or what was wrong (then `rows`
+    is None). Every rank's message is received whatever happens, so no rank is left
+    sending. Same messages as `gather_to_root` (N-1 into the root), but shards may differ
+    by one row."""
+    rest, row_bytes = local.shape[1:], local[:1].nbytes or 1
+    bounds = chunk_bounds(int(total_rows), comm.size) if total_rows is not None else None
+    problem = None if bounds is not None else "rank 0 must pass the global targets to model.loss (got None)"
+    if bounds is not None and local.shape[0] != bounds[0][1]:
+        problem = (f"rank 0 has {local.shape[0]} output rows but its share of the {total_rows} targets is "
+                   f"{bounds[0][1]}: shards must follow np.array_split's layout of the global batch")
+    out = np.empty((int(total_rows),) + rest, local.dtype) if problem is None else None
+    if out is not None:
+        out[: bounds[0][1]] = local
+    spare = None  # once something is wrong, the remaining rows are received here and dropped
     for source in range(1, comm.size):
-        start, stop = bounds[source]
-        got = comm.recv(out[start:stop], source, TAG_OUTPUT_GATHER)
-        if got != out[start:stop].nbytes:
-            raise mismatch_error("dp output gather (shards must follow np.array_split's layout of the "
-                                 "global targets)", 0, source, got, out[start:stop].nbytes)
-    return out
+        if problem is None:
+            start, stop = bounds[source]
+            buf = out[start:stop]
+        else:
+            if spare is None:
+                rows = max(local.shape[0], bounds[0][1] if bounds else 0)
+                spare = np.empty((rows,) + rest, local.dtype)
+            buf = spare
+        try:
+            got = comm.recv(buf, source, TAG_OUTPUT_GATHER)
+        except ValueError:  # more rows than `buf` holds: the message is consumed all the same
+            got = None
+        if problem is None and got != buf.nbytes:
+            sent = "more output rows" if got is None else f"{got // row_bytes} output rows"
+            problem = (f"rank {source} sent {sent} but its share of the {total_rows} targets is "
+                       f"{stop - start}: shards must follow np.array_split's layout of the global batch")
+    return out, problem

@@ -8,9 +8,13 @@ What one rank holds, in bytes, split the way the strategies differ:
   0 steps, so only rank 0 holds any: the report shows it. Under ``hub`` and ``ddp`` every
   rank holds the same state: Adam's two moments are replicated N times;
 * ``comm_buffers``: buffers a strategy keeps across steps (DDP's bucket buffers);
-* ``comm_peak``: the most scratch held at once during the step for communication: the
-  collectives' own scratch (``comm.ledger.peak_temp_bytes``) plus the strategy's transient
-  buffers (e.g. dp's rank 0 receiving every rank's gradients: N copies);
+* ``comm_peak``: the most scratch held at once for communication during the step, from
+  the end of the previous ``step()`` (or of wrap) to the end of this one, so forward and
+  backward count (DDP's buckets in flight during backward, SyncBatchNorm's all-reduces,
+  dp's output gather): the collectives' own scratch (``comm.ledger.peak_temp_bytes``)
+  plus the peak of the strategy's transient buffers (e.g. dp's rank 0 receiving every
+  rank's gradients: N copies). The two peaks are added, an upper bound when they are
+  not reached at the same moment;
 * ``total`` = parameters + gradients + optimizer + comm_buffers, and ``peak`` = the largest
   ``total + comm_peak`` seen so far.
 

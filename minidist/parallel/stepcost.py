@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..comm import costmodel
-from ..comm.counts import message_counts
+from ..comm.counts import message_counts, scratch_bytes
 from .buckets import assign_buckets
 
 MB = 1024 * 1024
@@ -155,32 +155,49 @@ def predict_step(strategy: str, size: int, shape: ModelShape, *, profile="shm",
             "seconds": sum(p["seconds"] for p in phases.values()),
             "rank0": total["rank0"], "other": total["other"],
             "memory": predict_memory(strategy, size, shape, bucket_cap_mb=bucket_cap_mb,
-                                     optimizer_slots=optimizer_slots)}
+                                     optimizer_slots=optimizer_slots, algorithm=algorithm,
+                                     broadcast=broadcast, reduce=reduce,
+                                     broadcast_buffers=broadcast_buffers, average=average)}
 
 
 def predict_memory(strategy: str, size: int, shape: ModelShape, *, bucket_cap_mb: float = 25.0,
-                   optimizer_slots: int = 1) -> dict:
-    """Bytes held by rank 0 and by the other ranks: parameters + gradients + optimizer state
-    + persistent communication buffers, and ``peak`` adding the step's largest transient
-    buffer (dp: rank 0 receives all N gradients at once plus their average; hub: the
-    packed gradients and the reduced sum; ddp: none beyond its buckets)."""
+                   optimizer_slots: int = 1, **options) -> dict:
+    """Bytes held by rank 0 and by a non-root rank, as `minidist.parallel.memory` measures
+    them: parameters + gradients + optimizer state + persistent communication buffers
+    (DDP's flat buckets), and ``comm_peak``, the step's transient communication memory:
+    the strategy's own largest buffer (dp: rank 0 holds all N gradients plus their average;
+    hub: the packed gradients and the result; the flat buffers it broadcasts) plus the
+    collectives' largest scratch (`counts.scratch_bytes`; DDP's rings can all be in flight
+    at once, so their scratch adds up: exact with ``overlap=False``, an upper bound with
+    overlap). `options` are `predict_step`'s (algorithms, broadcast_buffers, average)."""
     p = shape.param_bytes
-    largest = max((n * np.dtype(d).itemsize for d, n in shape.by_dtype("params")), default=0)
-    state = optimizer_slots * p
+    layouts = [n * np.dtype(d).itemsize for d, n in shape.by_dtype("params")]
+    buffer_layouts = [n * np.dtype(d).itemsize for d, n in shape.by_dtype("buffers")]
+    largest, largest_buffers = max(layouts, default=0), max(buffer_layouts, default=0)
+    calls = _calls(strategy, shape, size, bucket_cap_mb=bucket_cap_mb,
+                   algorithm=options.get("algorithm", "ring"), broadcast=options.get("broadcast", "linear"),
+                   reduce=options.get("reduce", "linear"),
+                   broadcast_buffers=options.get("broadcast_buffers", True),
+                   average=options.get("average", "samples"))
     out = {}
-    for who in ("rank0", "other"):
-        root = who == "rank0"
-        opt = state if (strategy != "dp" or root or size == 1) else 0
-        buffers = p if strategy == "ddp" else 0  # DDP's flat buckets live across steps
-        if strategy == "dp" and size > 1:
-            transient = largest * (size + 1 if root else 1)
-        elif strategy == "hub" and size > 1:
-            transient = 2 * largest
+    for who, rank in (("rank0", 0), ("other", min(1, size - 1))):
+        scratch = [scratch_bytes(c, size, rank, n, np.dtype(d).itemsize, 0, alg)
+                   for _, c, n, d, alg in calls]
+        rings = sum(sb for sb, (phase, *_) in zip(scratch, calls) if phase == "grad-allreduce")
+        collective = max([rings] + scratch, default=0)
+        if strategy == "dp":  # (even alone: the step packs and gathers all the same)
+            held = max(largest * (size + 1 if rank == 0 else 1), largest_buffers if size > 1 else 0)
+        elif strategy == "hub":
+            held = max(2 * largest, largest_buffers if size > 1 else 0)
+        elif strategy == "ddp" and size > 1:
+            held = largest_buffers if options.get("broadcast_buffers", True) else 0
         else:
-            transient = 0
+            held = 0
+        opt = optimizer_slots * p if (strategy != "dp" or rank == 0 or size == 1) else 0
+        buffers = p if strategy == "ddp" else 0  # DDP's flat buckets live across steps
         total = 2 * p + opt + buffers
         out[who] = {"parameters": p, "gradients": p, "optimizer": opt, "comm_buffers": buffers,
-                    "comm_peak": transient, "total": total, "peak": total + transient}
+                    "comm_peak": held + collective, "total": total, "peak": total + held + collective}
     return out
 
 

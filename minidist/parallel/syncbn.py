@@ -1,12 +1,21 @@
 """`SyncBatchNorm`: batch normalisation with the statistics of the *global* batch.
 
-Each rank holds a shard of the batch. In training mode the forward all-reduces, per
-channel, the sum, the sum of squares and the count of this rank's values (one buffer of
-2C+1 float64, phase ``"syncbn"``); every rank then normalises with the global mean and
-biased variance and updates its running statistics with them (unbiased variance), so the
-output and the running buffers are those of BatchNorm over the global batch, whatever the
-shard sizes. The backward all-reduces the two per-channel gradient sums (2C float64).
-The arithmetic is minidist.nn.norm_ops', the pieces PyTorch's SyncBatchNorm is built from.
+Each rank holds a shard of the batch. In training mode the forward all-gathers, per rank,
+the count of its values and, per channel, their mean and sum of squared deviations M2
+(2C+1 float64 per rank, `ring_allgather`, phase ``"syncbn"``); every rank combines them
+in rank order, as PyTorch's ``batch_norm_gather_stats_with_counts`` does (Chan et al.'s
+parallel variance), into the global mean and biased variance, normalises with them and
+updates its running statistics (unbiased variance), so the output and the running buffers
+are those of BatchNorm over the global batch, whatever the shard sizes. No sum of squares
+is ever subtracted from another: the variance keeps its precision for data far from zero
+(mean 1000, std 0.01), where ``E[x^2] - E[x]^2`` would lose five digits. The backward
+all-reduces the two per-channel gradient sums (2C float64, the `algorithm` option). The
+other arithmetic is minidist.nn.norm_ops', the pieces PyTorch's SyncBatchNorm is built from.
+
+As in PyTorch, only a training forward over more than one rank communicates: in eval
+mode, or with one rank, it is BatchNorm (with ``track_running_stats=False``, eval mode
+normalises with this rank's own batch statistics). `syncbn_message_counts` gives a layer's
+messages per training step.
 
 Gradient scaling. Rank r's incoming gradient is that of *its own* loss (a mean over its
 n_r samples); the data-parallel wrapper then averages parameter gradients with weights
@@ -22,18 +31,67 @@ from __future__ import annotations
 import numpy as np
 
 from ..autograd.function import Function
-from ..comm import allreduce
+from ..comm import allreduce, message_counts, ring_allgather
 from ..nn.norm import _BatchNorm
 from ..nn import functional as F
-from ..nn.norm_ops import (batch_norm_backward_elemt, batch_norm_backward_reduce, batch_norm_elemt,
-                           batch_norm_gather_stats, batch_norm_stats)
+from ..nn.norm_ops import (update_running_stats, batch_norm_backward_elemt, batch_norm_backward_reduce,
+                           batch_norm_elemt)
 
 PHASE = "syncbn"
 GRAD_AVERAGES = ("samples", "ranks", "sum")
 
 
+def batch_norm_local_stats(x):
+    """This rank's ``(count, mean, M2)``: the count of values per channel (``x.size //
+    C``) and, per channel over every axis but 1, their mean and sum of squared deviations
+    from it, in float64 (two passes: no cancellation). An empty shard gives zeros."""
+    axes = (0,) + tuple(range(2, x.ndim))
+    count = x.size // x.shape[1]
+    if count == 0:
+        return 0, np.zeros(x.shape[1]), np.zeros(x.shape[1])
+    x64 = x.astype(np.float64)  # a copy: centred in place below
+    mean = x64.sum(axis=axes) / count
+    x64 -= mean.reshape((1, -1) + (1,) * (x.ndim - 2))
+    return count, mean, np.square(x64, out=x64).sum(axis=axes)
+
+
+def batch_norm_gather_stats_with_counts(stats, running_mean=None, running_var=None, momentum=0.1,
+                                        eps=1e-5, dtype=np.float64):
+    r"""Combine every rank's ``[count, mean (C), M2 (C)]`` rows (`stats`, shape (N, 2C+1),
+    rank order) into the global ``(mean, invstd, count)``; update the running buffers, when
+    given, IN PLACE (`minidist.nn.norm_ops`' rule, unbiased variance)::
+
+        n = sum_r n_r,   mean = sum_r n_r mean_r / n,
+        M2 = sum_r M2_r + sum_r n_r (mean_r - mean)^2,   var = M2 / n   (biased)
+
+    Every term of M2 is non-negative, so nothing cancels. Identical on every rank, which
+    holds the same `stats`. `dtype`: that of the returned mean and invstd.
+    """
+    c = (stats.shape[1] - 1) // 2
+    counts, means, m2s = stats[:, 0], stats[:, 1:c + 1], stats[:, c + 1:]
+    n = int(round(counts.sum()))
+    if n <= 1:
+        raise ValueError(f"Expected more than 1 value per channel when training, got {n} value(s) per "
+                         "channel over all ranks; use a larger batch (or eval mode)")
+    mean = counts @ means / n
+    var = (m2s.sum(axis=0) + counts @ np.square(means - mean)) / n
+    update_running_stats(running_mean, running_var, mean, var, n, momentum)
+    return mean.astype(dtype, copy=False), (1.0 / np.sqrt(var + eps)).astype(dtype, copy=False), n
+
+
+def syncbn_message_counts(num_features: int, size: int, rank: int, algorithm: str = "ring") -> dict:
+    """``{messages_sent, messages_received, bytes_sent, bytes_received}`` of one SyncBatchNorm
+    layer with `num_features` channels on `rank`, per training step (forward + backward):
+    the all-gather of 2C+1 float64 per rank, then the all-reduce of 2C float64 (`algorithm`).
+    For N ranks and the ring: 3(N-1) messages each way, and rank r sends
+    ``8 * ((N-1)(2C+1) + 4C - cs(r) - cs(r+1))`` bytes, cs = np.array_split's chunks of 2C."""
+    forward = message_counts("ring_allgather", size, rank, size * (2 * num_features + 1), 8)
+    backward = message_counts("allreduce", size, rank, 2 * num_features, 8, algorithm=algorithm)
+    return {k: forward[k] + backward[k] for k in forward}
+
+
 class SyncBatchNormFunction(Function):
-    """Training-mode batch norm over axis 1 with statistics all-reduced across ranks.
+    """Training-mode batch norm over axis 1 with statistics gathered across ranks.
 
     ``forward(ctx, x, weight, bias, *, running_mean, running_var, momentum, eps, comm,
     grad_average, algorithm)``; weight/bias may be None, running buffers too.
@@ -42,14 +100,12 @@ class SyncBatchNormFunction(Function):
     @staticmethod
     def forward(ctx, x, weight, bias, *, running_mean, running_var, momentum, eps, comm,
                 grad_average, algorithm):
-        s, ss, n_local = batch_norm_stats(x)
-        packed = np.concatenate([s, ss, [float(n_local)]])
+        n_local, mean_local, m2_local = batch_norm_local_stats(x)
+        mine = np.concatenate([[float(n_local)], mean_local, m2_local])
         with comm.phase(PHASE):
-            allreduce(comm, packed, "sum", algorithm)
-        c = s.size
-        n_global = int(round(packed[-1]))
-        mean, invstd = batch_norm_gather_stats(packed[:c], packed[c:2 * c], n_global, running_mean,
-                                               running_var, momentum, eps, dtype=x.dtype)
+            everyone = ring_allgather(comm, mine).reshape(comm.size, mine.size)
+        mean, invstd, n_global = batch_norm_gather_stats_with_counts(
+            everyone, running_mean, running_var, momentum, eps, dtype=x.dtype)
         ctx.save_for_backward(x, weight, mean, invstd)
         ctx.comm, ctx.algorithm = comm, algorithm
         # this rank's weight in the wrapper's average (see the module docstring)
@@ -68,8 +124,11 @@ class SyncBatchNormFunction(Function):
             with ctx.comm.phase(PHASE):
                 allreduce(ctx.comm, packed, "sum", ctx.algorithm)
             c = sum_dy.size
-            dx = batch_norm_backward_elemt(grad, x, mean, invstd, weight, packed[:c], packed[c:],
-                                           ctx.n_global * ctx.share)
+            if ctx.share == 0:  # an empty shard: nothing to return (and 0/0 in the formula)
+                dx = np.zeros_like(grad)
+            else:
+                dx = batch_norm_backward_elemt(grad, x, mean, invstd, weight, packed[:c], packed[c:],
+                                               ctx.n_global * ctx.share)
         return dx, dweight if need_w else None, dbias if need_b else None
 
 
@@ -80,9 +139,12 @@ class SyncBatchNorm(_BatchNorm):
 
     .. math:: y = \frac{x - E[x]}{\sqrt{Var[x] + \epsilon}} \cdot \gamma + \beta
 
-    with E and Var over the global batch (every rank's shard) in training mode; eval mode
-    uses the running statistics and communicates nothing. `algorithm` is the all-reduce
-    used (minidist.comm.allreduce's names). Parameters and buffers as `BatchNorm1d`.
+    with E and Var over the global batch (every rank's shard) in training mode. Eval mode
+    communicates nothing: it uses the running statistics, or, with
+    ``track_running_stats=False``, this rank's own batch statistics (as PyTorch); so does
+    a world of one rank. `algorithm` is the backward's all-reduce (minidist.comm.allreduce's
+    names; the forward's statistics travel by ring all-gather). Parameters and buffers as
+    `BatchNorm1d`.
 
     Shape:
         - Input: ``(N, C)``, ``(N, C, L)`` or ``(N, C, H, W)``; N may differ across ranks
@@ -109,8 +171,8 @@ class SyncBatchNorm(_BatchNorm):
         self._check_channels(x)
         factor = self._exponential_average_factor()
         use_batch, rm, rv = self._stats_buffers()
-        if not use_batch:  # eval with running statistics: nothing to synchronise
-            return F.batch_norm(x, rm, rv, self.weight, self.bias, False, factor, self.eps)
+        if not (use_batch and self.training and self.comm.size > 1):  # PyTorch's need_sync
+            return F.batch_norm(x, rm, rv, self.weight, self.bias, use_batch, factor, self.eps)
         return SyncBatchNormFunction.apply(
             x, self.weight, self.bias, running_mean=rm, running_var=rv, momentum=factor, eps=self.eps,
             comm=self.comm, grad_average=self.grad_average, algorithm=self.algorithm)

@@ -11,6 +11,9 @@ a global evaluation set split across ranks, and shows a tqdm bar on rank 0 only:
     loader = distributed_loader(X, y, batch_size=32, comm=comm, seed=0)
     history = Trainer(model, opt, comm=comm).fit(loader, epochs=5, eval_data=(X_test, y_test))
 
+`train_step` is one step of that loop for any wrapped model, dp's ``scatter_inputs`` and
+``loss_on_root`` flows included.
+
 Seeds: the trainer draws no random numbers. The model's initial weights come from the
 Generator/seed given to the model, the shuffle from the loader's seed (with
 `distributed_loader`: ``DistributedSampler(seed=...)``, one permutation per epoch).
@@ -40,17 +43,54 @@ def distributed_loader(X, y, batch_size: int, comm=None, *, seed: int = 0, shuff
     return DataLoader(X, y, batch_size=batch_size, drop_last=drop_last, sampler=sampler)
 
 
+def train_step(model, optimizer, x, y, loss_fn=None):
+    """One training step of a wrapped model: forward, loss, ``zero_grad``, backward,
+    ``model.step(optimizer)``. What `x` and `y` are depends on the flow:
+
+    * dp with ``scatter_inputs=True``: the GLOBAL batch on rank 0 (anything elsewhere);
+      rank 0 scatters both (and ``loss_on_root`` may be set too: the loss is then rank 0's);
+    * dp with ``loss_on_root=True`` alone: `x` is this rank's shard, `y` the GLOBAL targets
+      on rank 0 (ignored elsewhere);
+    * every other strategy: this rank's shard of both.
+
+    `loss_fn(out, y)` defaults to ``F.cross_entropy``. Returns ``(out, y_local, loss)``:
+    this rank's outputs, its targets (None under ``loss_on_root`` without
+    ``scatter_inputs``: only rank 0 has targets there) and the loss (a `RootLoss` under
+    ``loss_on_root``: the global loss on rank 0, nan elsewhere).
+    """
+    loss_fn = F.cross_entropy if loss_fn is None else loss_fn
+    scatter_inputs = getattr(model, "scatter_inputs", False)
+    loss_on_root = getattr(model, "loss_on_root", False)
+    root = model.comm is None or model.comm.rank == 0
+    if scatter_inputs:
+        out = model(x if root else None)
+        y_local = model.scatter(y if root else None)
+    else:
+        out = model(x if isinstance(x, Tensor) else Tensor(x))
+        y_local = None if loss_on_root else y
+    if loss_on_root:
+        loss = model.loss(loss_fn, out, y if root else None)
+    else:
+        loss = loss_fn(out, y_local)
+    model.zero_grad()
+    loss.backward()
+    model.step(optimizer)
+    return out, y_local, loss
+
+
 class Trainer:
     """``Trainer(model, optimizer, *, comm=None, loss_fn=F.cross_entropy, progress=True)``.
 
     `model` is a wrapped model (`minidist.parallel.wrap`) in the standard loop: dp's
-    ``scatter_inputs`` / ``loss_on_root`` flows have their own loops (see dp.py).
+    ``scatter_inputs`` / ``loss_on_root`` flows take global batches, which a loader of
+    this rank's shard does not give (run them with `train_step`).
     """
 
     def __init__(self, model, optimizer, *, comm=None, loss_fn=None, progress: bool = True):
         if getattr(model, "scatter_inputs", False) or getattr(model, "loss_on_root", False):
-            raise ValueError("Trainer runs the standard loop; dp with scatter_inputs or loss_on_root "
-                             "needs its own loop (see minidist/parallel/dp.py)")
+            raise ValueError("Trainer runs the standard loop over this rank's shards; dp with "
+                             "scatter_inputs or loss_on_root takes global batches: call "
+                             "minidist.parallel.trainer.train_step(model, opt, x, y) in your own loop")
         self.model, self.optimizer, self.comm = model, optimizer, comm
         self.loss_fn = F.cross_entropy if loss_fn is None else loss_fn
         self.show = bool(progress) and (comm is None or comm.rank == 0)
@@ -63,11 +103,7 @@ class Trainer:
         bar = _progress(loader, self.show, f"epoch {epoch}")
         losses, t0 = [], perf_counter()
         for batch in bar:
-            x, y = batch[0], batch[1]
-            loss = self.loss_fn(self.model(x if isinstance(x, Tensor) else Tensor(x)), y)
-            self.model.zero_grad()
-            loss.backward()
-            self.model.step(self.optimizer)
+            _, _, loss = train_step(self.model, self.optimizer, batch[0], batch[1], self.loss_fn)
             losses.append(float(loss.item()))
             if self.show:
                 bar.set_postfix(loss=f"{losses[-1]:.4f}", refresh=False)

@@ -18,7 +18,9 @@ Strategies and their options (see each module's docstring):
 * ``"hub"`` (`HubParallel`): ``reduce=``, ``broadcast=`` ("linear"|"binomial"),
   ``broadcast_buffers``.
 * ``"ddp"`` (`DistributedDataParallel`): ``bucket_cap_mb``, ``overlap``, ``algorithm``,
-  ``broadcast_buffers``, ``comm_hook="fp16"``, ``record_events``; ``no_sync()``.
+  ``broadcast_buffers``, ``comm_hook="fp16"``, ``static_graph`` (a promise that every rank
+  produces the same gradients in the same order each iteration, checked at the first
+  step; it makes the overlap deterministic), ``record_events``; ``no_sync()``.
 
 Common options: ``average="samples"`` (default: each rank's gradient weighted by its share
 of the global batch's samples, exact for uneven shards, one tiny extra message per step

@@ -11,10 +11,12 @@ the emitted ``ledger`` maps case -> this rank's totals, which pytest checks agai
 
 "nonblocking" (mode "all"): `RingAllreduce` against the blocking `ring_allreduce` on the
 same inputs (float16 included), driven in three ways; several rings in flight at once on
-different tags, with a blocking ring in between; and its argument errors.
+different tags, with a blocking ring in between; and its argument errors. "cache" (mode
+"all"): the communicator's cached receive buffers (reuse, growth, page faults).
 """
 import hashlib
 import os
+import resource
 import sys
 
 import numpy as np
@@ -267,6 +269,7 @@ def concurrent_rings(order):
     specs = [("float32", BIG_PRIME, "sum"), ("float16", 2 * N + 1, "mean"), ("int64", N - 1, "max"),
              ("float64", 1000, "mean")]
     inputs = [make_input(RANK, c, d) for d, c, _ in specs]
+    comm.drop_scratch_cache()  # from here on the cache holds only what these rings use
     refs = [ring_allreduce(comm, a.copy(), op=op) for a, (_, _, op) in zip(inputs, specs)]
     arrays = [a.copy() for a in inputs]
     ops = []
@@ -274,6 +277,7 @@ def concurrent_rings(order):
         with comm.phase(f"nbc|{order}|{k}"):
             ops.append(RingAllreduce(comm, array, op=op, tag=101 + k).start())
     held = comm.ledger.current_temp_bytes
+    cache_while = comm.scratch_cache_bytes  # idle buffers only: the four rings hold theirs
     between = make_input(RANK, 17, "float64")  # a blocking ring while the others are in flight
     ring_allreduce(comm, between)
     between_ok = close(between, expected_sum(17, "float64"), "float64")
@@ -286,10 +290,16 @@ def concurrent_rings(order):
     else:
         for op in reversed(ops):
             op.wait()
+    cache_after = comm.scratch_cache_bytes
+    again = [RingAllreduce(comm, a.copy(), op=op, tag=101 + k).start()  # the same four again
+             for k, (a, (_, _, op)) in enumerate(zip(inputs, specs))]
+    for op in again:
+        op.wait()
     return {"specs": [[d, c, o, np.dtype(d).itemsize] for d, c, o in specs],
             "same_bytes": [a.tobytes() == r.tobytes() for a, r in zip(arrays, refs)],
             "hashes": [digest(a) for a in arrays], "held": held, "between_ok": between_ok,
-            "after": comm.ledger.current_temp_bytes}
+            "after": comm.ledger.current_temp_bytes, "cache_while": cache_while,
+            "cache_after": cache_after, "cache_again": comm.scratch_cache_bytes}
 
 
 def nonblocking_errors():
@@ -320,6 +330,48 @@ def nonblocking_errors():
     return found, bool(ok)
 
 
+def page_faults():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+def scratch_cache_checks():
+    """The communicator's cached receive buffers: a blocking collective gives its buffer
+    back for the next one (the same memory), the cache grows only to the largest need,
+    and a repeated large ring no longer faults its receive buffer in on every call."""
+    comm.drop_scratch_cache()
+    f32 = np.dtype(np.float32)
+    found = {"empty_after_drop": comm.scratch_cache_bytes == 0}
+    count = 2 << 20  # 8 MiB of float32: a 4 MiB chunk at N = 2 (1024 pages)
+    x = np.ones(count, np.float32)
+    ring_allreduce(comm, x)
+    chunk = -(-count // N) if N > 1 else 0
+    found["cache_after_ring"] = comm.scratch_cache_bytes
+    found["chunk_bytes"] = chunk * 4
+    before = page_faults()
+    for _ in range(4):
+        ring_allreduce(comm, x)
+    found["faults_per_ring"] = (page_faults() - before) / 4
+    found["pages_per_chunk"] = chunk * 4 / resource.getpagesize()
+    probe = comm.take_scratch(chunk, f32)  # the ring's buffer, back in the cache
+    comm.return_scratch(probe)
+    reused = {}
+    for name, fn in (("ring", ring_allreduce), ("rd", recursive_doubling_allreduce),
+                     ("rab", rabenseifner_allreduce), ("auto", allreduce)):
+        fn(comm, np.ones(1000, np.float64))  # smaller than the ring's chunk: no new buffer
+        again = comm.take_scratch(chunk, f32)
+        reused[name] = bool(np.shares_memory(again, probe)) if N > 1 else True
+        comm.return_scratch(again)
+    found["reused"] = reused
+    found["cache_after_small"] = comm.scratch_cache_bytes
+    big = np.ones(2 * count, np.float32)  # twice as large: the one buffer is replaced
+    recursive_doubling_allreduce(comm, big)
+    found["cache_after_big"] = comm.scratch_cache_bytes
+    found["big_bytes"] = big.nbytes if N > 1 else 0
+    found["ok"] = bool(np.all(x == N ** 5) and np.all(big == N))
+    found["held_after"] = comm.ledger.current_temp_bytes
+    return found
+
+
 def nonblocking_all():
     counts = sorted({0, 1, max(N - 1, 0), N, N + 1, 2 * N, BIG_PRIME})
     cases, turn = [], 0
@@ -340,7 +392,8 @@ def main(mode):
             for count in counts:
                 all_cases(count, dtype, full=(mode == "all"))
         nonblocking = nonblocking_all() if mode == "all" else None
-        result = {"nonblocking": nonblocking,"cases": cases, "ledger": comm.ledger.by_phase(),
+        cache = scratch_cache_checks() if mode == "all" else None
+        result = {"nonblocking": nonblocking, "cache": cache, "cases": cases, "ledger": comm.ledger.by_phase(),
                   "peak_temp_bytes": comm.ledger.peak_temp_bytes,
                   "current_temp_bytes": comm.ledger.current_temp_bytes}
         if mode == "all":

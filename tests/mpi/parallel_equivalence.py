@@ -17,6 +17,7 @@ from minidist.comm import Communicator
 from minidist.nn import functional as F
 from minidist.optim import SGD
 from minidist.parallel import MLP, local_shard, parameter_digest, shard_sizes, wrap
+from minidist.parallel.trainer import train_step
 from mpi_util import emit
 from parallel_variants import VARIANTS
 
@@ -57,20 +58,10 @@ def run_variant(comm, strategy, options, norm, data, reference):
     diffs, ledger = [], None
     for step, (x, y) in enumerate(data):
         comm.ledger.reset()
-        root = comm.rank == 0
-        if options.get("scatter_inputs"):
-            out = model(x if root else None)
-            y_local = model.scatter(y if root else None)
-        else:
-            x_local, y_local = local_shard((x, y), comm)
-            out = model(Tensor(x_local))
-        if options.get("loss_on_root"):
-            loss = model.loss(F.cross_entropy, out, y if root else None)
-        else:
-            loss = F.cross_entropy(out, y_local)
-        model.zero_grad()
-        loss.backward()
-        model.step(opt)
+        # dp scatters rank 0's global batch, or computes the loss on the global targets
+        x_in = x if options.get("scatter_inputs") else local_shard(x, comm)
+        y_in = y if options.get("scatter_inputs") or options.get("loss_on_root") else local_shard(y, comm)
+        train_step(model, opt, x_in, y_in)
         diffs.append(float(np.abs(params_of(net) - reference[step]).max()))
         if step == LEDGER_STEP:
             ledger = comm.ledger.by_phase()

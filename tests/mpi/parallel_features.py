@@ -1,6 +1,7 @@
-"""Worker: SyncBatchNorm, plain BatchNorm, no_sync, overlap order, unused parameters, the
-drift check, the fp16 hook and memory accounting, all on one launch. Emits one dict per
-check; tests/test_parallel_features.py asserts on them."""
+"""Worker: SyncBatchNorm (global statistics, large offsets, eval mode), plain BatchNorm,
+no_sync, overlap order, unused parameters, the drift check, the fp16 hook and memory
+accounting, all on one launch. Emits one dict per check; tests/test_parallel_features.py
+asserts on them."""
 import numpy as np
 
 import minidist.nn as nn
@@ -117,9 +118,11 @@ def no_sync_accumulation(comm, steps=3):
     return {"diffs": diffs, "messages": messages, "buckets": len(model.buckets)}
 
 
-def overlap_events(comm, overlap):
+def overlap_events(comm, overlap, static_graph=False):
+    """The events of the second of two steps (static_graph's bounded wait starts there)."""
     net = MLP(IN, HIDDEN, OUT, depth=5, rng=1, dtype=np.float64)
-    model = wrap(net, "ddp", comm, bucket_cap_mb=1e-6, overlap=overlap, record_events=True)
+    model = wrap(net, "ddp", comm, bucket_cap_mb=1e-6, overlap=overlap, record_events=True,
+                 static_graph=static_graph)
     opt = SGD(model.parameters(), lr=0.1)
     for x, y in data(2):
         model.events.clear()
@@ -224,6 +227,90 @@ def ddp_vs_blocking_ring(comm):
     return out
 
 
+class ReversedChain(nn.Module):
+    """Linear layers registered in the reverse of the order forward uses them, so DDP's
+    bucket 0 (the last registered parameter) is the last one ready: with one parameter per
+    bucket, every bucket launches at the same hook and all rings are in flight at once."""
+
+    def __init__(self, layers=6):
+        super().__init__()
+        rng = np.random.default_rng(2)
+        self.names = [f"l{k}" for k in reversed(range(layers))]
+        for name in self.names:
+            setattr(self, name, nn.Linear(IN, IN, rng=rng, dtype=np.float64))
+
+    def forward(self, x):
+        for name in reversed(self.names):
+            x = getattr(self, name)(x).relu() if name != "l0" else getattr(self, name)(x)
+        return x
+
+
+class WideSyncBN(nn.Module):
+    """C parameters in front of a SyncBatchNorm of C channels: its backward all-reduce
+    (2C float64) needs more scratch than DDP's one bucket (C float64)."""
+
+    def __init__(self, comm, channels):
+        super().__init__()
+        self.expand = nn.Linear(1, channels, bias=False, rng=np.random.default_rng(3), dtype=np.float64)
+        self.norm = SyncBatchNorm(channels, comm, affine=False, dtype=np.float64)
+
+    def forward(self, x):
+        return self.norm(self.expand(x))
+
+
+def memory_peaks(comm):
+    """comm_peak of a step counts the scratch held during forward and backward, whether DDP
+    overlaps its buckets or not, and SyncBatchNorm's all-reduces."""
+    x, y = data(1)[0]
+    xs, ys = local_shard((x, y), comm)
+    out = {}
+    for overlap in (True, False):
+        net = ReversedChain()
+        model = wrap(net, "ddp", comm, bucket_cap_mb=1e-6, overlap=overlap)
+        opt = SGD(model.parameters(), lr=0.1)
+        peaks = []
+        for _ in range(2):
+            train_step(model, opt, xs, ys)
+            peaks.append(model.memory.comm_peak)
+        out[f"overlap={overlap}"] = {"peaks": peaks, "bucket_counts": [b.layout.count for b in model.buckets]}
+    net = WideSyncBN(comm, channels=24)
+    model = wrap(net, "ddp", comm, overlap=False, broadcast_buffers=False)  # no buffer scratch
+    opt = SGD(model.parameters(), lr=0.1)
+    peaks = []
+    for _ in range(2):
+        loss = (model(Tensor(xs[:, :1])) * np.linspace(-1, 1, 24)).mean()
+        model.zero_grad()
+        loss.backward()
+        model.step(opt)
+        peaks.append(model.memory.comm_peak)
+    out["syncbn"] = {"peaks": peaks, "channels": 24, "bucket_counts": [b.layout.count for b in model.buckets]}
+    return out
+
+
+def syncbn_large_offset_and_eval(comm):
+    """Data far from zero (mean 1000, std 0.01): SyncBatchNorm against BatchNorm on the
+    global batch (float64); then eval mode with track_running_stats=False, which must use
+    this rank's own batch statistics and communicate nothing (as PyTorch)."""
+    rng = np.random.default_rng(21)
+    x = 1000.0 + 0.01 * rng.standard_normal((23, 3))
+    ref = nn.BatchNorm1d(3, dtype=np.float64)
+    sync = SyncBatchNorm(3, comm, dtype=np.float64)
+    want = ref(Tensor(x)).data
+    xs = local_shard(x, comm)
+    start, stop = shard_bounds(len(x), comm.size, comm.rank)
+    got = sync(Tensor(xs)).data
+    rel = lambda a, b: float(np.abs(a - b).max() / np.abs(b).max())  # noqa: E731
+    result = {"output": rel(got, want[start:stop]), "running_var": rel(sync.running_var.data, ref.running_var.data),
+              "running_mean": rel(sync.running_mean.data, ref.running_mean.data)}
+    free = SyncBatchNorm(3, comm, track_running_stats=False, dtype=np.float64).eval()
+    local_bn = nn.BatchNorm1d(3, track_running_stats=False, dtype=np.float64).eval()
+    comm.ledger.reset()
+    eval_out = free(Tensor(xs)).data
+    result["eval_vs_local_batch_stats"] = float(np.abs(eval_out - local_bn(Tensor(xs)).data).max())
+    result["eval_messages"] = comm.ledger.totals()["messages_sent"]
+    return result
+
+
 def memory(comm):
     out = {}
     for strategy in ("dp", "hub", "ddp"):
@@ -243,12 +330,15 @@ def main():
           "syncbn_cnn": syncbn_cnn_converted(comm),
           "no_sync": no_sync_accumulation(comm),
           "overlap": overlap_events(comm, True),
+          "overlap_static": overlap_events(comm, True, static_graph=True),
           "no_overlap": overlap_events(comm, False),
           "unused": unused_parameters(comm),
           "drift": drift(comm),
           "fp16": fp16_hook(comm),
           "vs_blocking_ring": ddp_vs_blocking_ring(comm),
           "memory": memory(comm),
+          "memory_peaks": memory_peaks(comm),
+          "syncbn_precision": syncbn_large_offset_and_eval(comm),
           "shard": list(shard_bounds(BATCH, comm.size, comm.rank))})
 
 

@@ -14,7 +14,8 @@ comm = Communicator()
 CASES = [("dp", {}), ("dp", {"broadcast": "binomial"}), ("hub", {}),
          ("hub", {"reduce": "binomial", "broadcast": "binomial"}),
          ("ddp", {"bucket_cap_mb": 0.002}), ("ddp", {"algorithm": "recursive_doubling", "bucket_cap_mb": 0.004}),
-         ("dp", {"average": "ranks"}), ("hub", {"average": "ranks"}), ("ddp", {"average": "ranks"})]
+         ("dp", {"average": "ranks"}), ("hub", {"average": "ranks"}), ("ddp", {"average": "ranks"}),
+         ("ddp", {"bucket_cap_mb": 0.002, "overlap": False})]
 
 
 def model():
@@ -39,9 +40,12 @@ for strategy, options in CASES:
         wrapped.step(opt)
     measured = {phase: {k: int(v) for k, v in t.items() if k != "seconds"}
                 for phase, t in comm.ledger.by_phase().items()}
-    predicted = predict_step(strategy, comm.size, describe(net), **options)
     who = "rank0" if comm.rank == 0 else "other"
+    wrap_only = {"overlap"}  # options the predictor does not need
+    predicted = predict_step(strategy, comm.size, describe(net),
+                             **{k: v for k, v in options.items() if k not in wrap_only})
     out.append({"strategy": strategy, "options": options, "measured": measured,
                 "predicted": {ph: p[who] for ph, p in predicted["phases"].items()},
+                "memory": wrapped.memory.as_dict(), "predicted_memory": predicted["memory"][who],
                 "check": comm.rank <= 1})
 emit(out)
