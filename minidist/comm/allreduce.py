@@ -203,23 +203,23 @@ def _mpi(comm, x, op, ufunc):
 
 
 DEFAULT_PROFILE = "shm"
+PROFILE_VARIABLE = "MINIDIST_PROFILE"
 _env_profiles: dict = {}  # $MINIDIST_PROFILE's value -> its Profile (a JSON file is read once)
 _choices: dict = {}  # (nbytes, size) -> (profile, algorithm): auto asks on every call
+# os.environ.get costs ~0.7 us when the variable is unset (it raises and catches KeyError),
+# a tenth of a small all-reduce; CPython's raw mapping behind os.environ is the same data
+_RAW_ENVIRON = getattr(os.environ, "_data", None)
+_RAW_KEY = os.environ.encodekey(PROFILE_VARIABLE) if _RAW_ENVIRON is not None else None
 
 
 def _environment_value():
-    """$MINIDIST_PROFILE, or None. os.environ.get costs ~0.7 us when the variable is unset
-    (it raises and catches KeyError), a tenth of a small all-reduce: read CPython's raw
-    mapping behind os.environ instead (the same data; os.environ.get elsewhere)."""
-    raw = _RAW_ENVIRON.get(_RAW_KEY) if _RAW_ENVIRON is not None else None
-    if raw is not None:
-        return os.environ.decodevalue(raw)
-    return None if _RAW_ENVIRON is not None else os.environ.get(PROFILE_VARIABLE)
+    """$MINIDIST_PROFILE, or None."""
+    if _RAW_ENVIRON is None:
+        return os.environ.get(PROFILE_VARIABLE)
+    raw = _RAW_ENVIRON.get(_RAW_KEY)
+    return None if raw is None else os.environ.decodevalue(raw)
 
 
-PROFILE_VARIABLE = "MINIDIST_PROFILE"
-_RAW_ENVIRON = getattr(os.environ, "_data", None)
-_RAW_KEY = os.environ.encodekey(PROFILE_VARIABLE) if _RAW_ENVIRON is not None else None
 _costmodel = None  # minidist.comm.costmodel, imported on first use (it imports us lazily too)
 
 
