@@ -42,28 +42,40 @@ _KEYS = ("messages_sent", "messages_received", "bytes_sent", "bytes_received")
 
 @dataclass
 class ModelShape:
-    """Element counts in registration order, with their dtypes."""
+    """Element counts in registration order, with their dtypes: the parameters that train
+    (``params``: they have gradients, optimizer state and DDP buckets), the buffers, and the
+    frozen parameters (``requires_grad=False``: broadcast with the others, never reduced)."""
 
     params: list  # [(count, np.dtype)]
     buffers: list = field(default_factory=list)
+    frozen: list = field(default_factory=list)
 
     def by_dtype(self, which: str) -> list:
         """[(dtype, total elements)], one entry per dtype in first-seen order: the flat
-        messages `broadcast_tensors` and the gradient layouts send."""
+        messages `broadcast_tensors` and the gradient layouts send. `which`: "params",
+        "buffers", "frozen" or "all_params" (trained and frozen: what dp broadcasts)."""
+        entries = self.params + self.frozen if which == "all_params" else getattr(self, which)
         totals = {}
-        for count, dtype in getattr(self, which):
+        for count, dtype in entries:
             totals[np.dtype(dtype)] = totals.get(np.dtype(dtype), 0) + int(count)
         return list(totals.items())
 
     @property
     def param_bytes(self) -> int:
+        """Bytes of the parameters that train."""
         return sum(int(c) * np.dtype(d).itemsize for c, d in self.params)
+
+    @property
+    def frozen_bytes(self) -> int:
+        return sum(int(c) * np.dtype(d).itemsize for c, d in self.frozen)
 
 
 def describe(module) -> ModelShape:
     """The `ModelShape` of a real module."""
-    return ModelShape([(p.data.size, p.data.dtype) for p in module.parameters()],
-                      [(b.data.size, b.data.dtype) for b in module.buffers()])
+    params = list(module.parameters())
+    return ModelShape([(p.data.size, p.data.dtype) for p in params if p.requires_grad],
+                      [(b.data.size, b.data.dtype) for b in module.buffers()],
+                      [(p.data.size, p.data.dtype) for p in params if not p.requires_grad])
 
 
 def dense(n_params: int, dtype=np.float32, n_tensors: int = 1, n_buffers: int = 0) -> ModelShape:
@@ -104,7 +116,7 @@ def _calls(strategy, shape, size, *, bucket_cap_mb, algorithm, broadcast, reduce
     if strategy == "dp":
         return ([("shard-sizes", "gather_to_root", 1, f64, None)] * counts
                 + [("grad-gather", "gather_to_root", n, d, None) for d, n in shape.by_dtype("params")]
-                + [("param-broadcast", "broadcast", n, d, broadcast) for d, n in shape.by_dtype("params")]
+                + [("param-broadcast", "broadcast", n, d, broadcast) for d, n in shape.by_dtype("all_params")]
                 + buffers)
     if strategy == "hub":
         return ((buffers if broadcast_buffers else [])
@@ -174,6 +186,7 @@ def predict_memory(strategy: str, size: int, shape: ModelShape, *, bucket_cap_mb
     layouts = [n * np.dtype(d).itemsize for d, n in shape.by_dtype("params")]
     buffer_layouts = [n * np.dtype(d).itemsize for d, n in shape.by_dtype("buffers")]
     largest, largest_buffers = max(layouts, default=0), max(buffer_layouts, default=0)
+    largest_all = max((n * np.dtype(d).itemsize for d, n in shape.by_dtype("all_params")), default=0)
     calls = _calls(strategy, shape, size, bucket_cap_mb=bucket_cap_mb,
                    algorithm=options.get("algorithm", "ring"), broadcast=options.get("broadcast", "linear"),
                    reduce=options.get("reduce", "linear"),
@@ -183,10 +196,13 @@ def predict_memory(strategy: str, size: int, shape: ModelShape, *, bucket_cap_mb
     for who, rank in (("rank0", 0), ("other", min(1, size - 1))):
         scratch = [scratch_bytes(c, size, rank, n, np.dtype(d).itemsize, 0, alg)
                    for _, c, n, d, alg in calls]
+        # DDP's rings can all be in flight at once; the blocking algorithms run one at a time
+        in_flight = options.get("algorithm", "ring") == "ring"
         rings = sum(sb for sb, (phase, *_) in zip(scratch, calls) if phase == "grad-allreduce")
-        collective = max([rings] + scratch, default=0)
+        collective = max([rings if in_flight else 0] + scratch, default=0)
         if strategy == "dp":  # (even alone: the step packs and gathers all the same)
-            held = max(largest * (size + 1 if rank == 0 else 1), largest_buffers if size > 1 else 0)
+            held = max(largest * (size + 1 if rank == 0 else 1),
+                       max(largest_all, largest_buffers) if size > 1 else 0)
         elif strategy == "hub":
             held = max(2 * largest, largest_buffers if size > 1 else 0)
         elif strategy == "ddp" and size > 1:
@@ -195,8 +211,8 @@ def predict_memory(strategy: str, size: int, shape: ModelShape, *, bucket_cap_mb
             held = 0
         opt = optimizer_slots * p if (strategy != "dp" or rank == 0 or size == 1) else 0
         buffers = p if strategy == "ddp" else 0  # DDP's flat buckets live across steps
-        total = 2 * p + opt + buffers
-        out[who] = {"parameters": p, "gradients": p, "optimizer": opt, "comm_buffers": buffers,
+        total = 2 * p + shape.frozen_bytes + opt + buffers
+        out[who] = {"parameters": p + shape.frozen_bytes, "gradients": p, "optimizer": opt, "comm_buffers": buffers,
                     "comm_peak": held + collective, "total": total, "peak": total + held + collective}
     return out
 

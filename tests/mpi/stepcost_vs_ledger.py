@@ -15,7 +15,10 @@ CASES = [("dp", {}), ("dp", {"broadcast": "binomial"}), ("hub", {}),
          ("hub", {"reduce": "binomial", "broadcast": "binomial"}),
          ("ddp", {"bucket_cap_mb": 0.002}), ("ddp", {"algorithm": "recursive_doubling", "bucket_cap_mb": 0.004}),
          ("dp", {"average": "ranks"}), ("hub", {"average": "ranks"}), ("ddp", {"average": "ranks"}),
-         ("ddp", {"bucket_cap_mb": 0.002, "overlap": False})]
+         ("ddp", {"bucket_cap_mb": 0.002, "overlap": False}),
+         ("ddp", {"algorithm": "recursive_doubling", "bucket_cap_mb": 0.0005, "overlap": False}),
+         ("ddp", {"algorithm": "rabenseifner", "bucket_cap_mb": 0.0005, "overlap": False}),
+         ("dp", {"frozen": True}), ("hub", {"frozen": True}), ("ddp", {"frozen": True, "overlap": False})]
 
 
 def model():
@@ -30,8 +33,11 @@ y = rng.integers(0, 5, 6)
 out = []
 for strategy, options in CASES:
     net = model()
-    wrapped = wrap(net, strategy, comm, **options)
-    opt = optim.SGD(wrapped.parameters(), lr=0.1, momentum=0.9)
+    if options.get("frozen"):  # a frozen first layer: broadcast, never reduced
+        for p in net[0].parameters():
+            p.requires_grad = False
+    wrapped = wrap(net, strategy, comm, **{k: v for k, v in options.items() if k != "frozen"})
+    opt = optim.SGD([p for p in wrapped.parameters() if p.requires_grad], lr=0.1, momentum=0.9)
     for step in range(2):
         comm.ledger.reset()
         loss = F.cross_entropy(wrapped(x), y)
@@ -41,7 +47,7 @@ for strategy, options in CASES:
     measured = {phase: {k: int(v) for k, v in t.items() if k != "seconds"}
                 for phase, t in comm.ledger.by_phase().items()}
     who = "rank0" if comm.rank == 0 else "other"
-    wrap_only = {"overlap"}  # options the predictor does not need
+    wrap_only = {"overlap", "frozen"}  # options the predictor does not need
     predicted = predict_step(strategy, comm.size, describe(net),
                              **{k: v for k, v in options.items() if k not in wrap_only})
     out.append({"strategy": strategy, "options": options, "measured": measured,
