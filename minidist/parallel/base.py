@@ -137,12 +137,14 @@ class ParallelModel:
 
     # ---- sample counting -------------------------------------------------------------------
     def _count_samples(self, x) -> None:
-        if is_grad_enabled() and x is not None:
+        """Count `x`'s rows as training samples: only in training mode with gradients
+        enabled (an eval-mode forward, e.g. validation, is not part of the step's batch)."""
+        if self.module.training and is_grad_enabled() and x is not None:
             self._samples += int(np.shape(x.data if isinstance(x, Tensor) else x)[0])
 
     @property
     def samples_since_step(self) -> int:
-        """Samples in gradient-recording forwards since the last step (the weight of this
+        """Samples in training-mode, gradient-recording forwards since the last step (the weight of this
         rank's gradient under ``average="samples"``)."""
         return self._samples
 

@@ -8,7 +8,8 @@ crosses it is included). The first bucket's limit is ``first_bucket_bytes`` (PyT
 
 Each bucket is all-reduced by `minidist.comm.RingAllreduce` (the blocking ring's schedule
 posted step by step) on its own tag (`bucket_tag`), so several buckets can
-be in flight between the same neighbours.
+be in flight between the same neighbours; each DDP instance on a communicator has its own
+span of tags (`instance_tag_base`), so two wrapped models can be stepped interleaved.
 
 `check_same_order` checks DDP's ``static_graph`` promise: every rank produced the same
 gradients in the same order.
@@ -19,15 +20,28 @@ import numpy as np
 
 from ..comm import ring_allgather
 
-TAG_BUCKET_BASE = 20_000  # bucket k uses tag TAG_BUCKET_BASE + k (the comm layer uses >= 30000)
+TAG_BUCKET_BASE = 20_000  # the first DDP instance: 20000..29999 (the comm layer uses 30000..31999)
 TAG_BUCKET_SPAN = 10_000
+TAG_INSTANCE_BASE = 40_000  # later instances: one span each from here, above the comm layer's tags
 
 
-def bucket_tag(index: int) -> int:
-    """The MPI tag of bucket `index`'s ring, below the comm layer's tags (30000 and up).
-    Tags repeat after 10000 buckets: two such buckets in flight at once make the comm
-    layer raise (a tag already in flight) rather than mix their messages."""
-    return TAG_BUCKET_BASE + index % TAG_BUCKET_SPAN
+def instance_tag_base(instance: int, tag_ub: int) -> int:
+    """The first bucket tag of DDP instance `instance` (0, 1, ... in construction order on
+    one communicator). Instance 0 uses 20000..29999; instance k >= 1 uses the k-th span of
+    10000 tags from 40000, as long as it stays <= `tag_ub` (the communicator's MPI_TAG_UB:
+    MPICH 2**31-1, but the standard only guarantees 32767). Past that the instances wrap
+    around the spans that fit, so two instances may share tags: that is only an error if
+    both have rings in flight at once, and then the comm layer raises (never mixes)."""
+    slots = 1 + max(0, (int(tag_ub) + 1 - TAG_INSTANCE_BASE) // TAG_BUCKET_SPAN)
+    slot = int(instance) % slots
+    return TAG_BUCKET_BASE if slot == 0 else TAG_INSTANCE_BASE + (slot - 1) * TAG_BUCKET_SPAN
+
+
+def bucket_tag(index: int, base: int = TAG_BUCKET_BASE) -> int:
+    """The MPI tag of bucket `index`'s ring in the span that starts at `base`
+    (`instance_tag_base`). Tags repeat after 10000 buckets: two such buckets in flight at
+    once make the comm layer raise (a tag already in flight) rather than mix their messages."""
+    return base + index % TAG_BUCKET_SPAN
 
 
 def assign_buckets(params, bucket_bytes: int, first_bucket_bytes: int) -> list[list]:

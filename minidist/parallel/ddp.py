@@ -24,7 +24,8 @@ the first iteration from the observed order (unlike PyTorch): they stay in rever
 registration order, so a bucket that is ready early waits for the lower-index ones.
 
 ``static_graph=True`` (PyTorch's name) promises that every rank produces the same
-gradients in the same order at every iteration. It is checked at the first ``step()``:
+gradients in the same order at every iteration. It is checked at the first ``step()``
+that follows a synchronised backward (one outside ``no_sync()``):
 the order in which the hooks fired is all-gathered (phase ``"verify"``) and, if two ranks
 differ, every rank raises the same RuntimeError naming the parameters and the ranks. From
 the second iteration on, each launch then also makes every older ring complete at least
@@ -39,7 +40,8 @@ Without the promise, buckets of the blocking algorithms are all-reduced in ``ste
 Averaging: ``average="samples"`` (default) weights rank r's gradient by n_r / N, its share
 of the samples in the global batch, so uneven shards still give the global-batch gradient;
 N comes from one small all-reduce of the counts (phase ``"shard-sizes"``) at each
-synchronised training forward (every rank runs it there, in the same place: never inside
+synchronised training forward (training mode with gradients enabled; an eval-mode forward
+neither counts nor arms the reducer, as PyTorch) (every rank runs it there, in the same place: never inside
 backward, where it could cross a SyncBatchNorm's all-reduce); ``step()`` raises on every
 rank when N is 0.
 ``average="ranks"`` divides by the number of ranks (PyTorch's rule; no extra message).
@@ -47,7 +49,10 @@ rank when N is 0.
 Unused parameters: a parameter whose hook did not fire is filled in when the step
 finishes (its current ``.grad``, zeros if None), and its bucket is all-reduced then; the
 job never hangs, whichever ranks used it. Its ``.grad`` after the step is the average
-(zeros if no rank used it).
+(zeros if no rank used it). With ``find_unused_parameters=True`` (PyTorch's name) ``step()``
+also all-reduces a bitmap of the parameters each rank has a gradient for (one int64 per
+parameter, phase ``"unused-bitmap"``), and a parameter no rank has one for keeps ``.grad``
+None, so the optimizer skips it (no momentum or weight decay step), as without DDP.
 
 ``comm_hook="fp16"``: each bucket is cast to float16 (after the rank's weight is applied)
 and all-reduced by the comm layer's ring in float16, travelling and summed as float16
@@ -59,13 +64,15 @@ synchronised training forward (``"buffer-broadcast"``).
 from __future__ import annotations
 
 from contextlib import contextmanager
+from weakref import WeakKeyDictionary
 
 import numpy as np
+from mpi4py import MPI
 
 from ..autograd.function import is_grad_enabled
 from ..comm import RingAllreduce, allreduce, ring_allreduce
 from .base import ParallelModel, require_samples, sync_initial_state
-from .buckets import assign_buckets, bucket_tag, check_same_order
+from .buckets import assign_buckets, bucket_tag, check_same_order, instance_tag_base
 from .flat import FlatLayout
 
 MB = 1024 * 1024
@@ -73,6 +80,20 @@ DEFAULT_BUCKET_CAP_MB = 25.0
 FIRST_BUCKET_MB = 1.0
 COMM_HOOKS = (None, "fp16")
 ALGORITHMS = ("ring", "recursive_doubling", "rabenseifner", "auto")
+_instances = WeakKeyDictionary()  # Communicator -> DDP instances built on it so far
+
+
+def _next_instance(comm) -> int:
+    """This DDP's number on `comm`, in construction order: the same on every rank, since
+    every rank wraps the same models in the same order."""
+    number = _instances.get(comm, 0)
+    _instances[comm] = number + 1
+    return number
+
+
+def _tag_upper_bound(comm) -> int:
+    value = comm.mpi.Get_attr(MPI.TAG_UB)
+    return 32767 if value is None else int(value)  # the standard's guaranteed minimum
 
 
 class _Bucket:
@@ -89,8 +110,8 @@ class _Bucket:
 class DistributedDataParallel(ParallelModel):
     """``DistributedDataParallel(module, comm, *, bucket_cap_mb=25, overlap=True,
     algorithm="ring", broadcast_buffers=True, comm_hook=None, average="samples",
-    static_graph=False, check_replicas=False, record_events=False)``; see the module
-    docstring.
+    static_graph=False, check_replicas=False, record_events=False,
+    find_unused_parameters=False)``; see the module docstring.
 
     `algorithm`: "ring" (non-blocking, overlapped) or a blocking all-reduce of
     minidist.comm ("recursive_doubling", "rabenseifner", "auto"), run when the bucket is
@@ -104,7 +125,8 @@ class DistributedDataParallel(ParallelModel):
     def __init__(self, module, comm, *, bucket_cap_mb: float = DEFAULT_BUCKET_CAP_MB,
                  overlap: bool = True, algorithm: str = "ring", broadcast_buffers: bool = True,
                  comm_hook: str | None = None, average: str = "samples", static_graph: bool = False,
-                 check_replicas: bool = False, record_events: bool = False):
+                 check_replicas: bool = False, record_events: bool = False,
+                 find_unused_parameters: bool = False):
         super().__init__(module, comm, average=average, check_replicas=check_replicas)
         if algorithm not in ALGORITHMS:
             raise ValueError(f"algorithm must be one of {ALGORITHMS} (got {algorithm!r})")
@@ -118,8 +140,12 @@ class DistributedDataParallel(ParallelModel):
         self.overlap, self.algorithm, self.comm_hook = bool(overlap), algorithm, comm_hook
         self.broadcast_buffers, self.static_graph = bool(broadcast_buffers), bool(static_graph)
         self.record_events = bool(record_events)
+        self.find_unused_parameters = bool(find_unused_parameters)
         self.events = []
         sync_initial_state(module, comm, "DDP")
+        # each instance on this communicator rings its buckets on its own tags
+        self.instance = _next_instance(comm)
+        self._tag_base = instance_tag_base(self.instance, _tag_upper_bound(comm))
         # PyTorch: a small first bucket only when the cap is left at its default
         first = FIRST_BUCKET_MB if bucket_cap_mb == DEFAULT_BUCKET_CAP_MB else bucket_cap_mb
         params = [p for p in module.parameters() if p.requires_grad]
@@ -127,6 +153,7 @@ class DistributedDataParallel(ParallelModel):
         self.buckets = [_Bucket(i, g) for i, g in enumerate(groups)]
         self._where = {id(p): b for b in self.buckets for p in b.layout.tensors}
         self._offset = {id(p): off for b in self.buckets for p, off in zip(b.layout.tensors, b.layout.offsets)}
+        self._params = params
         self._index = {id(p): i for i, p in enumerate(params)}
         names = {id(p): n for n, p in module.named_parameters()}
         self._names = [names.get(id(p), f"#{i}") for i, p in enumerate(params)]
@@ -171,10 +198,12 @@ class DistributedDataParallel(ParallelModel):
     def forward(self, x, *args, **kwargs):
         if not is_grad_enabled() or self._no_sync:
             return super().forward(x, *args, **kwargs)
-        if not self._armed:
-            self._arm()
         if self.broadcast_buffers:
             self._broadcast_buffers("linear")
+        if not self.training:  # an eval forward (validation) is no training sample: PyTorch
+            return self.module(x, *args, **kwargs)  # prepares the reducer only when training
+        if not self._armed:
+            self._arm()
         self._count_samples(x)
         self._agree_on_scale()  # here, where every rank is: never inside backward
         return self.module(x, *args, **kwargs)
@@ -223,9 +252,13 @@ class DistributedDataParallel(ParallelModel):
         bucket = self._where[id(p)]
         if id(p) in bucket.filled:  # a second backward before step(): .grad holds the sum
             if bucket.op is not None or bucket.index < self._next_launch:
-                raise RuntimeError("DDP: a second backward() reached a bucket that is already being "
-                                   "all-reduced; accumulate inside model.no_sync(), or call step() "
-                                   "between backward passes")
+                # raised on this rank only: the others may already have finished their rings
+                # (no normal-step message comes after them), so run under python -m mpi4py
+                raise RuntimeError(f"DDP: on rank {self.comm.rank}, a second backward() reached bucket "
+                                   f"{bucket.index}, which is already being all-reduced; accumulate "
+                                   "inside model.no_sync(), or call step() between backward passes "
+                                   "(the other ranks are not told: run under python -m mpi4py so "
+                                   "that this error ends the job)")
             bucket.filled.discard(id(p))
             bucket.pending += 1
         else:
@@ -254,7 +287,7 @@ class DistributedDataParallel(ParallelModel):
         self._event("launch", bucket.index)
         with self.comm.phase("grad-allreduce"):
             if self.algorithm == "ring":
-                tag = bucket_tag(bucket.index)
+                tag = bucket_tag(bucket.index, self._tag_base)
                 bucket.op = RingAllreduce(self.comm, bucket.wire, "sum", tag=tag).start()
             else:  # blocking collectives: done at launch
                 allreduce(self.comm, bucket.wire, "sum", self.algorithm)
@@ -288,6 +321,7 @@ class DistributedDataParallel(ParallelModel):
     # ---- the step -------------------------------------------------------------------------------
     def _before_update(self, optimizer) -> None:
         self._event("backward_done", None)
+        synchronised = self._armed  # the same on every rank: arming happens in a collective forward
         if not self._armed:  # step() without a synchronised forward: reduce the grads as they are
             self._arm()
             self._agree_on_scale()
@@ -303,13 +337,29 @@ class DistributedDataParallel(ParallelModel):
                 self._event("done", b.index)
         fired, self._armed = self._fired, False
         total, self._scale, self._total = self._total, None, None
-        if self.static_graph and self._graph is None:
+        if self.static_graph and self._graph is None and synchronised:
+            # the graph is learnt from the first synchronised backward (not from a step after
+            # no_sync only, whose hooks did not record anything)
             check_same_order(self.comm, fired, self._names)  # raises on every rank if they differ
-            self._graph = fired
+            if fired:  # same on every rank once the check passed
+                self._graph = fired
         require_samples(total, "DDP")  # every rank has the same total: all raise, or none
+        unused = self._globally_unused() if self.find_unused_parameters else []
         for b in self.buckets:
             result = b.wire.astype(b.flat.dtype) if b.wire is not b.flat else b.flat
             b.layout.unpack_grads(result)
+        for p in unused:  # no rank has a gradient for it: leave .grad None (the optimizer skips it)
+            p.grad = None
+
+    def _globally_unused(self) -> list:
+        """The parameters no rank has a gradient for (``.grad`` None everywhere): one ring
+        all-reduce of one int64 per parameter (1 where this rank has one), phase
+        ``"unused-bitmap"`` (PyTorch's find_unused_parameters' used-map all-reduce)."""
+        used = np.array([p.grad is not None for p in self._params], dtype=np.int64)
+        if self.comm.size > 1:
+            with self.comm.phase("unused-bitmap"):
+                ring_allreduce(self.comm, used, "sum")
+        return [p for p, count in zip(self._params, used) if count == 0]
 
     def _persistent_comm_bytes(self) -> int:
         wire = sum(b.flat.size * 2 for b in self.buckets) if self.comm_hook == "fp16" else 0

@@ -53,6 +53,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..autograd import Tensor
+from ..autograd.function import is_grad_enabled
 from ..comm import gather_to_root, scatter
 from ..comm.checks import chunk_bounds
 from .base import ParallelModel, agree_on_samples, broadcast_tensors, broadcast_text, sync_initial_state
@@ -77,11 +78,14 @@ class DataParallel(ParallelModel):
         self.scatter_inputs, self.loss_on_root = bool(scatter_inputs), bool(loss_on_root)
         self._root_counts = np.zeros(comm.size)  # per-rank samples scattered since the last step
         self._root_losses = 0  # model.loss calls since the last step
+        self._scattered_rows = None  # rank 0: rows of the last scattered input batch
         sync_initial_state(module, comm, "dp")
         self._restart_peaks()
 
     # ---- inputs ----------------------------------------------------------------------------
-    def _scatter_rows(self, value):
+    def _scatter_rows(self, value, expected_rows: int | None = None):
+        """Scatter rank 0's `value` by rows; rank 0 checks it has `expected_rows` rows (when
+        given) and, if not, every rank raises the same ValueError."""
         comm = self.comm
         problem = None
         if comm.rank == 0:
@@ -89,6 +93,11 @@ class DataParallel(ParallelModel):
                 problem = "got None"
             else:
                 value = np.ascontiguousarray(value.data if isinstance(value, Tensor) else value)
+                rows = value.shape[0] if value.ndim else None
+                if expected_rows is not None and rows != expected_rows:
+                    problem = (f"model.scatter(y) got {'a 0-d y' if rows is None else f'{rows} target rows'} "
+                               f"but the last model(x) scattered {expected_rows} input rows: pass one "
+                               "target row per input row")
         with comm.phase("scatter"):
             return scatter_or_fail(comm, value, problem, "dp with scatter_inputs=True: rank 0 must pass "
                                    "the global batch to model(x) and model.scatter(y), the other ranks None")
@@ -98,13 +107,15 @@ class DataParallel(ParallelModel):
             return super().forward(x, *args, **kwargs)
         piece = self._scatter_rows(x)
         if self.comm.rank == 0:
+            self._scattered_rows = len(x)  # what model.scatter(y) must match
+        if self.comm.rank == 0 and self.module.training and is_grad_enabled():  # training samples only
             self._root_counts += shard_sizes(len(x), self.comm.size)
         return super().forward(Tensor(piece), *args, **kwargs)
 
     def scatter(self, y):
         """This rank's rows of the global `y` held by rank 0 (None elsewhere), split as the
         inputs are (phase ``"scatter"``). For targets under ``scatter_inputs=True``."""
-        return self._scatter_rows(y)
+        return self._scatter_rows(y, self._scattered_rows if self.comm.rank == 0 else None)
 
     # ---- loss on the root ---------------------------------------------------------------------
     def loss(self, loss_fn, out, target):

@@ -23,7 +23,8 @@ The strategies' steps (P = the parameters' elements, B = the buffers'):
     hub  shard-sizes: reduce 1 float64 | grad-reduce: reduce P | grad-broadcast: bcast P
          | buffer-broadcast: bcast B (at forward)          (every rank updates)
     ddp  shard-sizes: ring all-reduce 1 float64 | grad-allreduce: one all-reduce per bucket
-         | buffer-broadcast: bcast B (at forward)          (every rank updates)
+         | buffer-broadcast: bcast B (at forward) | unused-bitmap (find_unused_parameters):
+         ring all-reduce of one int64 per parameter        (every rank updates)
 """
 from __future__ import annotations
 
@@ -105,7 +106,7 @@ def ddp_buckets(shape: ModelShape, bucket_cap_mb: float = 25.0) -> list:
 
 
 def _calls(strategy, shape, size, *, bucket_cap_mb, algorithm, broadcast, reduce,
-           broadcast_buffers, average):
+           broadcast_buffers, average, find_unused_parameters=False):
     """[(phase, collective, count, dtype, algorithm)]: the step's collectives, in order."""
     f64 = np.dtype(np.float64)
     counts = average == "samples"  # weighting by shard size costs one tiny message
@@ -129,14 +130,17 @@ def _calls(strategy, shape, size, *, bucket_cap_mb, algorithm, broadcast, reduce
         name = "ring_allreduce" if algorithm == "ring" else "allreduce"
         return ((buffers if broadcast_buffers else [])
                 + [("shard-sizes", "ring_allreduce", 1, f64, None)] * counts
-                + [("grad-allreduce", name, n, d, alg) for n, d in ddp_buckets(shape, bucket_cap_mb)])
+                + [("grad-allreduce", name, n, d, alg) for n, d in ddp_buckets(shape, bucket_cap_mb)]
+                + [("unused-bitmap", "ring_allreduce", len(shape.params), np.dtype(np.int64), None)]
+                * bool(find_unused_parameters))
     raise ValueError(f"strategy must be one of {STRATEGIES} (got {strategy!r})")
 
 
 def predict_step(strategy: str, size: int, shape: ModelShape, *, profile="shm",
                  ranks_per_node=None, bucket_cap_mb: float = 25.0, algorithm: str = "ring",
                  broadcast: str = "linear", reduce: str = "linear", broadcast_buffers: bool = True,
-                 average: str = "samples", optimizer_slots: int = 1) -> dict:
+                 average: str = "samples", find_unused_parameters: bool = False,
+                 optimizer_slots: int = 1) -> dict:
     """Predicted cost of one training step of `strategy` on `size` ranks.
 
     Returns ``{"phases": {phase: {"seconds", "rank0": counts, "other": counts}},
@@ -150,7 +154,7 @@ def predict_step(strategy: str, size: int, shape: ModelShape, *, profile="shm",
     for phase, collective, count, dtype, alg in _calls(
             strategy, shape, size, bucket_cap_mb=bucket_cap_mb, algorithm=algorithm,
             broadcast=broadcast, reduce=reduce, broadcast_buffers=broadcast_buffers,
-            average=average):
+            average=average, find_unused_parameters=find_unused_parameters):
         entry = phases.setdefault(phase, {"seconds": 0.0, "rank0": dict.fromkeys(_KEYS, 0),
                                           "other": dict.fromkeys(_KEYS, 0)})
         itemsize = np.dtype(dtype).itemsize
@@ -169,7 +173,8 @@ def predict_step(strategy: str, size: int, shape: ModelShape, *, profile="shm",
             "memory": predict_memory(strategy, size, shape, bucket_cap_mb=bucket_cap_mb,
                                      optimizer_slots=optimizer_slots, algorithm=algorithm,
                                      broadcast=broadcast, reduce=reduce,
-                                     broadcast_buffers=broadcast_buffers, average=average)}
+                                     broadcast_buffers=broadcast_buffers, average=average,
+                                     find_unused_parameters=find_unused_parameters)}
 
 
 def predict_memory(strategy: str, size: int, shape: ModelShape, *, bucket_cap_mb: float = 25.0,
@@ -191,7 +196,8 @@ def predict_memory(strategy: str, size: int, shape: ModelShape, *, bucket_cap_mb
                    algorithm=options.get("algorithm", "ring"), broadcast=options.get("broadcast", "linear"),
                    reduce=options.get("reduce", "linear"),
                    broadcast_buffers=options.get("broadcast_buffers", True),
-                   average=options.get("average", "samples"))
+                   average=options.get("average", "samples"),
+                   find_unused_parameters=options.get("find_unused_parameters", False))
     out = {}
     for who, rank in (("rank0", 0), ("other", min(1, size - 1))):
         scratch = [scratch_bytes(c, size, rank, n, np.dtype(d).itemsize, 0, alg)

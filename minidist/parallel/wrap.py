@@ -20,7 +20,9 @@ Strategies and their options (see each module's docstring):
 * ``"ddp"`` (`DistributedDataParallel`): ``bucket_cap_mb``, ``overlap``, ``algorithm``,
   ``broadcast_buffers``, ``comm_hook="fp16"``, ``static_graph`` (a promise that every rank
   produces the same gradients in the same order each iteration, checked at the first
-  step; it makes the overlap deterministic), ``record_events``; ``no_sync()``.
+  step; it makes the overlap deterministic), ``find_unused_parameters`` (a per-step bitmap
+  all-reduce so that parameters no rank used keep ``.grad`` None), ``record_events``;
+  ``no_sync()``.
 
 Common options: ``average="samples"`` (default: each rank's gradient weighted by its share
 of the global batch's samples, exact for uneven shards, one tiny extra message per step

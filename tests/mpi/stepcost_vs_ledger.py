@@ -18,6 +18,7 @@ CASES = [("dp", {}), ("dp", {"broadcast": "binomial"}), ("hub", {}),
          ("ddp", {"bucket_cap_mb": 0.002, "overlap": False}),
          ("ddp", {"algorithm": "recursive_doubling", "bucket_cap_mb": 0.0005, "overlap": False}),
          ("ddp", {"algorithm": "rabenseifner", "bucket_cap_mb": 0.0005, "overlap": False}),
+         ("ddp", {"find_unused_parameters": True, "overlap": False}),
          ("dp", {"frozen": True}), ("hub", {"frozen": True}), ("ddp", {"frozen": True, "overlap": False})]
 
 
