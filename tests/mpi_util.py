@@ -23,25 +23,42 @@ def mpiexec() -> str:
     return str(local) if local.exists() else (shutil.which("mpiexec") or "mpiexec")
 
 
-def run_mpi(n: int, script: str | os.PathLike, *args: str, timeout: float = 120.0) -> list:
-    """Run `script` (a path, or a name under tests/mpi/) on `n` ranks; return each rank's
-    emitted object. Fails with the job's output if it exits non-zero or times out."""
+def launch(n: int, script: str | os.PathLike, *args: str, timeout: float = 120.0,
+           mpi4py: bool = True, out_dir: str | None = None) -> subprocess.CompletedProcess:
+    """Run `script` (a path, or a name under tests/mpi/) on `n` ranks with one BLAS thread
+    each and the checkout on PYTHONPATH; returns the finished process, whatever its exit
+    code. `mpi4py=False` leaves out ``-m mpi4py`` (whose abort-on-exception would hide a
+    rank left hanging). A hang past `timeout` fails with the job's output so far."""
     script = Path(script)
     if not script.is_absolute():
         script = HERE / "mpi" / script
+    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1",
+               PYTHONPATH=os.pathsep.join([str(ROOT), str(HERE), os.environ.get("PYTHONPATH", "")]))
+    if out_dir is not None:
+        env["MINIDIST_TEST_OUT"] = out_dir
+    cmd = [mpiexec(), "-n", str(n), sys.executable, *(["-m", "mpi4py"] if mpi4py else []),
+           str(script), *map(str, args)]
+    try:
+        return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as e:
+        raise AssertionError(f"{' '.join(cmd)} timed out after {timeout}s (a rank was left waiting)\n"
+                             f"stdout:\n{e.stdout}\nstderr:\n{e.stderr}") from None
+
+
+def check(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    """`proc`, after failing the test with the job's output if it exited non-zero."""
+    if proc.returncode != 0:
+        raise AssertionError(f"{' '.join(proc.args)} exited {proc.returncode}\n"
+                             f"stdout:\n{proc.stdout[-4000:]}\nstderr:\n{proc.stderr[-4000:]}")
+    return proc
+
+
+def run_mpi(n: int, script: str | os.PathLike, *args: str, timeout: float = 120.0,
+            mpi4py: bool = True) -> list:
+    """Run `script` on `n` ranks (see `launch`); return each rank's emitted object. Fails
+    with the job's output if it exits non-zero, times out, or a rank emits nothing."""
     with tempfile.TemporaryDirectory() as out:
-        env = dict(os.environ, MINIDIST_TEST_OUT=out, OMP_NUM_THREADS="1",
-                   OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1",
-                   PYTHONPATH=os.pathsep.join([str(ROOT), str(HERE), os.environ.get("PYTHONPATH", "")]))
-        cmd = [mpiexec(), "-n", str(n), sys.executable, "-m", "mpi4py", str(script), *map(str, args)]
-        try:
-            proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
-        except subprocess.TimeoutExpired as e:
-            raise AssertionError(f"{' '.join(cmd)} timed out after {timeout}s\n"
-                                 f"stdout:\n{e.stdout}\nstderr:\n{e.stderr}") from None
-        if proc.returncode != 0:
-            raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}\n"
-                                 f"stdout:\n{proc.stdout[-4000:]}\nstderr:\n{proc.stderr[-4000:]}")
+        proc = check(launch(n, script, *args, timeout=timeout, mpi4py=mpi4py, out_dir=out))
         results = []
         for rank in range(n):
             path = Path(out) / f"rank{rank}.json"

@@ -3,14 +3,12 @@ numbers it writes with --json are checked against what the claim and the closed 
 derived here independently of the lab's own code. Their conclusions are checked to follow
 the numbers: fed contradicting numbers, they must say the claim does not hold."""
 import json
-import os
-import subprocess
 import sys
 
 import numpy as np
 import pytest
 
-from mpi_util import HERE, ROOT, mpiexec
+from mpi_util import ROOT, check, launch
 
 LABS = ROOT / "labs"
 sys.path.insert(0, str(LABS))  # the labs import their shared `common` module
@@ -18,12 +16,7 @@ sys.path.insert(0, str(LABS))  # the labs import their shared `common` module
 
 def run_lab(tmp_path_factory, script: str, n: int, *args: str) -> dict:
     out = tmp_path_factory.mktemp(script.replace(".py", "")) / "result.json"
-    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1",
-               PYTHONPATH=os.pathsep.join([str(ROOT), str(HERE), os.environ.get("PYTHONPATH", "")]))
-    cmd = [mpiexec(), "-n", str(n), sys.executable, "-m", "mpi4py", str(LABS / script), "--quick",
-           "--json", str(out), *args]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=90)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    proc = check(launch(n, LABS / script, "--quick", "--json", out, *args, timeout=90))
     result = json.loads(out.read_text())
     assert result["conclusion"] in proc.stdout  # the printed conclusion is the one in the JSON
     return result

@@ -2,13 +2,10 @@
 SyncBatchNorm; the JSONL it writes must hold the header, one record per strategy, step and
 rank, the reference agreement, and ledgers that add up across ranks."""
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
-from mpi_util import HERE, ROOT, mpiexec
+from mpi_util import ROOT, check, launch
 
 STRATEGIES = ["local", "dp", "dp-scatter", "dp-root", "hub", "ddp", "ddp-no-overlap", "ddp-fp16"]
 N, STEPS, BATCH = 3, 3, 50
@@ -17,13 +14,9 @@ N, STEPS, BATCH = 3, 3, 50
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("compare") / "run.jsonl"
-    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1",
-               PYTHONPATH=os.pathsep.join([str(ROOT), str(HERE), os.environ.get("PYTHONPATH", "")]))
-    cmd = [mpiexec(), "-n", str(N), sys.executable, str(ROOT / "scripts" / "compare.py"), "--norm", "sync",
-           "--steps", str(STEPS), "--batch", str(BATCH), "--hidden", "16", "--strategies", ",".join(STRATEGIES),
-           "--out", str(out)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    proc = check(launch(N, ROOT / "scripts" / "compare.py", "--norm", "sync", "--steps", STEPS,
+                        "--batch", BATCH, "--hidden", 16, "--strategies", ",".join(STRATEGIES),
+                        "--out", out, mpi4py=False))
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     return proc.stdout, lines[0], lines[1:]
 

@@ -1,21 +1,15 @@
 """A model that differs on one rank fails at wrap time, on every rank, fast, with a message
 naming the rank, the parameter and both shapes (no hang: the job exits non-zero)."""
-import os
-import subprocess
-import sys
 import time
 
 import pytest
 
-from mpi_util import HERE, ROOT, mpiexec
+from mpi_util import launch
 
 
 def run_failing(n, *args, timeout=60):
-    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1",
-               PYTHONPATH=os.pathsep.join([str(ROOT), str(HERE), os.environ.get("PYTHONPATH", "")]))
-    cmd = [mpiexec(), "-n", str(n), sys.executable, "-m", "mpi4py", str(HERE / "mpi" / "parallel_mismatch.py"), *args]
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    proc = launch(n, "parallel_mismatch.py", *args, timeout=timeout)
     return proc, time.perf_counter() - t0
 
 

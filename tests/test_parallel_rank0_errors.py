@@ -2,16 +2,9 @@
 message, under a plain ``mpiexec python`` (without ``-m mpi4py``, nothing aborts the other
 ranks: a verdict left on rank 0 would hang them, and the launch would time out).
 tests/mpi/parallel_rank0_errors.py runs every case in one launch per N."""
-import json
-import os
-import subprocess
-import sys
-import tempfile
-from pathlib import Path
-
 import pytest
 
-from mpi_util import HERE, ROOT, mpiexec
+from mpi_util import run_mpi
 
 SIZES = (2, 3)
 NO_SAMPLES = "no rank saw any sample since the last step"
@@ -21,17 +14,7 @@ _cache = {}
 
 def run_plain(n, script, timeout=60):
     """`script` on `n` ranks under mpiexec WITHOUT -m mpi4py; each rank's emitted object."""
-    with tempfile.TemporaryDirectory() as out:
-        env = dict(os.environ, MINIDIST_TEST_OUT=out, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1",
-                   PYTHONPATH=os.pathsep.join([str(ROOT), str(HERE), os.environ.get("PYTHONPATH", "")]))
-        cmd = [mpiexec(), "-n", str(n), sys.executable, str(HERE / "mpi" / script)]
-        try:
-            proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
-        except subprocess.TimeoutExpired as e:
-            raise AssertionError(f"{' '.join(cmd)} hung (killed after {timeout}s): some rank was left "
-                                 f"waiting\nstdout:\n{e.stdout}\nstderr:\n{e.stderr}") from None
-        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-        return [json.loads(Path(out, f"rank{k}.json").read_text()) for k in range(n)]
+    return run_mpi(n, script, timeout=timeout, mpi4py=False)
 
 
 def results(n):

@@ -1,15 +1,12 @@
 """The report of a compare.py run, and the `minidist` command."""
 import json
-import os
 import re
-import subprocess
-import sys
 
 import pytest
 
 from minidist.cli import main as cli
 from minidist.report import load_run, predicted_vs_measured, strategy_rows, write_report
-from mpi_util import HERE, ROOT, mpiexec
+from mpi_util import ROOT, check, launch
 
 N, STEPS, BATCH = 3, 4, 40  # shards 14, 13, 13
 
@@ -17,13 +14,9 @@ N, STEPS, BATCH = 3, 4, 40  # shards 14, 13, 13
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("report") / "run.jsonl"
-    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1",
-               PYTHONPATH=os.pathsep.join([str(ROOT), str(HERE), os.environ.get("PYTHONPATH", "")]))
-    cmd = [mpiexec(), "-n", str(N), sys.executable, str(ROOT / "scripts" / "compare.py"), "--norm", "layer",
-           "--steps", str(STEPS), "--batch", str(BATCH), "--hidden", "24",
-           "--strategies", "local,dp,hub,ddp,ddp-fp16", "--bucket-cap-mb", "0.004", "--out", str(out)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    proc = check(launch(N, ROOT / "scripts" / "compare.py", "--norm", "layer", "--steps", STEPS,
+                        "--batch", BATCH, "--hidden", 24, "--strategies", "local,dp,hub,ddp,ddp-fp16",
+                        "--bucket-cap-mb", 0.004, "--out", out, timeout=180, mpi4py=False))
     return out, proc.stdout
 
 
