@@ -247,7 +247,11 @@ def mean_profile(first, second):
     load drifts while the sweep runs, and either end alone can be off by tens of percent."""
     node = None if first.node_bw is None or second.node_bw is None else \
         (first.node_bw + second.node_bw) / 2
+    rendezvous = None if first.rendezvous_alpha is None or second.rendezvous_alpha is None \
+        else (first.rendezvous_alpha + second.rendezvous_alpha) / 2
     return first.with_(name="calibrated-mean", alpha=(first.alpha + second.alpha) / 2,
+                       eager_max=first.eager_max if rendezvous is not None else None,
+                       rendezvous_alpha=rendezvous,
                        beta=(first.beta + second.beta) / 2, gamma=(first.gamma + second.gamma) / 2,
                        node_bw=node, source=f"mean of two calibrations | {first.source}")
 
@@ -326,7 +330,9 @@ def main(argv=None):
         f"{meta['malloc']}")
     say(f"# profile: alpha={profile.alpha * 1e6:.2f} us, beta={profile.beta * 1e9:.4f} ns/B "
         f"({profile.bandwidth / 1e9:.2f} GB/s), gamma={profile.gamma * 1e9:.4f} ns/B, "
-        f"node_bw={(profile.node_bw or float('inf')) / 1e9:.2f} GB/s")
+        f"node_bw={(profile.node_bw or float('inf')) / 1e9:.2f} GB/s"
+        + (f", rendezvous alpha={profile.rendezvous_alpha * 1e6:.2f} us above "
+           f"{profile.eager_max} B" if profile.eager_max is not None else ""))
     say(HEADER)
     rows, nbytes = [], args.min_bytes
     while nbytes <= args.max_bytes:

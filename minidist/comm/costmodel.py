@@ -13,7 +13,9 @@ on one machine share its memory (16 ranks of a ring all-reduce of 64 MiB took 76
 
     t_step = alpha + max(m * beta + red * gamma,  c * (m + red) / node_bw)
 
-where ``m`` is the bytes one rank sends in the round, ``red`` the bytes it reduces, and
+where ``alpha`` is ``profile.alpha_for(m)`` (a calibrated profile may charge messages past
+MPICH's eager limit a larger, rendezvous alpha), ``m`` the bytes one rank sends in the
+round, ``red`` the bytes it reduces, and
 ``c = min(concurrent transfers, ranks_per_node)`` the ranks of one node busy at once: a
 roofline, each rank's own link or the node's shared memory, whichever is slower. With
 ``node_bw=None`` the formulas reduce to the textbook ones quoted in each docstring.
@@ -24,8 +26,8 @@ tests check the bytes of each critical path against `counts.message_counts` too.
 
 Public entry points: `predict` (seconds), `cost_terms` (the alpha/beta/gamma parts),
 `steps`, `best_allreduce`, `use_profile` (the profile ``allreduce(algorithm="auto")``
-consults), `prediction_table` / `format_table` for reports, and the
-profiles (`Profile`, `PROFILES`, `save_profile`, `load_profile`) re-exported from
+consults; `current_profile` reads it back), `prediction_table` / `format_table` for
+reports, and the profiles (`Profile`, `PROFILES`, `save_profile`, `load_profile`) re-exported from
 `minidist.comm.profiles`; `calibrate` lives in `minidist.comm.calibrate`.
 """
 from __future__ import annotations
@@ -38,7 +40,8 @@ from . import counts
 from .profiles import PROFILES, Profile, get_profile, load_profile, save_profile
 
 __all__ = ["Step", "COLLECTIVES", "ALLREDUCE_ALGORITHMS", "steps", "predict", "cost_terms",
-           "mpich_allreduce_algorithm", "best_allreduce", "use_profile", "default_profile",
+           "mpich_allreduce_algorithm", "best_allreduce", "use_profile", "current_profile",
+           "default_profile",
            "prediction_table", "format_table",
            "Profile", "PROFILES", "get_profile", "save_profile", "load_profile"]
 
@@ -260,7 +263,8 @@ def cost_terms(collective, size, nbytes, profile="shm", algorithm=None, ranks_pe
     """Predicted time of `collective` split into its parts, in seconds and bytes.
 
     Returns a dict: ``rounds`` (messages on the critical path), ``bytes`` (bytes sent along
-    it), ``reduce_bytes``, ``alpha_s = rounds * alpha``, ``beta_s = bytes * beta``,
+    it), ``reduce_bytes``, ``alpha_s`` (each message's ``profile.alpha_for(m)``, summed:
+    ``rounds * alpha`` for a profile with one alpha), ``beta_s = bytes * beta``,
     ``gamma_s = reduce_bytes * gamma``, ``node_s`` (extra time where the node's shared
     bandwidth, not the link, is the limit) and ``total_s``, their sum."""
     prof = get_profile(profile)
@@ -278,7 +282,7 @@ def cost_terms(collective, size, nbytes, profile="shm", algorithm=None, ranks_pe
         terms["rounds"] += step.repeat
         terms["bytes"] += step.repeat * step.nbytes
         terms["reduce_bytes"] += step.repeat * step.reduce_bytes
-        terms["alpha_s"] += step.repeat * prof.alpha
+        terms["alpha_s"] += step.repeat * prof.alpha_for(step.nbytes)
         terms["beta_s"] += step.repeat * step.nbytes * prof.beta
         terms["gamma_s"] += step.repeat * step.reduce_bytes * prof.gamma
         terms["node_s"] += step.repeat * max(0.0, node - link)
@@ -337,13 +341,30 @@ def use_profile(profile) -> Profile | None:
     return _default_profile
 
 
+def current_profile() -> Profile | None:
+    """The profile set by `use_profile`, or None: no environment lookup, a plain read, cheap
+    enough for every ``allreduce(algorithm="auto")`` call."""
+    return _default_profile
+
+
 def default_profile() -> Profile | None:
     """The profile set by `use_profile`, else the one named by the environment variable
-    ``MINIDIST_PROFILE`` (a name in `PROFILES` or a JSON file), else None."""
+    ``MINIDIST_PROFILE`` (a name in `PROFILES` or a JSON file, read once per value and
+    cached: edit the file and set the variable anew, or call `use_profile`), else None."""
     if _default_profile is not None:
         return _default_profile
     env = os.environ.get("MINIDIST_PROFILE")
-    return _resolve(env) if env else None
+    if not env:
+        return None
+    profile = _env_profiles.get(env)
+    if profile is None:
+        if len(_env_profiles) >= 64:
+            _env_profiles.clear()
+        profile = _env_profiles[env] = _resolve(env)
+    return profile
+
+
+_env_profiles: dict = {}  # $MINIDIST_PROFILE's value -> its Profile
 
 
 def _resolve(profile) -> Profile:

@@ -5,6 +5,11 @@ A profile says what one message costs on a fabric:
 - ``alpha``: seconds per message (latency plus per-message software cost),
 - ``beta``: seconds per byte through one rank's link (1 / link bandwidth),
 - ``gamma``: seconds per byte of the reduced vector (the ``a += b`` arithmetic),
+- ``eager_max`` and ``rendezvous_alpha`` (optional, calibrated profiles): MPI libraries
+  send small messages eagerly and larger ones after a handshake (rendezvous), which adds
+  a fixed cost per message; a message of more than ``eager_max`` bytes then costs
+  ``rendezvous_alpha + m * beta`` instead of ``alpha + m * beta``. ``None`` (the named
+  profiles): one alpha for every size;
 - ``ranks_per_node`` and ``node_bw``: ranks placed on one machine share its memory (or
   its NIC); while ``c`` of them move bytes at once, the node carries ``c`` times the
   traffic, so a step can go no faster than ``c * bytes / node_bw``. ``node_bw=None`` means
@@ -37,6 +42,9 @@ class Profile:
         ranks_per_node: ranks that share one node's memory bandwidth (or NIC).
         node_bw: bytes/s the node carries in total for all its ranks; ``None`` = no limit.
         source: where the numbers come from (spec sheet, paper, or calibration run).
+        eager_max: largest message (bytes) that costs `alpha`; larger ones cost
+            `rendezvous_alpha`. ``None``: `alpha` for every size.
+        rendezvous_alpha: seconds per message above `eager_max` (set with it).
     """
 
     name: str
@@ -46,6 +54,8 @@ class Profile:
     ranks_per_node: int = 1
     node_bw: float | None = None
     source: str = ""
+    eager_max: int | None = None
+    rendezvous_alpha: float | None = None
 
     def __post_init__(self):
         for field in ("alpha", "beta", "gamma"):
@@ -59,6 +69,24 @@ class Profile:
         if self.node_bw is not None and not (math.isfinite(self.node_bw) and self.node_bw > 0):
             raise ValueError(f"profile {self.name!r}: node_bw must be > 0 bytes/s or None for "
                              f"no node-wide limit (got {self.node_bw!r})")
+
+        if (self.eager_max is None) != (self.rendezvous_alpha is None):
+            raise ValueError(f"profile {self.name!r}: eager_max and rendezvous_alpha go together "
+                             f"(got eager_max={self.eager_max!r}, rendezvous_alpha="
+                             f"{self.rendezvous_alpha!r}); give both, or neither for one alpha")
+        if self.eager_max is not None and not (
+                isinstance(self.eager_max, int) and self.eager_max >= 0
+                and isinstance(self.rendezvous_alpha, (int, float))
+                and math.isfinite(self.rendezvous_alpha) and self.rendezvous_alpha >= 0):
+            raise ValueError(f"profile {self.name!r}: eager_max must be an int >= 0 bytes and "
+                             f"rendezvous_alpha a finite number >= 0 seconds (got "
+                             f"{self.eager_max!r}, {self.rendezvous_alpha!r})")
+
+    def alpha_for(self, nbytes) -> float:
+        """Seconds per message of `nbytes`: `alpha`, or `rendezvous_alpha` above `eager_max`."""
+        if self.eager_max is not None and nbytes > self.eager_max:
+            return self.rendezvous_alpha
+        return self.alpha
 
     @property
     def bandwidth(self) -> float:
