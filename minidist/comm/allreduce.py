@@ -204,7 +204,6 @@ def _mpi(comm, x, op, ufunc):
 
 DEFAULT_PROFILE = "shm"
 PROFILE_VARIABLE = "MINIDIST_PROFILE"
-_env_profiles: dict = {}  # $MINIDIST_PROFILE's value -> its Profile (a JSON file is read once)
 _choices: dict = {}  # (nbytes, size) -> (profile, algorithm): auto asks on every call
 # os.environ.get costs ~0.7 us when the variable is unset (it raises and catches KeyError),
 # a tenth of a small all-reduce; CPython's raw mapping behind os.environ is the same data
@@ -235,18 +234,12 @@ def _process_profile():
     """`costmodel.use_profile`'s profile, else $MINIDIST_PROFILE's, else the named
     DEFAULT_PROFILE ("shm")."""
     costmodel = _costmodel or _model()
-    chosen = costmodel._default_profile  # noqa: SLF001 - read, never written, here
+    chosen = costmodel.current_profile()
     if chosen is not None:
         return chosen
-    env = _environment_value()
-    if not env:
+    if not _environment_value():
         return costmodel.PROFILES[DEFAULT_PROFILE]
-    profile = _env_profiles.get(env)
-    if profile is None:
-        if len(_env_profiles) >= 64:
-            _env_profiles.clear()
-        profile = _env_profiles[env] = costmodel.default_profile()
-    return profile
+    return costmodel.default_profile()  # reads $MINIDIST_PROFILE's file once per value
 
 
 def choose_allreduce_algorithm(nbytes: int, size: int, profile=None) -> str:
