@@ -91,15 +91,7 @@ def test_max_pool2d_gradcheck(xs, kernel, stride, padding):
 @pytest.mark.parametrize("xs, kernel, stride, padding", POOLS)
 def test_max_pool2d_matches_torch(torch, xs, kernel, stride, padding):
     rng = np.random.default_rng(6)
-    x = rng.standard_normal(xs)
-    mx, tx = Tensor(x, requires_grad=True), to_torch(torch, x)
-    out = F.max_pool2d(mx, kernel, stride, padding)
-    ref = torch.nn.functional.max_pool2d(tx, kernel, stride, padding)
-    close(out, ref)
-    g = rng.standard_normal(out.shape)
-    out.backward(g)
-    ref.backward(torch.tensor(g))
-    close(mx.grad, tx.grad)
+    _max_pool_matches_torch(torch, rng.standard_normal(xs), kernel, stride, padding, rng)
 
 
 def test_max_pool2d_ties_go_to_first_maximum(torch):
@@ -158,6 +150,11 @@ def test_max_pool2d_random_geometries_match_torch(torch, geometry):
     xs, kernel, stride, padding = geometry
     rng = np.random.default_rng(sum(xs + kernel))
     x = rng.integers(-2, 3, size=xs).astype(np.float64)  # small integers: ties are common
+    _max_pool_matches_torch(torch, x, kernel, stride, padding, rng)
+
+
+def _max_pool_matches_torch(torch, x, kernel, stride, padding, rng):
+    """Forward and input gradient of F.max_pool2d equal torch's (first max on ties)."""
     mx, tx = Tensor(x, requires_grad=True), to_torch(torch, x)
     out = F.max_pool2d(mx, kernel, stride, padding)
     ref = torch.nn.functional.max_pool2d(tx, kernel, stride, padding)
