@@ -84,3 +84,19 @@ def test_round_off_bound_follows_the_dtype():
 
     assert equal_tolerance("float64") == 1e-10
     assert equal_tolerance("float32") == pytest.approx(1000 * 2 ** -23)
+
+
+def test_batchnorm_difference_is_explained(tmp_path):
+    header = {"type": "header", "config": {"norm": "batch", "dtype": "float64", "steps": 1},
+              "world_size": 2, "strategies": ["local", "ddp"]}
+    memory = {"parameters": 8, "gradients": 8, "optimizer": 0, "comm_buffers": 0, "comm_peak": 0,
+              "total": 16, "peak": 16}
+    steps = [{"type": "step", "strategy": s, "step": 0, "rank": k, "samples": 2, "loss": 1.0,
+              "accuracy": 0.5, "max_param_diff": 0.0 if s == "local" else 0.3, "phases": {},
+              "comm_seconds": 0.0, "compute_seconds": 0.001, "wall_seconds": 0.001, "memory": memory}
+             for s in ("local", "ddp") for k in range(2)]
+    run = tmp_path / "bn.jsonl"
+    run.write_text("\n".join(json.dumps(r) for r in [header] + steps) + "\n")
+    text = write_report(run).read_text()
+    assert "| ddp | 1.000000 | 3.00e-01 | **differs** |" in text
+    assert "its own shard's statistics" in text and "--norm sync" in text

@@ -66,6 +66,11 @@ def write_report(run, out_dir=None, profile: str = "shm", projection_profile: st
                     [[r["strategy"], _loss(r["final_loss"]), f"{r['max_param_diff']:.2e}",
                       "reference" if r["strategy"] == "local" else
                       ("equal" if r["max_param_diff"] <= tol else "**differs**")] for r in rows])
+    differs = [r["strategy"] for r in rows if r["strategy"] != "local" and r["max_param_diff"] > tol]
+    if differs and cfg.get("norm") == "batch" and size > 1:
+        lines += ["", "Expected here: with plain BatchNorm each rank normalises with its own shard's "
+                  "statistics, not the global batch's, so the distributed strategies train a different "
+                  "model (rerun with `--norm sync`: SyncBatchNorm restores equality)."]
     lines += ["", "![training](training.png)", ""]
 
     lines += ["## What each costs, per rank and step", "",
