@@ -71,20 +71,42 @@ def test_dp_scatter_targets_of_the_wrong_length_raise_on_every_rank(n):
 
 @pytest.mark.mpi
 @pytest.mark.parametrize("n", SIZES)
-def test_find_unused_parameters_leaves_globally_unused_grads_none(n):
+@pytest.mark.parametrize("strategy", ("ddp", "hub", "dp"))
+def test_find_unused_parameters_leaves_globally_unused_grads_none(n, strategy):
     from minidist.comm import message_counts
     for rank, r in enumerate(results(n)):
-        c = r["unused_everywhere"]
-        assert c["head_grad_is_none"], f"rank {rank}"
+        c = r["unused_everywhere"][strategy]
+        if strategy != "dp" or rank == 0:  # dp: only rank 0 steps (the others' grads are local)
+            assert c["head_grad_is_none"], f"rank {rank}"
         assert c["diff"] < 1e-10, f"rank {rank}: momentum/weight decay moved the unused head: {c}"
-        # one ring all-reduce of one int64 per parameter (4 parameters) at each of the 4 steps
-        assert c["bitmap_messages"] == 4 * message_counts("ring_allreduce", n, rank, 4, 8)["messages_sent"]
+        if strategy == "ddp":
+            # one ring all-reduce of one int64 per parameter (4 parameters) at each of the 4 steps
+            assert c["bitmap_messages"] == 4 * message_counts("ring_allreduce", n, rank, 4, 8)["messages_sent"]
+        else:  # no extra message: the 4 flags ride on the gradients (30 float64 + 4) at each step
+            assert c["bitmap_messages"] == 0
+            phases = ({"grad-gather": "gather_to_root"} if strategy == "dp"
+                      else {"grad-reduce": "reduce_to_root", "grad-broadcast": "broadcast"})
+            for phase, collective in phases.items():
+                one = message_counts(collective, n, rank, 30 + 4, 8)
+                got = c["phases"][phase]
+                assert got["messages_sent"] == 4 * one["messages_sent"], (rank, phase, got)
+                assert got["bytes_sent"] == 4 * one["bytes_sent"], (rank, phase, got)
+                assert got["bytes_received"] == 4 * one["bytes_received"], (rank, phase, got)
 
 
 @pytest.mark.mpi
 @pytest.mark.parametrize("n", SIZES)
-def test_without_find_unused_parameters_the_unused_head_gets_zero_grads(n):
-    for r in results(n):
-        c = r["unused_everywhere_default"]  # the documented default: zeros, then updated
-        assert not c["head_grad_is_none"] and c["bitmap_messages"] == 0
+@pytest.mark.parametrize("strategy", ("ddp", "hub", "dp"))
+def test_without_find_unused_parameters_the_unused_head_gets_zero_grads(n, strategy):
+    from minidist.comm import message_counts
+    for rank, r in enumerate(results(n)):
+        c = r["unused_everywhere_default"][strategy]  # the documented default: zeros, then updated
+        if strategy != "dp" or rank == 0:
+            assert not c["head_grad_is_none"]
+        assert c["bitmap_messages"] == 0
         assert c["diff"] > 1e-6
+        if strategy != "ddp":  # messages unchanged: the 30 float64 gradients only
+            phase, collective = ("grad-gather", "gather_to_root") if strategy == "dp" \
+                else ("grad-reduce", "reduce_to_root")
+            one = message_counts(collective, n, rank, 30, 8)
+            assert c["phases"][phase]["bytes_sent"] == 4 * one["bytes_sent"], (rank, c["phases"][phase])

@@ -24,6 +24,13 @@ Targets follow the same split with ``y = model.scatter(y_global)`` (None elsewhe
     y = model.scatter(y if comm.rank == 0 else None)
     loss = F.cross_entropy(out, y)
 
+``find_unused_parameters=True`` (PyTorch's name, as DDP's): each rank appends one element
+per parameter (1 where it has a ``.grad``, 0 where it is None) to what it sends in
+``"grad-gather"`` (no extra message; each grows by one element per parameter); a parameter
+no rank has a gradient for keeps ``.grad`` None on rank 0, so its optimizer skips it (no
+momentum or weight decay step), as without dp. Without it (the default) such a parameter
+gets a zero gradient and is updated.
+
 ``loss_on_root=True``: torch.nn.DataParallel's real flow. The outputs are gathered to
 rank 0 (``"output-gather"``), the loss is computed there on the global batch, the output
 gradients are scattered back (``"output-grad-scatter"``), each rank back-propagates its
@@ -64,18 +71,21 @@ TAG_OUTPUT_GATHER = 19_500  # below DDP's bucket tags (20000..29999)
 
 class DataParallel(ParallelModel):
     """``DataParallel(module, comm, *, broadcast="linear", scatter_inputs=False,
-    loss_on_root=False, average="samples", check_replicas=False)``; see the module
+    loss_on_root=False, average="samples", check_replicas=False, find_unused_parameters=False)``;
+    see the module
     docstring. Rank 0 is the master."""
 
     strategy = "dp"
 
     def __init__(self, module, comm, *, broadcast: str = "linear", scatter_inputs: bool = False,
-                 loss_on_root: bool = False, average: str = "samples", check_replicas: bool = False):
+                 loss_on_root: bool = False, average: str = "samples", check_replicas: bool = False,
+                 find_unused_parameters: bool = False):
         super().__init__(module, comm, average=average, check_replicas=check_replicas)
         if broadcast not in ("linear", "binomial"):
             raise ValueError(f"broadcast must be 'linear' or 'binomial' (got {broadcast!r})")
         self.broadcast_algorithm = broadcast
         self.scatter_inputs, self.loss_on_root = bool(scatter_inputs), bool(loss_on_root)
+        self.find_unused_parameters = bool(find_unused_parameters)
         self._root_counts = np.zeros(comm.size)  # per-rank samples scattered since the last step
         self._root_losses = 0  # model.loss calls since the last step
         self._scattered_rows = None  # rank 0: rows of the last scattered input batch
@@ -174,14 +184,21 @@ class DataParallel(ParallelModel):
         comm = self.comm
         weights = self._weights()
         for layout in self._grad_layouts():
-            flat = layout.pack_grads()
+            count = layout.count
+            flags = len(layout.tensors) if self.find_unused_parameters else 0
+            flat = np.empty(count + flags, layout.dtype)  # gradients, then the used flags
+            layout.pack_grads(out=flat[:count])
+            if flags:
+                layout.used_flags(out=flat[count:])
             # rank 0 holds every rank's gradients at once: the master's memory load
             held = flat.nbytes * (comm.size + 1 if comm.rank == 0 else 1)
             with self._scratch.hold(held):
                 with comm.phase("grad-gather"):
                     stacked = gather_to_root(comm, flat, root=0)
                 if comm.rank == 0:
-                    layout.unpack_grads(weights @ stacked)
+                    layout.unpack_grads(weights @ stacked[:, :count])
+                    if flags:
+                        layout.drop_unused_grads(stacked[:, count:].sum(axis=0))
 
     def _update(self, optimizer) -> None:
         if self.comm.rank == 0:  # the other ranks' optimizers are never stepped: no state there

@@ -58,6 +58,20 @@ class FlatLayout:
                 np.multiply(t.grad.reshape(-1), scale, out=out[s], casting="unsafe")
         return out
 
+    def used_flags(self, out: np.ndarray | None = None) -> np.ndarray:
+        """One element per tensor, in this layout's dtype: 1 where its ``.grad`` is set, 0
+        where it is None (summed over ranks by hub and dp's ``find_unused_parameters``)."""
+        out = np.empty(len(self.tensors), self.dtype) if out is None else out
+        out[...] = [t.grad is not None for t in self.tensors]
+        return out
+
+    def drop_unused_grads(self, used: np.ndarray) -> None:
+        """Set ``.grad = None`` on each tensor whose entry of `used` (summed `used_flags`)
+        is 0: no rank had a gradient for it, so the optimizer skips it."""
+        for t, count in zip(self.tensors, used):
+            if count == 0:
+                t.grad = None
+
     def unpack_grads(self, flat: np.ndarray) -> None:
         """Set each tensor's ``.grad`` to its slice of `flat` (a fresh array in the
         tensor's dtype)."""

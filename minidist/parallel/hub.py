@@ -16,6 +16,14 @@ Per step (one flat message per dtype):
 * then every rank runs its own optimizer on identical gradients, so replicas stay
   byte-identical. Rank 0 handles N-1 full gradients in each direction: the hub's load.
 
+``find_unused_parameters=True`` (PyTorch's name, as DDP's): each rank appends one element
+per parameter (1 where it has a ``.grad``, 0 where it is None) to its packed gradients, so
+the flags are summed by the same ``"grad-reduce"`` and sent back by the same
+``"grad-broadcast"`` (no extra message; each grows by one element per parameter). A
+parameter no rank has a gradient for keeps ``.grad`` None on every rank, so the optimizer
+skips it (no momentum or weight decay step), as without hub. Without it (the default) such
+a parameter gets a zero gradient and is updated.
+
 With ``broadcast_buffers=True`` rank 0's buffers (BatchNorm running statistics) are
 broadcast at each training forward (phase ``"buffer-broadcast"``), as DDP does.
 """
@@ -34,20 +42,23 @@ NO_SAMPLE_FLAG = 2.0 ** -20
 
 class HubParallel(ParallelModel):
     """``HubParallel(module, comm, *, reduce="linear", broadcast="linear",
-    broadcast_buffers=True, average="samples", check_replicas=False)``.
+    broadcast_buffers=True, average="samples", check_replicas=False,
+    find_unused_parameters=False)``.
 
     `reduce` / `broadcast` pick the rooted algorithms ("linear" or "binomial")."""
 
     strategy = "hub"
 
     def __init__(self, module, comm, *, reduce: str = "linear", broadcast: str = "linear",
-                 broadcast_buffers: bool = True, average: str = "samples", check_replicas: bool = False):
+                 broadcast_buffers: bool = True, average: str = "samples", check_replicas: bool = False,
+                 find_unused_parameters: bool = False):
         super().__init__(module, comm, average=average, check_replicas=check_replicas)
         for name, value in (("reduce", reduce), ("broadcast", broadcast)):
             if value not in ("linear", "binomial"):
                 raise ValueError(f"{name} must be 'linear' or 'binomial' (got {value!r})")
         self.reduce_algorithm, self.broadcast_algorithm = reduce, broadcast
         self.broadcast_buffers = bool(broadcast_buffers)
+        self.find_unused_parameters = bool(find_unused_parameters)
         sync_initial_state(module, comm, "hub")
         self._restart_peaks()
 
@@ -63,15 +74,23 @@ class HubParallel(ParallelModel):
         if weighted:
             total = self._total_samples()
         for layout in self._grad_layouts():
-            flat = layout.pack_grads(scale=float(self._samples) if weighted else None)
+            count = layout.count
+            flags = len(layout.tensors) if self.find_unused_parameters else 0
+            flat = np.empty(count + flags, layout.dtype)  # gradients, then the used flags
+            layout.pack_grads(out=flat[:count], scale=float(self._samples) if weighted else None)
+            if flags:
+                layout.used_flags(out=flat[count:])
             with self._scratch.hold(2 * flat.nbytes):  # the packed gradients and the result
                 with comm.phase("grad-reduce"):
                     reduced = reduce_to_root(comm, flat, 0, "sum", self.reduce_algorithm)
                 if comm.rank == 0:
-                    np.divide(reduced, total, out=flat)
+                    np.divide(reduced[:count], total, out=flat[:count])
+                    flat[count:] = reduced[count:]  # the flags stay counts of ranks
                 with comm.phase("grad-broadcast"):
                     broadcast(comm, flat, 0, self.broadcast_algorithm)
-            layout.unpack_grads(flat)
+            layout.unpack_grads(flat[:count])
+            if flags:
+                layout.drop_unused_grads(flat[count:])
 
     def _total_samples(self) -> float:
         """The global sample count on rank 0 (0.0 elsewhere); raises on every rank when it

@@ -25,6 +25,9 @@ The strategies' steps (P = the parameters' elements, B = the buffers'):
     ddp  shard-sizes: ring all-reduce 1 float64 | grad-allreduce: one all-reduce per bucket
          | buffer-broadcast: bcast B (at forward) | unused-bitmap (find_unused_parameters):
          ring all-reduce of one int64 per parameter        (every rank updates)
+
+With ``find_unused_parameters=True`` dp's grad-gather and hub's grad-reduce and
+grad-broadcast carry one more element per parameter of each dtype (the used flags).
 """
 from __future__ import annotations
 
@@ -60,6 +63,14 @@ class ModelShape:
         for count, dtype in entries:
             totals[np.dtype(dtype)] = totals.get(np.dtype(dtype), 0) + int(count)
         return list(totals.items())
+
+    def grad_messages(self, find_unused_parameters: bool = False) -> list:
+        """[(dtype, elements)] of the packed gradients dp and hub send, one per dtype: the
+        parameters' elements, plus one flag per parameter with `find_unused_parameters`."""
+        flags = {}
+        for _, dtype in self.params:
+            flags[np.dtype(dtype)] = flags.get(np.dtype(dtype), 0) + bool(find_unused_parameters)
+        return [(d, n + flags[d]) for d, n in self.by_dtype("params")]
 
     @property
     def param_bytes(self) -> int:
@@ -116,13 +127,14 @@ def _calls(strategy, shape, size, *, bucket_cap_mb, algorithm, broadcast, reduce
         return []
     if strategy == "dp":
         return ([("shard-sizes", "gather_to_root", 1, f64, None)] * counts
-                + [("grad-gather", "gather_to_root", n, d, None) for d, n in shape.by_dtype("params")]
+                + [("grad-gather", "gather_to_root", n, d, None)
+                   for d, n in shape.grad_messages(find_unused_parameters)]
                 + [("param-broadcast", "broadcast", n, d, broadcast) for d, n in shape.by_dtype("all_params")]
                 + buffers)
     if strategy == "hub":
         return ((buffers if broadcast_buffers else [])
                 + [("shard-sizes", "reduce_to_root", 1, f64, reduce)] * counts
-                + [call for d, n in shape.by_dtype("params")
+                + [call for d, n in shape.grad_messages(find_unused_parameters)
                    for call in (("grad-reduce", "reduce_to_root", n, d, reduce),
                                 ("grad-broadcast", "broadcast", n, d, broadcast))])
     if strategy == "ddp":
@@ -188,7 +200,9 @@ def predict_memory(strategy: str, size: int, shape: ModelShape, *, bucket_cap_mb
     at once, so their scratch adds up: exact with ``overlap=False``, an upper bound with
     overlap). `options` are `predict_step`'s (algorithms, broadcast_buffers, average)."""
     p = shape.param_bytes
-    layouts = [n * np.dtype(d).itemsize for d, n in shape.by_dtype("params")]
+    # dp and hub pack each dtype's gradients (and, with find_unused_parameters, the flags)
+    layouts = [n * np.dtype(d).itemsize
+               for d, n in shape.grad_messages(options.get("find_unused_parameters", False))]
     buffer_layouts = [n * np.dtype(d).itemsize for d, n in shape.by_dtype("buffers")]
     largest, largest_buffers = max(layouts, default=0), max(buffer_layouts, default=0)
     largest_all = max((n * np.dtype(d).itemsize for d, n in shape.by_dtype("all_params")), default=0)

@@ -14,9 +14,12 @@ Strategies and their options (see each module's docstring):
 
 * ``"local"`` (`LocalModel`): no communication; the reference on the global batch.
 * ``"dp"`` (`DataParallel`): ``broadcast="linear"|"binomial"``, ``scatter_inputs``,
-  ``loss_on_root``.
+  ``loss_on_root``, ``find_unused_parameters`` (one flag per parameter appended to each
+  rank's "grad-gather" message, so that parameters no rank used keep ``.grad`` None on
+  rank 0).
 * ``"hub"`` (`HubParallel`): ``reduce=``, ``broadcast=`` ("linear"|"binomial"),
-  ``broadcast_buffers``.
+  ``broadcast_buffers``, ``find_unused_parameters`` (one flag per parameter appended to the
+  reduced and broadcast gradients, so that parameters no rank used keep ``.grad`` None).
 * ``"ddp"`` (`DistributedDataParallel`): ``bucket_cap_mb``, ``overlap``, ``algorithm``,
   ``broadcast_buffers``, ``comm_hook="fp16"``, ``static_graph`` (a promise that every rank
   produces the same gradients in the same order each iteration, checked at the first

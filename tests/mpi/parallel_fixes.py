@@ -7,7 +7,8 @@ gradients enabled between steps, which must not count as training samples.
 "static_nosync_first": static_graph=True whose first step() follows a no_sync backward
 only. "dp_scatter_bad_y": dp scatter_inputs with targets of the wrong length, which must
 raise the same error on every rank. "unused_everywhere/<strategy>": a head no rank uses
-from the third step on, with momentum and weight decay (DDP with find_unused_parameters).
+from the third step on, with momentum and weight decay (ddp, hub and dp, with and without
+find_unused_parameters).
 Emits, per case, the max |param - reference| (or what was raised).
 """
 import numpy as np
@@ -132,14 +133,22 @@ class Headed(nn.Module):
         return out + self.head(x) if self.use_head else out
 
 
-def bitmap_messages(comm) -> int:
-    return comm.ledger.by_phase().get("unused-bitmap", {}).get("messages_sent", 0)
+def phase_counts(comm) -> dict:
+    """{phase: {messages_sent, bytes_sent, ...}} recorded so far."""
+    return {phase: {k: int(v) for k, v in t.items() if k != "seconds"}
+            for phase, t in comm.ledger.by_phase().items()}
 
 
-def unused_everywhere(comm, steps=4, **options):
-    before = bitmap_messages(comm)
+def counts_since(comm, before: dict) -> dict:
+    now = phase_counts(comm)
+    return {phase: {k: v - before.get(phase, {}).get(k, 0) for k, v in t.items()}
+            for phase, t in now.items()}
+
+
+def unused_everywhere(comm, strategy="ddp", steps=4, **options):
+    before = phase_counts(comm)
     net, ref = Headed(), Headed()
-    model = wrap(net, "ddp", comm, **options)
+    model = wrap(net, strategy, comm, **options)
     opt = SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=0.01)
     ropt = SGD(ref.parameters(), lr=0.1, momentum=0.9, weight_decay=0.01)
     rng = np.random.default_rng(1)
@@ -149,8 +158,10 @@ def unused_everywhere(comm, steps=4, **options):
         net.use_head = ref.use_head = it < 2  # no rank uses the head from the third step on
         train_step(model, opt, x[a:b], y[a:b])
         local_step(ref, ropt, x, y)
+    counts = counts_since(comm, before)
     return {"diff": param_diff(net, ref), "head_grad_is_none": net.head.weight.grad is None,
-            "bitmap_messages": bitmap_messages(comm) - before}
+            "bitmap_messages": counts.get("unused-bitmap", {}).get("messages_sent", 0),
+            "phases": counts}
 
 
 def main():
@@ -158,8 +169,9 @@ def main():
     emit({"two_models": two_models(comm),
           "eval_between": {s: eval_between(comm, s) for s in ("ddp", "hub", "dp")},
           "static_nosync_first": static_nosync_first(comm),
-          "unused_everywhere": unused_everywhere(comm, find_unused_parameters=True),
-          "unused_everywhere_default": unused_everywhere(comm),
+          "unused_everywhere": {s: unused_everywhere(comm, s, find_unused_parameters=True)
+                                for s in ("ddp", "hub", "dp")},
+          "unused_everywhere_default": {s: unused_everywhere(comm, s) for s in ("ddp", "hub", "dp")},
           "dp_scatter_bad_y": dp_scatter_bad_y(comm)})
 
 

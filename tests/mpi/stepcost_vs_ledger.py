@@ -19,6 +19,8 @@ CASES = [("dp", {}), ("dp", {"broadcast": "binomial"}), ("hub", {}),
          ("ddp", {"algorithm": "recursive_doubling", "bucket_cap_mb": 0.0005, "overlap": False}),
          ("ddp", {"algorithm": "rabenseifner", "bucket_cap_mb": 0.0005, "overlap": False}),
          ("ddp", {"find_unused_parameters": True, "overlap": False}),
+         ("hub", {"find_unused_parameters": True}), ("dp", {"find_unused_parameters": True}),
+         ("hub", {"find_unused_parameters": True, "frozen": True}),
          ("dp", {"frozen": True}), ("hub", {"frozen": True}), ("ddp", {"frozen": True, "overlap": False})]
 
 
