@@ -24,3 +24,15 @@ def close(mine, theirs, atol=1e-10, rtol=1e-8):
     m = mine.data if isinstance(mine, Tensor) else np.asarray(mine)
     t = theirs.detach().numpy() if hasattr(theirs, "detach") else np.asarray(theirs)
     np.testing.assert_allclose(m, t, atol=atol, rtol=rtol)
+
+
+def matches_torch(torch, out, ref, pairs, rng):
+    """`out` equals torch's `ref`, and after back-propagating the same random gradient
+    (drawn from `rng`) through both, each (minidist tensor, torch tensor) in `pairs` has
+    the same ``.grad``."""
+    close(out, ref)
+    g = rng.standard_normal(out.shape)
+    out.backward(g)
+    ref.backward(torch.tensor(g))
+    for mine, theirs in pairs:
+        close(mine.grad, theirs.grad)

@@ -3,7 +3,7 @@ own files: test_functional_conv.py, test_functional_norm.py)."""
 import numpy as np
 import pytest
 
-from functional_helpers import check_grads, close, to_torch
+from functional_helpers import check_grads, close, matches_torch, to_torch
 from minidist import Tensor
 from minidist.nn import functional as F
 
@@ -22,12 +22,7 @@ def test_linear_matches_torch_and_keeps_float32(torch):
     mine = [Tensor(a, requires_grad=True) for a in (x, w, b)]
     theirs = [to_torch(torch, a) for a in (x, w, b)]
     out, ref = F.linear(*mine), torch.nn.functional.linear(*theirs)
-    close(out, ref)
-    g = rng.standard_normal(out.shape)
-    out.backward(g)
-    ref.backward(torch.tensor(g))
-    for m, t in zip(mine, theirs):
-        close(m.grad, t.grad)
+    matches_torch(torch, out, ref, zip(mine, theirs), rng)
     m32 = [Tensor(a.astype(np.float32), requires_grad=True) for a in (x, w, b)]
     out = F.linear(*m32)
     assert out.dtype == np.float32
@@ -114,11 +109,7 @@ def test_class_losses_match_torch(torch, loss, reduction):
         mx, tx = Tensor(x, requires_grad=True), to_torch(torch, x)
         out = getattr(F, loss)(mx, t, reduction=reduction)
         ref = getattr(torch.nn.functional, loss)(tx, torch.tensor(t), reduction=reduction)
-        close(out, ref)
-        g = rng.standard_normal(out.shape)
-        out.backward(g)
-        ref.backward(torch.tensor(g))
-        close(mx.grad, tx.grad)
+        matches_torch(torch, out, ref, [(mx, tx)], rng)
 
 
 def test_cross_entropy_is_stable_and_keeps_float32():
@@ -161,11 +152,7 @@ def test_mse_matches_torch(torch, reduction):
     mx, tx = Tensor(x, requires_grad=True), to_torch(torch, x)
     out = F.mse_loss(mx, y, reduction)
     ref = torch.nn.functional.mse_loss(tx, torch.tensor(y), reduction=reduction)
-    close(out, ref)
-    g = rng.standard_normal(out.shape)
-    out.backward(g)
-    ref.backward(torch.tensor(g))
-    close(mx.grad, tx.grad)
+    matches_torch(torch, out, ref, [(mx, tx)], rng)
 
 
 def test_mse_float32_and_errors():

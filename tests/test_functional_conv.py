@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from functional_helpers import check_grads, close, to_torch
+from functional_helpers import check_grads, matches_torch, to_torch
 from strategies import conv2d_geometries, max_pool2d_geometries
 from minidist import Tensor
 from minidist.nn import functional as F
@@ -38,12 +38,7 @@ def test_conv2d_matches_torch(torch, xs, ws, stride, padding):
     tx, tw, tb = (to_torch(torch, a) for a in (x, w, b))
     out = F.conv2d(mx, mw, mb, stride, padding)
     ref = torch.nn.functional.conv2d(tx, tw, tb, stride, padding)
-    close(out, ref)
-    g = rng.standard_normal(out.shape)
-    out.backward(g)
-    ref.backward(torch.tensor(g))
-    for mine, theirs in ((mx, tx), (mw, tw), (mb, tb)):
-        close(mine.grad, theirs.grad)
+    matches_torch(torch, out, ref, [(mx, tx), (mw, tw), (mb, tb)], rng)
 
 
 def test_conv2d_keeps_float32():
@@ -100,11 +95,7 @@ def test_max_pool2d_ties_go_to_first_maximum(torch):
     mx, tx = Tensor(x, requires_grad=True), to_torch(torch, x)
     out = F.max_pool2d(mx, 3, 2, 1)
     ref = torch.nn.functional.max_pool2d(tx, 3, 2, 1)
-    g = np.random.default_rng(8).standard_normal(out.shape)
-    out.backward(g)
-    ref.backward(torch.tensor(g))
-    close(out, ref)
-    close(mx.grad, tx.grad)
+    matches_torch(torch, out, ref, [(mx, tx)], np.random.default_rng(8))
 
 
 def test_max_pool2d_keeps_float32_and_errors():
@@ -136,12 +127,7 @@ def test_conv2d_random_geometries_match_torch(torch, geometry):
     mx, mw, mb = (Tensor(a, requires_grad=True) for a in (x, w, b))
     tx, tw, tb = (to_torch(torch, a) for a in (x, w, b))
     out, ref = F.conv2d(mx, mw, mb, stride, padding), torch.nn.functional.conv2d(tx, tw, tb, stride, padding)
-    close(out, ref)
-    g = rng.standard_normal(out.shape)
-    out.backward(g)
-    ref.backward(torch.tensor(g))
-    for mine, theirs in ((mx, tx), (mw, tw), (mb, tb)):
-        close(mine.grad, theirs.grad)
+    matches_torch(torch, out, ref, [(mx, tx), (mw, tw), (mb, tb)], rng)
 
 
 @RANDOM
@@ -158,8 +144,4 @@ def _max_pool_matches_torch(torch, x, kernel, stride, padding, rng):
     mx, tx = Tensor(x, requires_grad=True), to_torch(torch, x)
     out = F.max_pool2d(mx, kernel, stride, padding)
     ref = torch.nn.functional.max_pool2d(tx, kernel, stride, padding)
-    close(out, ref)
-    g = rng.standard_normal(out.shape)
-    out.backward(g)
-    ref.backward(torch.tensor(g))
-    close(mx.grad, tx.grad)
+    matches_torch(torch, out, ref, [(mx, tx)], rng)

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from functional_helpers import check_grads, close, to_torch
+from functional_helpers import check_grads, close, matches_torch, to_torch
 from minidist import Tensor
 from minidist.nn import functional as F
 
@@ -175,12 +175,7 @@ def test_layer_norm_matches_torch(torch, shape, norm):
     mx, mw, mb = (Tensor(a, requires_grad=True) for a in (x, w, b))
     tx, tw, tb = (to_torch(torch, a) for a in (x, w, b))
     out, ref = F.layer_norm(mx, norm, mw, mb, eps=1e-3), torch.nn.functional.layer_norm(tx, ns, tw, tb, eps=1e-3)
-    close(out, ref)
-    g = rng.standard_normal(shape)
-    out.backward(g)
-    ref.backward(torch.tensor(g))
-    for mine, theirs in ((mx, tx), (mw, tw), (mb, tb)):
-        close(mine.grad, theirs.grad)
+    matches_torch(torch, out, ref, [(mx, tx), (mw, tw), (mb, tb)], rng)
 
 
 def test_layer_norm_float32_and_errors():
