@@ -92,7 +92,9 @@ def recursive_doubling_allreduce(comm, x: np.ndarray, op: str = "sum") -> np.nda
         x: any shape, C-contiguous, writable, the same shape and dtype on every rank.
     """
     check_array(x)
-    return _recursive_doubling(comm, x, op, check_op(op, x.dtype))
+    ufunc = check_op(op, x.dtype)
+    with comm.collective("recursive_doubling_allreduce", x, op=op):
+        return _recursive_doubling(comm, x, op, ufunc)
 
 
 def _recursive_doubling(comm, x, op, ufunc):
@@ -145,7 +147,9 @@ def rabenseifner_allreduce(comm, x: np.ndarray, op: str = "sum") -> np.ndarray:
         x: any shape, C-contiguous, writable, the same shape and dtype on every rank.
     """
     check_array(x)
-    return _rabenseifner(comm, x, op, check_op(op, x.dtype))
+    ufunc = check_op(op, x.dtype)
+    with comm.collective("rabenseifner_allreduce", x, op=op):
+        return _rabenseifner(comm, x, op, ufunc)
 
 
 def _rabenseifner(comm, x, op, ufunc):
@@ -190,7 +194,9 @@ def mpi_allreduce(comm, x: np.ndarray, op: str = "sum") -> np.ndarray:
     reference our algorithms are compared against, never used by the strategies. The
     ledger records it as one ``"mpi"`` entry (its seconds; no messages of ours)."""
     check_array(x)
-    return _mpi(comm, x, op, check_op(op, x.dtype))
+    ufunc = check_op(op, x.dtype)
+    with comm.collective("mpi_allreduce", x, op=op):
+        return _mpi(comm, x, op, ufunc)
 
 
 def _mpi(comm, x, op, ufunc):
@@ -289,4 +295,5 @@ def allreduce(comm, x: np.ndarray, op: str = "sum", algorithm: str = "auto") -> 
     ufunc = check_op(op, x.dtype)
     if algorithm == "auto":
         algorithm = choose_allreduce_algorithm(x.nbytes, comm.size)
-    return _IMPLEMENTATIONS[algorithm](comm, x, op, ufunc)
+    with comm.collective("allreduce", x, op=op, algorithm=algorithm):
+        return _IMPLEMENTATIONS[algorithm](comm, x, op, ufunc)

@@ -6,13 +6,11 @@ objects), so the `Ledger` sees every message: phase, peer, direction, bytes, and
 seconds spent inside the call. The collectives (ring.py, rooted.py, allreduce.py) are
 written on top of these calls alone.
 
-Failing together. An exception on one rank must not leave the others waiting forever:
-
-* run scripts as ``mpiexec -n 4 python -m mpi4py script.py``: mpi4py then calls
-  ``MPI_Abort`` on an uncaught exception, which ends every rank (the recommended way);
-* or wrap the work in ``with comm.fail_together(): ...``, which prints the error with the
-  rank and aborts the job; it works under a plain ``mpiexec -n 4 python script.py`` too;
-* or call ``comm.abort("what went wrong")`` yourself.
+Failing together and waiting: in a job of several ranks, creating a Communicator turns
+fail-stop on (failstop.py: an error on one rank ends the job under a plain ``mpiexec``);
+every blocking call waits in watchdog.py's polling loop (``MINIDIST_TIMEOUT``, yielding),
+and with ``debug=True`` (or ``MINIDIST_DEBUG=1``) the ranks compare each collective call
+before making it (debug.py). See docs/reliability.md.
 
 Scratch: the collectives take their receive buffers from the communicator's cache
 (`take_scratch` / `return_scratch`): grow-only byte buffers kept between calls, so that a
@@ -25,27 +23,21 @@ thread its own, e.g. ``Communicator(comm.mpi.Dup())``).
 """
 from __future__ import annotations
 
-import sys
-import traceback
-from contextlib import contextmanager
+import os
 from time import perf_counter
 
 import numpy as np
 from mpi4py import MPI
 
+from . import failstop
+from .debug import CallScope
 from .ledger import DEFAULT_PHASE, RECV, SEND, Ledger
+from .watchdog import (check_timeout, timeout_from_environment, truncation_error, wait_all,
+                       yielding_from_environment)
 
 TAG_BARRIER = 30_000
 _BYTE = MPI.BYTE
 _EMPTY = np.empty(0, dtype=np.uint8)
-
-
-def _raise_if_truncated(exc: Exception, rank: int, source: int, buf: np.ndarray) -> None:
-    """A truncated message means the ranks disagree on sizes: say so in plain words."""
-    if exc.Get_error_class() == MPI.ERR_TRUNCATE:
-        raise ValueError(f"rank {rank}: the message from rank {source} is larger than the "
-                         f"receive buffer ({buf.nbytes} bytes, dtype {buf.dtype}); every rank "
-                         "must pass an array of the same shape and dtype") from exc
 
 
 class Request:
@@ -54,6 +46,7 @@ class Request:
     phase that was current when it was posted."""
 
     __slots__ = ("_comm", "_req", "_phase", "_peer", "_direction", "_nbytes", "_seconds", "done")
+    # _peer, _direction, _nbytes: what was posted (`posted` gives them to the wait loop)
 
     def __init__(self, comm, req, phase, peer, direction, nbytes, seconds):
         self._comm, self._req, self._phase = comm, req, phase
@@ -65,8 +58,14 @@ class Request:
             return
         status = MPI.Status()
         t0 = perf_counter()
-        self._req.Wait(status)
+        wait_all(self._comm, [self._req], [status], [self.posted])
         self._finish(status, perf_counter() - t0)
+
+    @property
+    def posted(self) -> tuple:
+        """``(direction, peer, nbytes)``: as posted; for a completed receive, the bytes
+        that arrived."""
+        return self._direction, self._peer, self._nbytes
 
     def test(self) -> bool:
         """True if the request has completed (and then records it); never blocks. The
@@ -75,7 +74,10 @@ class Request:
             return True
         status = MPI.Status()
         t0 = perf_counter()
-        completed = self._req.Test(status)
+        try:
+            completed = self._req.Test(status)
+        except MPI.Exception as exc:
+            raise truncation_error(self._comm, exc, [status], [self.posted]) from exc
         if completed:
             self._finish(status, perf_counter() - t0)
         else:
@@ -85,7 +87,7 @@ class Request:
     def _finish(self, status, seconds: float) -> None:
         peer, nbytes = self._peer, self._nbytes
         if self._direction == RECV:  # the true size and sender of what arrived
-            nbytes = status.Get_count(_BYTE)
+            nbytes = self._nbytes = status.Get_count(_BYTE)
             peer = status.Get_source() if peer < 0 else peer
         self._comm.ledger.record(self._phase, peer, self._direction, nbytes, self._seconds + seconds)
         self.done = True
@@ -110,29 +112,53 @@ class _PhaseScope:
 
 
 class Communicator:
-    """``Communicator(mpi_comm=None, detailed=False)`` wraps an mpi4py communicator
-    (``MPI.COMM_WORLD`` by default; a plain ``python script.py`` is a world of size 1).
+    """``Communicator(mpi_comm=None, detailed=False, *, debug=None, timeout=None)`` wraps
+    an mpi4py communicator (``MPI.COMM_WORLD`` by default; a plain ``python script.py`` is
+    a world of size 1).
 
     Attributes:
         rank (int), size (int): this process's rank and the number of ranks.
         ledger (Ledger): this rank's record of messages and scratch memory.
         mpi (mpi4py.MPI.Comm): the raw communicator (for the reference MPI calls).
+        debug (bool): compare every collective call across ranks first (``debug=None``:
+            ``$MINIDIST_DEBUG``).
+        timeout (float): the watchdog's limit on one wait, seconds (0: none; ``None``:
+            ``$MINIDIST_TIMEOUT``, default 300).
+        yielding (bool): waits give the core away (``$MINIDIST_YIELD``, watchdog.py).
+        step, model (int | None): set by a wrapped model while it steps, for messages.
+        operation (str | None): the collective running now; calls (int): collectives so far.
 
     Point-to-point calls take C-contiguous NumPy arrays; `recv` and `sendrecv` return the
     number of bytes that arrived. Tags default to 0; the collectives use tags >= 30000.
     """
 
-    def __init__(self, mpi_comm=None, detailed: bool = False):
+    def __init__(self, mpi_comm=None, detailed: bool = False, *, debug: bool | None = None,
+                 timeout: float | None = None):
+        self.timeout = timeout_from_environment() if timeout is None else check_timeout(timeout)
+        if debug is None:
+            debug = os.environ.get("MINIDIST_DEBUG", "0").strip().lower() not in ("", "0", "false", "no")
+        self.debug = bool(debug)
+        self.yielding = yielding_from_environment()
         self.mpi = MPI.COMM_WORLD if mpi_comm is None else mpi_comm
         self.rank = self.mpi.Get_rank()
         self.size = self.mpi.Get_size()
+        if MPI.COMM_WORLD.Get_size() > 1:
+            failstop.install()
         self.ledger = Ledger(detailed)
+        self.step = self.model = self.operation = None
+        self.calls = 0
         self._phase = DEFAULT_PHASE
-        self._status = MPI.Status()  # reused by the blocking calls (one thread at a time)
+        self._statuses = [MPI.Status(), MPI.Status()]  # reused by the blocking calls (one thread at a time)
         self._idle_scratch: list[np.ndarray] = []  # idle cached buffers (views of uint8 .base)
 
     def __repr__(self) -> str:
         return f"Communicator(rank={self.rank}, size={self.size}, phase={self._phase!r})"
+
+    def collective(self, name: str, x=None, *, op=None, root=None, algorithm=None) -> CallScope:
+        """``with comm.collective("broadcast", x, root=0): ...`` marks a collective call:
+        names it for the watchdog's messages, counts it, and in debug mode first checks
+        that every rank makes the same call (debug.py)."""
+        return CallScope(self, name, x, op, root, algorithm)
 
     # ---- phases --------------------------------------------------------------------------
     @property
@@ -145,21 +171,19 @@ class Communicator:
         back when the block exits, even by an exception."""
         return _PhaseScope(self, str(name))
 
-    # ---- blocking point-to-point -----------------------------------------------------------
+    # ---- blocking point-to-point (posted, then waited for in watchdog.py's loop) -----------
     def send(self, buf: np.ndarray, dest: int, tag: int = 0) -> None:
         t0 = perf_counter()
-        self.mpi.Send(buf, dest, tag)
+        request = self.mpi.Isend(buf, dest, tag)
+        wait_all(self, [request], self._statuses[:1], [(SEND, dest, buf.nbytes)])
         self.ledger.record(self._phase, dest, SEND, buf.nbytes, perf_counter() - t0)
 
     def recv(self, buf: np.ndarray, source: int, tag: int = 0) -> int:
         """Receive into `buf` (at most ``buf.nbytes``); returns the bytes that arrived."""
-        status = self._status
+        status = self._statuses[0]
         t0 = perf_counter()
-        try:
-            self.mpi.Recv(buf, source, tag, status)
-        except MPI.Exception as exc:
-            _raise_if_truncated(exc, self.rank, source, buf)
-            raise
+        request = self.mpi.Irecv(buf, source, tag)
+        wait_all(self, [request], [status], [(RECV, source, buf.nbytes)])
         seconds = perf_counter() - t0
         nbytes = status.Get_count(_BYTE)
         self.ledger.record(self._phase, source if source >= 0 else status.Get_source(),
@@ -171,17 +195,14 @@ class Communicator:
         """Send `sendbuf` to `dest` while receiving into `recvbuf` from `source` (no
         deadlock whatever the order); returns the bytes received. Its seconds are recorded
         on the receive side only."""
-        status = self._status
+        statuses = self._statuses
         t0 = perf_counter()
-        try:
-            self.mpi.Sendrecv(sendbuf, dest, tag, recvbuf, source, tag, status)
-        except MPI.Exception as exc:
-            _raise_if_truncated(exc, self.rank, source, recvbuf)
-            raise
+        requests = [self.mpi.Irecv(recvbuf, source, tag), self.mpi.Isend(sendbuf, dest, tag)]
+        wait_all(self, requests, statuses, [(RECV, source, recvbuf.nbytes), (SEND, dest, sendbuf.nbytes)])
         seconds = perf_counter() - t0
-        nbytes = status.Get_count(_BYTE)
+        nbytes = statuses[0].Get_count(_BYTE)
         self.ledger.record_exchange(self._phase, dest, sendbuf.nbytes,
-                                    source if source >= 0 else status.Get_source(), nbytes, seconds)
+                                    source if source >= 0 else statuses[0].Get_source(), nbytes, seconds)
         return nbytes
 
     # ---- non-blocking ------------------------------------------------------------------
@@ -205,7 +226,7 @@ class Communicator:
             return
         statuses = [MPI.Status() for _ in pending]
         t0 = perf_counter()
-        MPI.Request.Waitall([r._req for r in pending], statuses)
+        wait_all(self, [r._req for r in pending], statuses, [r.posted for r in pending])
         share = (perf_counter() - t0) / len(pending)
         for r, status in zip(pending, statuses):
             r._finish(status, share)
@@ -270,28 +291,14 @@ class Communicator:
         an empty message to ``rank + 2**k`` and receives one from ``rank - 2**k`` (mod
         size); after ceil(log2 size) rounds every rank has heard, indirectly, from all.
         Recorded like any message (0 bytes), under the current phase."""
-        step = 1
-        while step < self.size:
-            self.sendrecv(_EMPTY, (self.rank + step) % self.size, _EMPTY,
-                          (self.rank - step) % self.size, TAG_BARRIER)
-            step *= 2
+        with self.collective("barrier"):
+            distance = 1
+            while distance < self.size:
+                self.sendrecv(_EMPTY, (self.rank + distance) % self.size, _EMPTY,
+                              (self.rank - distance) % self.size, TAG_BARRIER)
+                distance *= 2
 
     def abort(self, message: str, errorcode: int = 1) -> None:
         """Print `message` to stderr as ``[rank R/N] message`` and end every rank of the job
         with MPI_Abort (no rank is left waiting). Does not return."""
-        sys.stderr.write(f"[rank {self.rank}/{self.size}] {message}\n")
-        sys.stderr.flush()
-        self.mpi.Abort(errorcode)
-
-    @contextmanager
-    def fail_together(self):
-        """``with comm.fail_together(): ...``: an exception inside the block prints its
-        traceback with this rank's number and aborts the whole job, so the other ranks do
-        not hang in a collective waiting for this one. In a world of size 1 the exception
-        is simply re-raised (nobody can be left waiting)."""
-        try:
-            yield self
-        except BaseException as exc:
-            if self.size == 1 or (isinstance(exc, SystemExit) and exc.code in (0, None)):
-                raise
-            self.abort(f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}")
+        failstop.abort(message, errorcode)

@@ -41,6 +41,11 @@ def gather_to_root(comm, x: np.ndarray, root: int = 0):
     """
     check_array(x, writable=False)
     root = check_root(root, comm.size)
+    with comm.collective("gather_to_root", x, root=root):
+        return _gather(comm, x, root)
+
+
+def _gather(comm, x, root):
     if comm.rank != root:
         comm.send(x, root, TAG_GATHER)
         return None
@@ -73,10 +78,11 @@ def reduce_to_root(comm, x: np.ndarray, root: int = 0, op: str = "sum",
     root = check_root(root, comm.size)
     ufunc = check_op(op, x.dtype)
     check_choice("algorithm", algorithm, ALGORITHMS)
-    if algorithm == "linear":
-        result = _reduce_linear(comm, x, root, ufunc)
-    else:
-        result = _reduce_binomial(comm, x, root, ufunc)
+    with comm.collective("reduce_to_root", x, op=op, root=root, algorithm=algorithm):
+        if algorithm == "linear":
+            result = _reduce_linear(comm, x, root, ufunc)
+        else:
+            result = _reduce_binomial(comm, x, root, ufunc)
     if result is not None and op == "mean":
         np.divide(result, comm.size, out=result)
     return result
@@ -156,6 +162,11 @@ def broadcast(comm, x: np.ndarray, root: int = 0, algorithm: str = "linear") -> 
     check_array(x)
     root = check_root(root, comm.size)
     check_choice("algorithm", algorithm, ALGORITHMS)
+    with comm.collective("broadcast", x, root=root, algorithm=algorithm):
+        return _broadcast(comm, x, root, algorithm)
+
+
+def _broadcast(comm, x, root, algorithm):
     rank, size = comm.rank, comm.size
     if algorithm == "linear":
         if rank == root:
@@ -195,8 +206,13 @@ def scatter(comm, x, root: int = 0, out: np.ndarray | None = None) -> np.ndarray
         x (root): ``(n, *rest)``, ndim 1..8. output on rank r: ``(n // N + (r < n % N), *rest)``.
     """
     root = check_root(root, comm.size)
-    if comm.rank == root:
-        return _scatter_from_root(comm, x, root, out)
+    with comm.collective("scatter", x if comm.rank == root else None, root=root):
+        if comm.rank == root:
+            return _scatter_from_root(comm, x, root, out)
+        return _scatter_to(comm, root, out)
+
+
+def _scatter_to(comm, root, out):
     problem = None
     if out is not None:
         try:

@@ -1,0 +1,106 @@
+"""Fail-stop: in a job of more than one rank, one failing rank ends the whole job.
+
+Without this, a rank that raises or calls ``sys.exit(3)`` hangs in ``MPI_Finalize`` while
+the others wait forever for its messages. `install` (called at ``import minidist`` when
+the launcher says there are several ranks, and by every `Communicator` of more than one
+rank) does what ``python -m mpi4py`` does, under a plain ``mpiexec -n N python script.py``:
+
+* an unhandled exception prints its traceback, each line prefixed ``[rank R/N]``, then
+  ``MPI_Abort(1)`` ends every rank (KeyboardInterrupt: 130);
+* ``sys.exit(k)`` with k != 0 ends every rank with status k, at once (it cannot be caught;
+  other ranks wait half a second so that rank 0's own message for the same cause shows);
+* SIGINT (Ctrl-C) ends every rank with status 130; our wait loops poll, so this works
+  while a rank waits for a message (see watchdog.py).
+A killed rank (SIGKILL) is mpiexec's business: it ends the others. Details:
+docs/reliability.md.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+import traceback
+
+INTERRUPTED = 128 + signal.SIGINT  # 130, the shell's status for Ctrl-C
+EXIT_GRACE_SECONDS = 0.5  # a non-root rank's sys.exit(k) waits this long before aborting
+_ORIGINAL_EXIT = sys.exit
+_installed = False
+
+
+def launcher_size() -> int:
+    """The number of ranks the MPI launcher started (1 outside mpiexec): read from the
+    environment MPICH's and Open MPI's launchers set, so it needs no MPI call."""
+    for name in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE"):
+        value = os.environ.get(name, "")
+        if value.isdigit():
+            return int(value)
+    return 1
+
+
+def _world():
+    from mpi4py import MPI  # initialises MPI if nothing did yet, so that Abort can reach mpiexec
+    return MPI.COMM_WORLD
+
+
+def _prefix() -> str:
+    world = _world()
+    return f"[rank {world.Get_rank()}/{world.Get_size()}] "
+
+
+def abort(message: str, status: int = 1) -> None:
+    """Write `message` to stderr, each line prefixed ``[rank R/N]``, flush, and end every
+    rank of the job with ``MPI_Abort(status)``. Does not return."""
+    prefix = _prefix()
+    text = "".join(prefix + line + "\n" for line in message.rstrip("\n").split("\n"))
+    try:
+        sys.stdout.flush()
+        sys.stderr.write(text)
+        sys.stderr.flush()
+    finally:
+        _world().Abort(status)
+        os._exit(status)  # not reached: MPI_Abort does not return
+
+
+def _excepthook(kind, value, tb) -> None:
+    status = INTERRUPTED if issubclass(kind, KeyboardInterrupt) else 1
+    text = "".join(traceback.format_exception(kind, value, tb))
+    abort(text + f"minidist: unhandled {kind.__name__} on this rank: aborting the whole job", status)
+
+
+def _exit(status=None) -> None:
+    """``sys.exit`` in a job of several ranks: a failure status ends every rank."""
+    if status is None or status == 0:
+        _ORIGINAL_EXIT(status)
+    if isinstance(status, int):
+        code, message = status, f"sys.exit({status}): aborting the whole job with status {status}"
+    else:  # sys.exit("message") prints the message and exits with 1
+        code, message = 1, f"{status}\nsys.exit with a message: aborting the whole job with status 1"
+    if _world().Get_rank() != 0:
+        time.sleep(EXIT_GRACE_SECONDS)
+    abort(message, code)
+
+
+def _on_sigint(signum, frame) -> None:
+    abort("interrupted (SIGINT): aborting the whole job", INTERRUPTED)
+
+
+def install() -> bool:
+    """Turn fail-stop on for this process (idempotent); returns whether it is on. Call it
+    only in a job of more than one rank."""
+    global _installed
+    if _installed:
+        return True
+    _installed = True
+    sys.excepthook = _excepthook
+    sys.exit = _exit
+    try:  # only over Python's default handler, never over one the user set
+        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            signal.signal(signal.SIGINT, _on_sigint)
+    except ValueError:  # not the main thread: the interpreter's own handler stays
+        pass
+    return True
+
+
+def installed() -> bool:
+    return _installed

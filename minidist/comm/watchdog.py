@@ -1,0 +1,128 @@
+"""The wait loop under every blocking call of the Communicator, and its watchdog.
+
+Every blocking call (send, recv, sendrecv, barrier, ``Request.wait``, waitall: so every
+collective and every strategy step) posts non-blocking requests and waits for them here,
+polling ``Testall`` instead of blocking inside MPI. Python thus keeps control while a rank
+waits: Ctrl-C is handled (failstop.py), and a wait longer than ``MINIDIST_TIMEOUT`` seconds
+(default 300; 0 disables) aborts the job, naming the collective, the phase, the step and
+the ranks this rank was still waiting for.
+
+Yielding: when more ranks run on this node than it has cores, a rank spinning on a peer
+would hold the core that peer needs. ``MINIDIST_YIELD=auto`` (default) turns yielding on
+then (``1``/``0`` force it): after SPIN_SECONDS of polling, each poll gives the core away
+(``os.sched_yield``). A wait past a second sleeps 1 ms between polls in either mode.
+`Communicator.yielding` says which mode a run used. Details: docs/reliability.md.
+"""
+from __future__ import annotations
+
+import os
+from time import perf_counter, sleep
+
+from mpi4py import MPI
+
+from .failstop import abort, launcher_size
+
+DEFAULT_TIMEOUT = 300.0  # seconds; long enough for any step of this simulator
+WATCHDOG_STATUS = 124  # the job's exit status when the watchdog fires (as timeout(1))
+SPIN_SECONDS = 50e-6  # poll flat out this long before yielding (a neighbour's message is often this close)
+LONG_WAIT_SECONDS = 1.0  # past this, poll once per millisecond: no transfer is that slow to progress
+_testall = MPI.Request.Testall
+
+
+def timeout_from_environment() -> float:
+    """``$MINIDIST_TIMEOUT`` in seconds (DEFAULT_TIMEOUT when unset; 0 disables)."""
+    return check_timeout(os.environ.get("MINIDIST_TIMEOUT", DEFAULT_TIMEOUT), "MINIDIST_TIMEOUT")
+
+
+def check_timeout(value, name: str = "timeout") -> float:
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        seconds = -1.0
+    if not seconds >= 0 or seconds == float("inf"):
+        raise ValueError(f"{name} must be a number of seconds >= 0 (0 disables the watchdog); "
+                         f"got {value!r}")
+    return seconds
+
+
+def ranks_on_this_node() -> int:
+    """How many ranks the launcher put on this node (its environment; else the job size)."""
+    for name in ("MPI_LOCALNRANKS", "OMPI_COMM_WORLD_LOCAL_SIZE"):
+        value = os.environ.get(name, "")
+        if value.isdigit():
+            return int(value)
+    return launcher_size()
+
+
+def yielding_from_environment() -> bool:
+    """Whether waits yield the core: ``$MINIDIST_YIELD`` = auto (default: when this node
+    runs more ranks than this process may use cores), 1 or 0."""
+    value = os.environ.get("MINIDIST_YIELD", "auto").strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    if value != "auto":
+        raise ValueError(f"MINIDIST_YIELD must be auto, 1 or 0 (got {value!r})")
+    return ranks_on_this_node() > len(os.sched_getaffinity(0))
+
+
+def wait_all(comm, requests: list, statuses: list, posted: list) -> None:
+    """Wait until every request completes, polling. `posted` describes each request as
+    ``(direction, peer, nbytes)`` for the error messages. A message larger than its receive
+    buffer raises ValueError; a wait past ``comm.timeout`` seconds aborts the job."""
+    try:
+        if _testall(requests, statuses):
+            return
+        start = perf_counter()
+        deadline = start + comm.timeout if comm.timeout > 0 else float("inf")
+        spin_end, slow = start + SPIN_SECONDS, start + LONG_WAIT_SECONDS
+        yielding = comm.yielding
+        while not _testall(requests, statuses):
+            now = perf_counter()
+            if now > deadline:
+                expire(comm, requests, posted, now - start)
+            if now > slow:
+                sleep(1e-3)
+            elif yielding and now > spin_end:
+                os.sched_yield()
+    except MPI.Exception as exc:
+        raise truncation_error(comm, exc, statuses, posted) from exc
+
+
+def truncation_error(comm, exc, statuses, posted) -> Exception:
+    """The plain-words error for a message larger than its receive buffer (the ranks
+    disagree on sizes); any other MPI error is returned as it is."""
+    truncated = [(peer, nbytes) for status, (direction, peer, nbytes) in zip(statuses, posted)
+                 if direction == "recv" and MPI.Get_error_class(status.Get_error()) == MPI.ERR_TRUNCATE]
+    if not truncated and exc.Get_error_class() == MPI.ERR_TRUNCATE:  # one request: said directly
+        truncated = [(peer, nbytes) for direction, peer, nbytes in posted if direction == "recv"]
+    if not truncated:
+        return exc
+    peer, nbytes = truncated[0]
+    return ValueError(f"rank {comm.rank}: {where(comm)}: the message from rank {peer} is larger "
+                      f"than the receive buffer ({nbytes} bytes); every rank must pass an array of "
+                      "the same shape and dtype to the same collective call")
+
+
+def where(comm) -> str:
+    """``ring_allreduce (phase 'grad-allreduce', step 3, model #1)``: what this rank is
+    doing, as far as it knows."""
+    details = [f"phase {comm.current_phase!r}"]
+    if comm.step is not None:
+        details.append(f"step {comm.step}")
+    if comm.model is not None:
+        details.append(f"model #{comm.model}")
+    return f"{comm.operation or 'point-to-point'} ({', '.join(details)})"
+
+
+def expire(comm, requests, posted, waited: float) -> None:
+    """The watchdog fires: name what this rank waits for, and abort the job."""
+    pending = [(d, peer) for r, (d, peer, _) in zip(requests, posted) if not r.Get_status()]
+    waiting = sorted({peer for _, peer in pending})
+    parts = [f"a message from rank {p}" if d == "recv" else f"rank {p} to take our message"
+             for d, p in pending]
+    abort(f"minidist watchdog: {where(comm)} waited {waited:.1f} s (MINIDIST_TIMEOUT="
+          f"{comm.timeout:g}) for {' and '.join(parts) or 'its messages'}; ranks not arrived: "
+          f"{waiting}. They are stuck, have failed, or skipped this call (MINIDIST_DEBUG=1 "
+          "compares every collective call across ranks).", WATCHDOG_STATUS)
