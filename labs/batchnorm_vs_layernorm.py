@@ -27,7 +27,7 @@ Run it:
     mpiexec -n 4 python labs/batchnorm_vs_layernorm.py --steps 100 --batch 4
     mpiexec -n 2 python labs/batchnorm_vs_layernorm.py --quick --json runs/lab-bn-ln.json
 
-(`python -m mpi4py` after `python` makes an error on one rank end the whole job.) With one
+(An error on one rank ends the whole job: minidist's fail-stop.) With one
 rank (plain `python labs/...py`) the shard is the global batch, so nothing drifts.
 """
 from __future__ import annotations

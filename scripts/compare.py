@@ -210,17 +210,16 @@ def _kib(nbytes):
 def main(argv=None):
     args = parse_args(argv)
     comm = Communicator()
-    with comm.fail_together():
-        X, y = dataset(args)
-        batches = global_batches(args, X, y)
-        records, reference = [], None
-        for variant in args.strategies:
-            mine, snapshots = run(args, comm, variant, batches, reference)
-            if variant == "local":
-                reference = snapshots
-            records += mine
-        # reporting only: pickled gather outside every measured phase
-        everything = comm.mpi.gather(records, root=0)
+    X, y = dataset(args)  # an error on any rank ends the whole job (minidist.comm.failstop)
+    batches = global_batches(args, X, y)
+    records, reference = [], None
+    for variant in args.strategies:
+        mine, snapshots = run(args, comm, variant, batches, reference)
+        if variant == "local":
+            reference = snapshots
+        records += mine
+    # reporting only: pickled gather outside every measured phase
+    everything = comm.mpi.gather(records, root=0)
     if comm.rank != 0:
         return
     records = sorted((r for part in everything for r in part),

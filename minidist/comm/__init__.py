@@ -13,8 +13,9 @@ the ring collectives also take float16 (summed in float16, for DDP's fp16 hook).
 Reductions: op="sum" | "mean" | "max" | "min"; "mean" needs a floating dtype (TypeError
 for int64: use "sum" and divide).
 
-Run under ``mpiexec -n N python -m mpi4py script.py`` so that an exception on one rank
-aborts the whole job (or use ``with comm.fail_together():``).
+Under a plain ``mpiexec -n N python script.py`` an error on one rank ends the whole job
+(failstop.py), a wait past ``MINIDIST_TIMEOUT`` seconds aborts it (watchdog.py), and
+``MINIDIST_DEBUG=1`` checks that the ranks make the same collective calls (debug.py).
 
 Non-blocking: ``op = RingAllreduce(comm, x, tag=...).start()``, then ``op.advance()``
 while computing and ``op.wait()`` at the end: the same ring as `ring_allreduce`, the

@@ -87,7 +87,7 @@ def wait_all(comm, requests: list, statuses: list, posted: list) -> None:
             elif yielding and now > spin_end:
                 os.sched_yield()
     except MPI.Exception as exc:
-        raise truncation_error(comm, exc, statuses, posted) from exc
+        raise truncation_error(comm, exc, statuses, posted) from None  # MPI's own words say nothing
 
 
 def truncation_error(comm, exc, statuses, posted) -> Exception:

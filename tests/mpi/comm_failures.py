@@ -1,11 +1,10 @@
 """Worker for tests/test_comm_failures.py: one rank fails while the others wait for it.
 
-    python -m mpi4py comm_failures.py MODE
+    mpiexec -n N python comm_failures.py MODE      (a plain launch: no -m mpi4py)
 
 MODE:
-  fail_together  the last rank raises inside ``comm.fail_together()``; the others block in
-                 a receive from it that never comes. The job must end (MPI_Abort).
-  uncaught       the same without fail_together: ``python -m mpi4py`` aborts the job.
+  uncaught       the last rank raises; the others block in a receive from it that never
+                 comes. Fail-stop (minidist.comm.failstop) must end the job.
   abort          the last rank calls ``comm.abort(...)`` directly.
   mismatch       rank 0 passes a shorter array to ring_allreduce than the others.
   ok             every rank emits, nobody fails (the control case).
@@ -23,12 +22,7 @@ mode = sys.argv[1]
 last = comm.size - 1
 waiting = np.zeros(1)
 
-if mode == "fail_together":
-    with comm.fail_together():
-        if comm.rank == last:
-            raise RuntimeError(f"deliberate failure on rank {comm.rank}")
-        comm.recv(waiting, last)
-elif mode == "uncaught":
+if mode == "uncaught":
     if comm.rank == last:
         raise RuntimeError(f"uncaught failure on rank {comm.rank}")
     comm.recv(waiting, last)
@@ -39,7 +33,6 @@ elif mode == "abort":
 elif mode == "mismatch":
     ring_allreduce(comm, np.ones(10 if comm.rank == 0 else 12))
 elif mode == "ok":
-    with comm.fail_together():
-        emit({"sum": float(ring_allreduce(comm, np.ones(3))[0])})
+    emit({"sum": float(ring_allreduce(comm, np.ones(3))[0])})
 else:
     raise SystemExit(f"unknown mode {mode!r}")
