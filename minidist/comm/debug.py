@@ -20,11 +20,14 @@ from .watchdog import wait_all
 TAG_DEBUG = 30_900
 FIELDS = ("call", "collective", "count", "dtype", "op", "root", "algorithm", "model", "step")
 UNKNOWN = -1
-COLLECTIVES = ("barrier", "allreduce", "ring_reduce_scatter", "ring_allgather", "gather_to_root",
+COLLECTIVES = ("step", "barrier", "allreduce", "ring_reduce_scatter", "ring_allgather", "gather_to_root",
                "reduce_to_root", "broadcast", "scatter", "RingAllreduce")
 # the all-reduces are one collective; the algorithm is a field of its own
 _ALLREDUCES = {"ring_allreduce": "ring", "recursive_doubling_allreduce": "recursive_doubling",
                "rabenseifner_allreduce": "rabenseifner", "mpi_allreduce": "mpi"}
+HINTS = {"model": "Wrapped models are stepped in a different order on different ranks. ",
+         "step": "A rank skipped or repeated a step. ",
+         "collective": "A rank skipped a call, or made another one. "}
 _OPS = ("sum", "mean", "max", "min")
 _ALGORITHMS = ("ring", "recursive_doubling", "rabenseifner", "mpi", "linear", "binomial")
 
@@ -93,9 +96,10 @@ def check_same_call(comm, name: str, x, op, root, algorithm) -> None:
     if fields:
         calls = "\n".join(f"  rank {r}: {describe(rec)}" for r, rec in enumerate(records))
         odd = [r for r in range(comm.size) if (records[r] != records[0]).any()]
+        hint = HINTS.get(fields[0], "")
         raise RuntimeError(f"minidist debug: the ranks disagree on collective call #{comm.calls} "
-                           f"({', '.join(fields)} differ; ranks differing from rank 0: {odd}):\n"
-                           f"{calls}\nEvery rank must make the same collective calls, in the "
+                           f"(different {', '.join(fields)}; ranks differing from rank 0: {odd}):\n"
+                           f"{calls}\n{hint}Every rank must make the same collective calls, in the "
                            "same order, with the same count, dtype, op, root and algorithm.")
 
 

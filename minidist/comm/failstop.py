@@ -24,6 +24,7 @@ import traceback
 
 INTERRUPTED = 128 + signal.SIGINT  # 130, the shell's status for Ctrl-C
 EXIT_GRACE_SECONDS = 0.5  # a non-root rank's sys.exit(k) waits this long before aborting
+FORWARD_SECONDS = 0.2  # between writing the message and MPI_Abort: mpiexec forwards it meanwhile
 _ORIGINAL_EXIT = sys.exit
 _installed = False
 
@@ -57,6 +58,7 @@ def abort(message: str, status: int = 1) -> None:
         sys.stdout.flush()
         sys.stderr.write(text)
         sys.stderr.flush()
+        time.sleep(FORWARD_SECONDS)  # else the job may be torn down before mpiexec shows it
     finally:
         _world().Abort(status)
         os._exit(status)  # not reached: MPI_Abort does not return

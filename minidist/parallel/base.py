@@ -12,6 +12,7 @@ Also here: the wrap-time checks and broadcasts the distributed strategies share
 from __future__ import annotations
 
 import json
+from weakref import WeakKeyDictionary
 
 import numpy as np
 from mpi4py import MPI
@@ -26,6 +27,7 @@ from .memory import ScratchMeter, measure, reset_ledger_peak
 AVERAGES = ("samples", "ranks")
 # below DDP's bucket tags (20000..29999) and the comm layer's (30000 and up)
 TAG_SAMPLES_QUESTION, TAG_SAMPLES_VERDICT = 19_001, 19_002
+_models_wrapped: "WeakKeyDictionary" = WeakKeyDictionary()  # comm -> models wrapped on it so far
 
 
 class ParallelModel:
@@ -35,6 +37,8 @@ class ParallelModel:
         module: the wrapped model (its Parameters are the ones updated).
         comm: the Communicator (None for "local").
         strategy (str): "local", "dp", "hub" or "ddp".
+        model_id (int): 1, 2, ... in the order models were wrapped on `comm` (the same on
+            every rank); error messages name it.
         steps (int): completed `step` calls.
         memory (MemoryReport | None): this rank's memory after the last step.
     """
@@ -51,6 +55,9 @@ class ParallelModel:
         self.average = average
         self.check_replicas = bool(check_replicas)
         self.steps = 0
+        self.model_id = _models_wrapped.get(comm, 0) + 1 if comm is not None else 1
+        if comm is not None:
+            _models_wrapped[comm] = self.model_id
         self.memory = None
         self._samples = 0  # samples this rank has seen in gradient-recording forwards since the last step
         self._scratch = ScratchMeter()
@@ -105,9 +112,18 @@ class ParallelModel:
     def step(self, optimizer) -> None:
         """Finish this step's communication and update the parameters with `optimizer`
         (built on ``model.parameters()``)."""
-        self._before_update(optimizer)
-        self._update(optimizer)
-        self._after_update(optimizer)
+        comm = self.comm
+        if comm is not None:  # messages (watchdog, errors) name the model and the step
+            comm.step, comm.model = self.steps + 1, self.model_id
+            with comm.collective("step"):  # debug mode: every rank steps this model now
+                pass
+        try:
+            self._before_update(optimizer)
+            self._update(optimizer)
+            self._after_update(optimizer)
+        finally:
+            if comm is not None:
+                comm.model = None
         self._samples = 0
         self.steps += 1
         if self.check_replicas:
@@ -141,12 +157,6 @@ class ParallelModel:
         enabled (an eval-mode forward, e.g. validation, is not part of the step's batch)."""
         if self.module.training and is_grad_enabled() and x is not None:
             self._samples += int(np.shape(x.data if isinstance(x, Tensor) else x)[0])
-
-    @property
-    def samples_since_step(self) -> int:
-        """Samples in training-mode, gradient-recording forwards since the last step (the weight of this
-        rank's gradient under ``average="samples"``)."""
-        return self._samples
 
     def _grad_layouts(self):
         return layouts_by_dtype([p for p in self.module.parameters() if p.requires_grad])
@@ -199,26 +209,30 @@ def agree_on_samples(comm, mine: int, total: float | None, silent_ranks: int | N
 
 # ---- wrap-time checks and broadcasts ------------------------------------------------------------
 def _signature(module) -> list:
-    return [[name, list(p.data.shape), str(p.data.dtype)] for name, p in module.named_parameters()]
+    """``[kind, name, shape, dtype]`` of every parameter, then of every buffer."""
+    return ([["parameter", name, list(p.data.shape), str(p.data.dtype)] for name, p in module.named_parameters()]
+            + [["buffer", name, list(b.data.shape), str(b.data.dtype)] for name, b in module.named_buffers()])
 
 
 def _describe_mismatch(mine: list, root: list, rank: int) -> str:
-    """'' when equal, else one sentence naming the first parameter that differs."""
+    """'' when equal, else one sentence naming the first parameter or buffer that differs."""
     for i, (a, b) in enumerate(zip(mine, root)):
-        if a[0] != b[0]:
-            return (f"parameter #{i} is named {a[0]!r} on rank {rank} but {b[0]!r} on rank 0 "
-                    f"(shapes {tuple(a[1])} and {tuple(b[1])})")
-        if a[1] != b[1]:
-            return (f"parameter {a[0]!r} has shape {tuple(a[1])} on rank {rank} but shape "
-                    f"{tuple(b[1])} on rank 0")
+        if a[:2] != b[:2]:
+            return (f"{a[0]} #{i} is {a[1]!r} on rank {rank} but {b[0]} {b[1]!r} on rank 0 "
+                    f"(shapes {tuple(a[2])} and {tuple(b[2])})")
         if a[2] != b[2]:
-            return (f"parameter {a[0]!r} has dtype {a[2]} on rank {rank} but dtype {b[2]} on rank 0 "
-                    f"(shape {tuple(a[1])})")
+            return (f"{a[0]} {a[1]!r} has shape {tuple(a[2])} on rank {rank} but shape "
+                    f"{tuple(b[2])} on rank 0")
+        if a[3] != b[3]:
+            return (f"{a[0]} {a[1]!r} has dtype {a[3]} on rank {rank} but dtype {b[3]} on rank 0 "
+                    f"(shape {tuple(a[2])})")
     if len(mine) != len(root):
         extra = mine[len(root):] or root[len(mine):]
         who = rank if len(mine) > len(root) else 0
-        return (f"rank {rank} has {len(mine)} parameters but rank 0 has {len(root)}; the first "
-                f"extra one, on rank {who}, is {extra[0][0]!r} with shape {tuple(extra[0][1])}")
+        counts = [sum(1 for e in sig if e[0] == "buffer") for sig in (mine, root)]
+        return (f"rank {rank} has {len(mine) - counts[0]} parameters and {counts[0]} buffers but rank 0 "
+                f"has {len(root) - counts[1]} and {counts[1]}; the first extra one, on rank {who}, is "
+                f"{extra[0][0]} {extra[0][1]!r} with shape {tuple(extra[0][2])}")
     return ""
 
 
@@ -238,9 +252,10 @@ def broadcast_text(comm, text: str | None, root: int) -> str:
 
 
 def verify_same_model(module, comm, who: str = "DDP") -> None:
-    """Check that every rank's parameters have rank 0's names, shapes and dtypes; raise the
-    same RuntimeError on every rank otherwise (naming the rank, the parameter and both
-    shapes), so no rank is left waiting in a later collective. Phase ``"verify"``."""
+    """Check that every rank's parameters and buffers have rank 0's names, shapes and
+    dtypes; raise the same RuntimeError on every rank otherwise (naming the rank, the
+    parameter or buffer and both shapes), so no rank is left waiting in a later
+    collective. Phase ``"verify"``."""
     if comm is None or comm.size == 1:
         return
     mine = _signature(module)
