@@ -15,9 +15,9 @@ from __future__ import annotations
 import numpy as np
 from mpi4py import MPI
 
+from .tags import TAG_DEBUG
 from .watchdog import wait_all
 
-TAG_DEBUG = 30_900
 FIELDS = ("call", "collective", "count", "dtype", "op", "root", "algorithm", "model", "step")
 UNKNOWN = -1
 COLLECTIVES = ("step", "barrier", "allreduce", "ring_reduce_scatter", "ring_allgather", "gather_to_root",

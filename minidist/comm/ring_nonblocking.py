@@ -23,8 +23,8 @@ import numpy as np
 
 from .checks import RING_DTYPES, check_array, check_op, mismatch_error
 from .ring import combine, ring_schedule, ring_scratch_count, wire
+from .tags import TAG_RING_ALLREDUCE
 
-TAG_RING_ALLREDUCE = 30_102
 _tags_in_flight: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # comm -> {tag}
 
 
