@@ -1,25 +1,16 @@
 """`Communicator`: point-to-point messages on NumPy arrays, each one recorded in a ledger.
 
-Every byte minidist moves between ranks goes through the buffer calls here (``Send``,
-``Recv``, ``Sendrecv``, ``Isend``, ``Irecv`` of mpi4py on NumPy arrays; never pickled
-objects), so the `Ledger` sees every message: phase, peer, direction, bytes, and the
-seconds spent inside the call. The collectives (ring.py, rooted.py, allreduce.py) are
-written on top of these calls alone.
+Every byte minidist moves between ranks goes through the calls here (mpi4py's ``Isend`` /
+``Irecv`` on NumPy arrays, never pickled objects), so the `Ledger` sees every message:
+phase, peer, direction, bytes, and the seconds spent inside the call. The collectives
+(ring.py, rooted.py, allreduce.py) are written on top of these calls alone.
 
-Failing together and waiting: in a job of several ranks, creating a Communicator turns
-fail-stop on (failstop.py: an error on one rank ends the job under a plain ``mpiexec``);
-every blocking call waits in watchdog.py's polling loop (``MINIDIST_TIMEOUT``, yielding),
-and with ``debug=True`` (or ``MINIDIST_DEBUG=1``) the ranks compare each collective call
-before making it (debug.py). See docs/reliability.md.
-
-Scratch: the collectives take their receive buffers from the communicator's cache
-(`take_scratch` / `return_scratch`): grow-only byte buffers kept between calls, so that a
-large all-reduce does not fault a fresh buffer in on every call. A buffer serves one
-collective at a time (non-blocking rings in flight each hold their own); the ledger counts
-a buffer as scratch only while a collective uses it.
-
-A Communicator is not thread-safe: use it from one thread at a time (give a background
-thread its own, e.g. ``Communicator(comm.mpi.Dup())``).
+Blocking calls post their requests and wait in watchdog.py's polling loop (Ctrl-C works,
+``MINIDIST_TIMEOUT``, yielding); in a job of several ranks a Communicator turns fail-stop
+on (failstop.py); with ``debug=True`` or ``MINIDIST_DEBUG=1`` the ranks compare each
+collective call first (debug.py). Receive buffers come from a cache (scratch.py). See
+docs/reliability.md. Not thread-safe: give a background thread its own communicator
+(``Communicator(comm.mpi.Dup())``).
 """
 from __future__ import annotations
 
@@ -34,6 +25,7 @@ from .allreduce import allreduce
 from .debug import CallScope
 from .ledger import DEFAULT_PHASE, RECV, SEND, Ledger
 from .ring import ring_allgather
+from .scratch import ScratchCache
 from .tags import TAG_BARRIER
 from .watchdog import (check_timeout, timeout_from_environment, truncation_error, wait_all,
                        yielding_from_environment)
@@ -151,7 +143,7 @@ class Communicator:
         self.calls = 0
         self._phase = DEFAULT_PHASE
         self._statuses = [MPI.Status(), MPI.Status()]  # reused by the blocking calls (one thread at a time)
-        self._idle_scratch: list[np.ndarray] = []  # idle cached buffers (views of uint8 .base)
+        self._scratch = ScratchCache()
 
     def __repr__(self) -> str:
         return f"Communicator(rank={self.rank}, size={self.size}, phase={self._phase!r})"
@@ -258,59 +250,29 @@ class Communicator:
         for r, status in zip(pending, statuses):
             r._finish(status, share)
 
-    # ---- scratch: cached, grow-only receive buffers -----------------------------------------
+    # ---- scratch: receive buffers from the cache (scratch.py says why) ----------------------
     def take_scratch(self, count: int, dtype: np.dtype) -> np.ndarray:
         """A 1-D array of `count` elements of `dtype` (an np.dtype; uninitialised) for a
-        collective's receive buffer, reported to the ledger as ``count * itemsize`` bytes
-        of scratch until `return_scratch`.
-
-        It is carved from a cache of byte buffers kept between calls, so that a large
-        collective does not page-fault a fresh buffer in on every call (glibc hands big
-        freed blocks back to the OS). Each buffer serves one user at a time: the smallest
-        idle one that is large enough; if none is, the largest idle one is replaced by a
-        larger one (the cache only grows); if none is idle, a new one joins the cache. So
-        several non-blocking rings in flight hold different buffers, and the cache holds
-        as many buffers as were ever in use at once. `scratch_cache_bytes` says how much it
-        holds; `drop_scratch_cache` frees it."""
-        nbytes = count * dtype.itemsize
-        idle = self._idle_scratch
-        if len(idle) == 1:  # the usual case, kept short
-            last = idle[0]
-            if last.size == count and last.dtype == dtype:  # the same request as last time
-                self.ledger.alloc(nbytes)
-                return idle.pop()
-            buf = idle.pop().base if last.base.nbytes >= nbytes else self._fitting_scratch(nbytes)
-        else:
-            buf = self._fitting_scratch(nbytes)
-        self.ledger.alloc(nbytes)
-        return np.ndarray(count, dtype, buf)  # its .base is `buf`, the cached bytes
-
-    def _fitting_scratch(self, nbytes: int) -> np.ndarray:
-        """Remove from the cache and return the smallest idle byte buffer of at least
-        `nbytes`; if none is that large, drop the largest idle one and allocate afresh."""
-        idle = self._idle_scratch
-        fits = [i for i, a in enumerate(idle) if a.base.nbytes >= nbytes]
-        if fits:
-            return idle.pop(min(fits, key=lambda i: idle[i].base.nbytes)).base
-        if idle:  # grow-only: the largest idle buffer makes way for a larger one
-            idle.pop(max(range(len(idle)), key=lambda i: idle[i].base.nbytes))
-        return np.empty(nbytes, np.uint8)
+        collective's receive buffer, from the communicator's `ScratchCache`, reported to
+        the ledger as ``count * itemsize`` bytes of scratch until `return_scratch`."""
+        self.ledger.alloc(count * dtype.itemsize)
+        return self._scratch.take(count, dtype)
 
     def return_scratch(self, array: np.ndarray) -> None:
         """Give back an array from `take_scratch` (once); the ledger's scratch drops by its
         bytes, and its buffer waits in the cache for the next collective."""
         self.ledger.free(array.nbytes)
-        self._idle_scratch.append(array)  # kept typed: the next same-sized take reuses it
+        self._scratch.give_back(array)
 
     @property
     def scratch_cache_bytes(self) -> int:
         """Bytes of receive buffers the cache holds idle between calls (not in the ledger:
         it counts scratch only while a collective uses it)."""
-        return sum(a.base.nbytes for a in self._idle_scratch)
+        return self._scratch.idle_bytes
 
     def drop_scratch_cache(self) -> None:
         """Free the idle cached receive buffers (the next collective allocates afresh)."""
-        self._idle_scratch.clear()
+        self._scratch.clear()
 
     # ---- synchronisation and failure -----------------------------------------------------
     def barrier(self) -> None:

@@ -47,7 +47,6 @@ class Ledger:
         self.detailed = bool(detailed)
         self._counters: dict[tuple, list] = {}  # (phase, peer, direction) -> [messages, bytes, seconds]
         self._log: list[dict] = []
-        self._last_exchange = None  # (phase, dest, source, send counters, recv counters)
         self.current_temp_bytes = 0
         self.peak_temp_bytes = 0
 
@@ -68,31 +67,10 @@ class Ledger:
 
     def record_exchange(self, phase: str, dest, sent: int, source, received: int,
                         seconds: float) -> None:
-        """One combined send-and-receive (``Sendrecv``): the same as ``record(phase, dest,
-        "send", sent, 0.0)`` then ``record(phase, source, "recv", received, seconds)``, in
-        one call (it is on every step of every collective)."""
-        last = self._last_exchange  # a ring or a butterfly repeats the same peers and phase
-        if last is not None and last[0] == phase and last[1] == dest and last[2] == source:
-            sends, recvs = last[3], last[4]
-        else:
-            counters = self._counters
-            sends = counters.get((phase, dest, SEND))
-            if sends is None:
-                sends = counters[phase, dest, SEND] = [0, 0, 0.0]
-            recvs = counters.get((phase, source, RECV))
-            if recvs is None:
-                recvs = counters[phase, source, RECV] = [0, 0, 0.0]
-            self._last_exchange = (phase, dest, source, sends, recvs)
-        sends[0] += 1
-        sends[1] += sent
-        recvs[0] += 1
-        recvs[1] += received
-        recvs[2] += seconds
-        if self.detailed:
-            self._log.append({"phase": phase, "peer": dest, "direction": SEND, "messages": 1,
-                              "bytes": int(sent), "seconds": 0.0})
-            self._log.append({"phase": phase, "peer": source, "direction": RECV, "messages": 1,
-                              "bytes": int(received), "seconds": seconds})
+        """One combined send-and-receive (``Sendrecv``): a send of `sent` bytes to `dest`
+        (no seconds) and a receive of `received` bytes from `source` (all the seconds)."""
+        self.record(phase, dest, SEND, sent, 0.0)
+        self.record(phase, source, RECV, received, seconds)
 
     # ---- queries -------------------------------------------------------------------------
     def totals(self, phase: str | None = None) -> dict:
@@ -149,7 +127,6 @@ class Ledger:
     def reset(self) -> None:
         """Forget every message; the scratch peak restarts from what is held now."""
         self._counters.clear()
-        self._last_exchange = None  # its counters were just dropped
         self._log.clear()
         self.peak_temp_bytes = self.current_temp_bytes
 
