@@ -33,6 +33,11 @@ def test_uncaught_exception_under_a_plain_mpiexec_aborts_the_job():
     expect_abort(3, "uncaught", "[rank 2/3] RuntimeError: uncaught failure on rank 2")
 
 
+def test_a_rank_failing_before_any_communicator_ends_the_job():
+    """`import minidist` alone turns fail-stop on (the launcher says there are N ranks)."""
+    expect_abort(2, "early", "[rank 1/2] RuntimeError: failure before any Communicator")
+
+
 def test_abort_prints_rank_and_message():
     expect_abort(2, "abort", "[rank 1/2] rank gave up on purpose")
 
