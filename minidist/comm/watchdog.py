@@ -10,7 +10,8 @@ the ranks this rank was still waiting for.
 Yielding: when more ranks run on this node than it has cores, a rank spinning on a peer
 would hold the core that peer needs. ``MINIDIST_YIELD=auto`` (default) turns yielding on
 then (``1``/``0`` force it): after SPIN_SECONDS of polling, each poll gives the core away
-(``os.sched_yield``). A wait past a second sleeps 1 ms between polls in either mode.
+(``os.sched_yield``); otherwise one poll in POLLS_PER_YIELD does. A wait past a second
+sleeps 1 ms between polls in either mode.
 `Communicator.yielding` says which mode a run used. Details: docs/reliability.md.
 """
 from __future__ import annotations
@@ -25,6 +26,7 @@ from .failstop import abort, launcher_size
 DEFAULT_TIMEOUT = 300.0  # seconds; long enough for any step of this simulator
 WATCHDOG_STATUS = 124  # the job's exit status when the watchdog fires (as timeout(1))
 SPIN_SECONDS = 50e-6  # poll flat out this long before yielding (a neighbour's message is often this close)
+POLLS_PER_YIELD = 256  # not yielding: still give the core away now and then, as MPICH's own waits do
 LONG_WAIT_SECONDS = 1.0  # past this, poll once per millisecond: no transfer is that slow to progress
 _testall = MPI.Request.Testall
 
@@ -77,14 +79,16 @@ def wait_all(comm, requests: list, statuses: list, posted: list) -> None:
         start = perf_counter()
         deadline = start + comm.timeout if comm.timeout > 0 else float("inf")
         spin_end, slow = start + SPIN_SECONDS, start + LONG_WAIT_SECONDS
-        yielding = comm.yielding
+        every = 1 if comm.yielding else POLLS_PER_YIELD
+        polls = 0
         while not _testall(requests, statuses):
             now = perf_counter()
             if now > deadline:
                 expire(comm, requests, posted, now - start)
+            polls += 1
             if now > slow:
                 sleep(1e-3)
-            elif yielding and now > spin_end:
+            elif now > spin_end and polls % every == 0:
                 os.sched_yield()
     except MPI.Exception as exc:
         raise truncation_error(comm, exc, statuses, posted) from None  # MPI's own words say nothing

@@ -34,7 +34,7 @@ deterministic: bucket j is finished, at the latest, once 2(N-1) more buckets hav
 launched after it, while backward still runs; and the blocking all-reduce algorithms
 (``algorithm != "ring"``) run at launch, during backward. A rank that breaks the promise
 later raises at the hook where its order departs from the first iteration's (the other
-ranks may then wait for it: run under ``python -m mpi4py`` so that the error ends the job).
+ranks may then wait for it: fail-stop ends the job with the error, docs/reliability.md).
 Without the promise, buckets of the blocking algorithms are all-reduced in ``step()``.
 
 Averaging: ``average="samples"`` (default) weights rank r's gradient by n_r / N, its share
@@ -245,12 +245,12 @@ class DistributedDataParallel(ParallelModel):
         if id(p) in bucket.filled:  # a second backward before step(): .grad holds the sum
             if bucket.op is not None or bucket.index < self._next_launch:
                 # raised on this rank only: the others may already have finished their rings
-                # (no normal-step message comes after them), so run under python -m mpi4py
+                # (no normal-step message comes after them): fail-stop ends the job
                 raise RuntimeError(f"DDP: on rank {self.comm.rank}, a second backward() reached bucket "
                                    f"{bucket.index}, which is already being all-reduced; accumulate "
                                    "inside model.no_sync(), or call step() between backward passes "
-                                   "(the other ranks are not told: run under python -m mpi4py so "
-                                   "that this error ends the job)")
+                                   "(raised on this rank only: in a job of several ranks, it ends "
+                                   "the whole job)")
             bucket.filled.discard(id(p))
             bucket.pending += 1
         else:
