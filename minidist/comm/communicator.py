@@ -71,7 +71,7 @@ class Request:
         try:
             completed = self._req.Test(status)
         except MPI.Exception as exc:
-            raise truncation_error(self._comm, exc, [status], [self.posted]) from None
+            raise truncation_error(self._comm, exc, self.posted) from None
         if completed:
             self._finish(status, perf_counter() - t0)
         else:

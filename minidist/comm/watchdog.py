@@ -2,7 +2,7 @@
 
 Every blocking call (send, recv, sendrecv, barrier, ``Request.wait``, waitall: so every
 collective and every strategy step) posts non-blocking requests and waits for them here,
-polling ``Testall`` instead of blocking inside MPI. Python thus keeps control while a rank
+polling ``MPI_Test`` instead of blocking inside MPI. Python thus keeps control while a rank
 waits: Ctrl-C is handled (failstop.py), and a wait longer than ``MINIDIST_TIMEOUT`` seconds
 (default 300; 0 disables) aborts the job, naming the collective, the phase, the step and
 the ranks this rank was still waiting for.
@@ -28,7 +28,6 @@ WATCHDOG_STATUS = 124  # the job's exit status when the watchdog fires (as timeo
 SPIN_SECONDS = 50e-6  # poll flat out this long before yielding (a neighbour's message is often this close)
 POLLS_PER_YIELD = 256  # not yielding: still give the core away now and then, as MPICH's own waits do
 LONG_WAIT_SECONDS = 1.0  # past this, poll once per millisecond: no transfer is that slow to progress
-_testall = MPI.Request.Testall
 
 
 def timeout_from_environment() -> float:
@@ -73,37 +72,46 @@ def wait_all(comm, requests: list, statuses: list, posted: list) -> None:
     """Wait until every request completes, polling. `posted` describes each request as
     ``(direction, peer, nbytes)`` for the error messages. A message larger than its receive
     buffer raises ValueError; a wait past ``comm.timeout`` seconds aborts the job."""
-    try:
-        if _testall(requests, statuses):
-            return
-        start = perf_counter()
-        deadline = start + comm.timeout if comm.timeout > 0 else float("inf")
-        spin_end, slow = start + SPIN_SECONDS, start + LONG_WAIT_SECONDS
-        every = 1 if comm.yielding else POLLS_PER_YIELD
-        polls = 0
-        while not _testall(requests, statuses):
-            now = perf_counter()
-            if now > deadline:
-                expire(comm, requests, posted, now - start)
-            polls += 1
-            if now > slow:
-                sleep(1e-3)
-            elif now > spin_end and polls % every == 0:
-                os.sched_yield()
-    except MPI.Exception as exc:
-        raise truncation_error(comm, exc, statuses, posted) from None  # MPI's own words say nothing
+    pending = _still_pending(comm, requests, statuses, posted, range(len(requests)))
+    if not pending:
+        return
+    start = perf_counter()
+    deadline = start + comm.timeout if comm.timeout > 0 else float("inf")
+    spin_end, slow = start + SPIN_SECONDS, start + LONG_WAIT_SECONDS
+    every = 1 if comm.yielding else POLLS_PER_YIELD
+    polls = 0
+    while pending:
+        now = perf_counter()
+        if now > deadline:
+            expire(comm, [posted[i] for i in pending], now - start)
+        polls += 1
+        if now > slow:
+            sleep(1e-3)
+        elif now > spin_end and polls % every == 0:
+            os.sched_yield()
+        pending = _still_pending(comm, requests, statuses, posted, pending)
 
 
-def truncation_error(comm, exc, statuses, posted) -> Exception:
+def _still_pending(comm, requests, statuses, posted, pending) -> list:
+    """Test each request of `pending` (indices) once; those not complete yet. Requests are
+    tested one by one (cheaper than ``Testall`` with statuses, and a failure names its
+    request)."""
+    left = []
+    for i in pending:
+        try:
+            if not requests[i].Test(statuses[i]):
+                left.append(i)
+        except MPI.Exception as exc:
+            raise truncation_error(comm, exc, posted[i]) from None  # MPI's own words say nothing
+    return left
+
+
+def truncation_error(comm, exc, posted) -> Exception:
     """The plain-words error for a message larger than its receive buffer (the ranks
     disagree on sizes); any other MPI error is returned as it is."""
-    truncated = [(peer, nbytes) for status, (direction, peer, nbytes) in zip(statuses, posted)
-                 if direction == "recv" and MPI.Get_error_class(status.Get_error()) == MPI.ERR_TRUNCATE]
-    if not truncated and exc.Get_error_class() == MPI.ERR_TRUNCATE:  # one request: said directly
-        truncated = [(peer, nbytes) for direction, peer, nbytes in posted if direction == "recv"]
-    if not truncated:
+    direction, peer, nbytes = posted
+    if direction != "recv" or exc.Get_error_class() != MPI.ERR_TRUNCATE:
         return exc
-    peer, nbytes = truncated[0]
     return ValueError(f"rank {comm.rank}: {where(comm)}: the message from rank {peer} is larger "
                       f"than the receive buffer ({nbytes} bytes); every rank must pass an array of "
                       "the same shape and dtype to the same collective call")
@@ -120,13 +128,13 @@ def where(comm) -> str:
     return f"{comm.operation or 'point-to-point'} ({', '.join(details)})"
 
 
-def expire(comm, requests, posted, waited: float) -> None:
-    """The watchdog fires: name what this rank waits for, and abort the job."""
-    pending = [(d, peer) for r, (d, peer, _) in zip(requests, posted) if not r.Get_status()]
-    waiting = sorted({peer for _, peer in pending})
+def expire(comm, pending: list, waited: float) -> None:
+    """The watchdog fires: name what this rank waits for (`pending`: the posted
+    ``(direction, peer, nbytes)`` not complete), and abort the job."""
+    waiting = sorted({peer for _, peer, _ in pending})
     parts = [f"a message from rank {p}" if d == "recv" else f"rank {p} to take our message"
-             for d, p in pending]
+             for d, p, _ in pending]
     abort(f"minidist watchdog: {where(comm)} waited {waited:.1f} s (MINIDIST_TIMEOUT="
-          f"{comm.timeout:g}) for {' and '.join(parts) or 'its messages'}; ranks not arrived: "
-          f"{waiting}. They are stuck, have failed, or skipped this call (MINIDIST_DEBUG=1 "
-          "compares every collective call across ranks).", WATCHDOG_STATUS)
+          f"{comm.timeout:g}) for {' and '.join(parts)}; ranks not arrived: {waiting}. They are "
+          "stuck, have failed, or skipped this call (MINIDIST_DEBUG=1 compares every collective "
+          "call across ranks).", WATCHDOG_STATUS)
