@@ -15,7 +15,7 @@ from .conv_ops import Conv2d, MaxPool2d, output_size, pair
 from .loss_ops import CrossEntropy, Dropout, MSELoss, NLLLoss, dropout_mask
 from .norm_ops import (BatchNorm, BatchNormEval, LayerNorm, batch_norm_backward_elemt,  # noqa: F401
                        batch_norm_backward_reduce, batch_norm_elemt, batch_norm_gather_stats,
-                       batch_norm_stats)
+                       batch_norm_stats, check_values_per_channel)
 
 __all__ = ["relu", "sigmoid", "tanh", "log_softmax", "linear", "conv2d", "max_pool2d",
            "batch_norm", "layer_norm", "dropout", "cross_entropy", "nll_loss", "mse_loss",
@@ -208,8 +208,7 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
             raise ValueError("batch_norm: eval mode (training=False) needs running_mean and running_var; "
                              "pass training=True to normalise with batch statistics")
         return BatchNormEval.apply(x, weight, bias, running_mean, running_var, eps)
-    if xs[0] * int(np.prod(xs[2:])) == 1:
-        raise ValueError(f"Expected more than 1 value per channel when training, got input size {xs}")
+    check_values_per_channel(xs)
     if momentum is None:
         raise ValueError("batch_norm: momentum=None (cumulative average) needs the batch count; pass "
                          "momentum=1/num_batches_tracked as the exponential average factor (BatchNorm modules do)")

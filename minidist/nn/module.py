@@ -314,10 +314,9 @@ class Sequential(Module):
         return iter(self._modules.values())
 
     def __getitem__(self, index):
-        items = list(self._modules.values())
-        if isinstance(index, slice):
-            return Sequential(*items[index])
-        return items[index]
+        if isinstance(index, slice):  # children keep their names ('1', '2', ...), as PyTorch
+            return Sequential(OrderedDict(list(self._modules.items())[index]))
+        return list(self._modules.values())[index]
 
     def forward(self, x):
         for m in self._modules.values():
