@@ -16,11 +16,14 @@ from . import data, nn, optim
 from .nn.init import manual_seed
 
 __version__ = "0.1.0"
-__all__ = ["Tensor", "Function", "no_grad", "manual_seed", "nn", "optim", "data", "comm", "parallel"]
+__all__ = ["Tensor", "Function", "no_grad", "manual_seed", "nn", "optim", "data", "comm", "parallel",
+           "save_checkpoint", "load_checkpoint"]
 
 
 def __getattr__(name):
     # comm and parallel import mpi4py, which initialises MPI: only when they are used.
     if name in ("comm", "parallel", "report"):
         return importlib.import_module(f".{name}", __name__)
+    if name in ("save_checkpoint", "load_checkpoint"):
+        return getattr(importlib.import_module(".checkpoint", __name__), name)
     raise AttributeError(f"module 'minidist' has no attribute {name!r}")
