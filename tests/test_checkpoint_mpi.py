@@ -1,0 +1,41 @@
+"""Checkpoints under mpiexec -n 2: train 6 steps, or train 3, save, and resume 3 in a new
+job: the bytes agree for ddp, dp and hub. Also: a wrapped model's load_state_dict names
+the rank whose replica differs, and a checkpoint one rank cannot read fails every rank."""
+import pytest
+
+from mpi_util import run_mpi
+
+_cache = {}
+
+
+def results(tmp_path_factory):
+    if not _cache:
+        folder = tmp_path_factory.mktemp("checkpoints")
+        _cache["first"] = run_mpi(2, "checkpoint_resume.py", "first", str(folder), timeout=180)
+        _cache["resume"] = run_mpi(2, "checkpoint_resume.py", "resume", str(folder), timeout=180)
+    return _cache["first"], _cache["resume"]
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("strategy", ["ddp", "dp", "hub"])
+def test_resume_in_a_new_job_is_bitwise_equal(tmp_path_factory, strategy):
+    first, resumed = results(tmp_path_factory)
+    for rank in range(2):
+        assert resumed[rank][strategy] == first[rank][strategy], f"rank {rank}"
+        assert resumed[rank][f"{strategy}_steps"] == 6
+
+
+@pytest.mark.mpi
+def test_wrapped_load_state_dict_names_the_rank_that_differs(tmp_path_factory):
+    first, _ = results(tmp_path_factory)
+    for r in first:
+        assert r["replica"]["raised"] and r["replica"]["ranks"] == [1]
+        assert "load_state_dict" in r["replica"]["message"]
+
+
+@pytest.mark.mpi
+def test_a_file_one_rank_cannot_read_fails_every_rank_alike(tmp_path_factory):
+    first, _ = results(tmp_path_factory)
+    messages = {r["missing"]["message"] for r in first}
+    assert all(r["missing"]["raised"] for r in first) and len(messages) == 1
+    assert "on rank 1" in messages.pop()
