@@ -1,9 +1,13 @@
 """Checkpoints under mpiexec -n 2: train 6 steps, or train 3, save, and resume 3 in a new
 job: the bytes agree for ddp, dp and hub. Also: a wrapped model's load_state_dict names
-the rank whose replica differs, and a checkpoint one rank cannot read fails every rank."""
+the rank whose replica differs, and a checkpoint one rank cannot read fails every rank.
+scripts/compare.py --checkpoint / --resume continue a run bitwise."""
+import json
+
+import numpy as np
 import pytest
 
-from mpi_util import run_mpi
+from mpi_util import ROOT, check, launch, run_mpi
 
 _cache = {}
 
@@ -39,3 +43,31 @@ def test_a_file_one_rank_cannot_read_fails_every_rank_alike(tmp_path_factory):
     messages = {r["missing"]["message"] for r in first}
     assert all(r["missing"]["raised"] for r in first) and len(messages) == 1
     assert "on rank 1" in messages.pop()
+
+
+def _compare(tmp_path, *args):
+    return check(launch(2, ROOT / "scripts" / "compare.py", "--no-report", "--strategies", "dp,ddp",
+                        *map(str, args), timeout=240))
+
+
+def _losses(path, first_step):
+    return {(r["strategy"], r["step"], r["rank"]): r["loss"] for r in map(json.loads, open(path))
+            if r["type"] == "step" and r["step"] >= first_step}
+
+
+@pytest.mark.mpi
+def test_compare_resume_continues_bitwise(tmp_path):
+    _compare(tmp_path, "--steps", 6, "--out", tmp_path / "full.jsonl", "--checkpoint", tmp_path / "full")
+    _compare(tmp_path, "--steps", 3, "--out", tmp_path / "a.jsonl", "--checkpoint", tmp_path / "half")
+    _compare(tmp_path, "--steps", 3, "--out", tmp_path / "b.jsonl", "--resume", tmp_path / "half",
+             "--checkpoint", tmp_path / "resumed")
+    resumed = _losses(tmp_path / "b.jsonl", 0)
+    assert sorted({step for _, step, _ in resumed}) == [3, 4, 5]
+    assert resumed == _losses(tmp_path / "full.jsonl", 3)
+    for variant in ("local", "dp", "ddp"):
+        with np.load(tmp_path / "full" / f"{variant}.npz") as a, \
+                np.load(tmp_path / "resumed" / f"{variant}.npz") as b:
+            assert sorted(a.files) == sorted(b.files)
+            for key in a.files:
+                if key != "__minidist__":
+                    assert a[key].tobytes() == b[key].tobytes(), (variant, key)
