@@ -21,12 +21,13 @@ def results(tmp_path_factory):
 
 
 @pytest.mark.mpi
-@pytest.mark.parametrize("strategy", ["ddp", "dp", "hub"])
+@pytest.mark.parametrize("strategy", ["ddp", "ddp-static", "dp", "hub"])
 def test_resume_in_a_new_job_is_bitwise_equal(tmp_path_factory, strategy):
     first, resumed = results(tmp_path_factory)
     for rank in range(2):
         assert resumed[rank][strategy] == first[rank][strategy], f"rank {rank}"
         assert resumed[rank][f"{strategy}_steps"] == 6
+        assert resumed[rank][f"{strategy}_graph"] == first[rank][f"{strategy}_graph"]  # static graph kept
 
 
 @pytest.mark.mpi

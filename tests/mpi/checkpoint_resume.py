@@ -18,11 +18,12 @@ from minidist.parallel.drift import ReplicaDriftError
 from checkpoint_helpers import build, make_optimizer, state_bytes, train
 from mpi_util import emit
 
-STRATEGIES = ("ddp", "dp", "hub")
+STRATEGIES = ("ddp", "ddp-static", "dp", "hub")
 
 
 def job(comm, strategy, seed=0):
-    model = wrap(build(seed=seed), strategy, comm)
+    options = {"static_graph": True} if strategy == "ddp-static" else {}
+    model = wrap(build(seed=seed), strategy.split("-")[0], comm, **options)
     return model, make_optimizer(model.parameters())
 
 
@@ -36,6 +37,7 @@ def first(comm, folder):
         model, opt = job(comm, strategy)
         train(model, opt, 0, 6, shard)
         out[strategy] = digest(model, opt)
+        out[f"{strategy}_graph"] = getattr(model, "_graph", None)
         model, opt = job(comm, strategy)
         train(model, opt, 0, 3, shard)
         save_checkpoint(f"{folder}/{strategy}.npz", model, opt, step=3)
@@ -71,6 +73,7 @@ def resume(comm, folder):
     for strategy in STRATEGIES:
         model, opt = job(comm, strategy, seed=7)
         info = load_checkpoint(f"{folder}/{strategy}.npz", model, opt)
+        out[f"{strategy}_graph"] = getattr(model, "_graph", None)  # restored, not relearnt
         train(model, opt, info["step"], 6, shard)
         out[strategy] = digest(model, opt)
         out[f"{strategy}_steps"] = model.steps
