@@ -191,3 +191,12 @@ def test_nll_loss_ignores_minus_inf_in_an_ignored_row(torch, reduction):
     out.sum().backward()
     ref.sum().backward()
     close(mine.grad, theirs.grad)
+
+
+@pytest.mark.mpi
+def test_a_cnn_under_ddp_trains_with_an_empty_shard():
+    from mpi_util import run_mpi
+
+    for rank, diffs in enumerate(run_mpi(2, "empty_shard_cnn.py", timeout=180)):
+        for norm, diff in diffs.items():
+            assert diff < 1e-12, f"rank {rank}, norm={norm}: max |param - reference| = {diff}"
