@@ -112,6 +112,9 @@ def test_eval_batchnorm_and_syncbn_pieces_backward_on_an_empty_batch(torch, shap
     sums = F.batch_norm_backward_reduce(np.zeros(shape), np.zeros(shape), np.zeros(3), np.ones(3))
     for s in sums:
         np.testing.assert_array_equal(s, np.zeros(3))
+    dx = F.batch_norm_backward_elemt(np.zeros(shape), np.zeros(shape), np.zeros(3), np.ones(3), np.ones(3),
+                                     sums[0], sums[1], 4)  # a rank with no rows, global count 4
+    assert dx.shape == shape
 
 
 # ---- item 9: dropout, Sequential slices ---------------------------------------------------------

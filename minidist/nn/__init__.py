@@ -9,7 +9,8 @@ from .activation import Dropout, ReLU, Sigmoid, Tanh
 from .conv import Conv2d, Flatten, MaxPool2d
 from .linear import Linear
 from .loss import CrossEntropyLoss, MSELoss
-from .module import Module, Parameter, Sequential
+from .container import Sequential
+from .module import Module, Parameter
 from .norm import BatchNorm1d, BatchNorm2d, LayerNorm
 
 __all__ = ["Module", "Parameter", "Sequential", "Linear", "Conv2d", "BatchNorm1d", "BatchNorm2d",
