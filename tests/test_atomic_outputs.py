@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from minidist import atomic
-from minidist.comm.profiles import PROFILES, load_profile, save_profile
+from minidist.cost.profiles import PROFILES, load_profile, save_profile
 from minidist.report.summary import load_run
 
 
