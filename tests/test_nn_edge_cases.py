@@ -197,9 +197,21 @@ def test_nll_loss_ignores_minus_inf_in_an_ignored_row(torch, reduction):
 
 
 @pytest.mark.mpi
-def test_a_cnn_under_ddp_trains_with_an_empty_shard():
+def test_a_cnn_under_ddp_trains_with_an_empty_shard_and_syncbn_refuses_one_value():
     from mpi_util import run_mpi
 
-    for rank, diffs in enumerate(run_mpi(2, "empty_shard_cnn.py", timeout=180)):
-        for norm, diff in diffs.items():
-            assert diff < 1e-12, f"rank {rank}, norm={norm}: max |param - reference| = {diff}"
+    for rank, result in enumerate(run_mpi(2, "empty_shard_cnn.py", timeout=180)):
+        for norm in ("none", "batch", "sync"):
+            assert result[norm] < 1e-12, f"rank {rank}, norm={norm}: max |param - reference| = {result[norm]}"
+        assert "more than 1 value per channel" in result["syncbn_one"]
+        assert result["syncbn_state"] == {"weight": [1.0] * 3, "bias": [0.0] * 3, "running_mean": [0.0] * 3,
+                                          "running_var": [1.0] * 3, "num_batches_tracked": 0}
+
+
+def test_syncbatchnorm_on_one_rank_raises_before_counting():
+    from minidist.comm import Communicator
+
+    bn = nn.SyncBatchNorm(3, Communicator(), dtype=np.float64)
+    with pytest.raises(ValueError, match="more than 1 value per channel"):
+        bn(Tensor(np.ones((1, 3))))
+    assert int(bn.num_batches_tracked.data) == 0

@@ -2,10 +2,11 @@
 shard is empty (a global batch of 1 image on 2 ranks), three SGD steps. Emits the max
 |param - local reference| per norm, the reference trained on the global batch (with
 BatchNorm for "sync", which SyncBatchNorm must reproduce; plain BatchNorm on rank 0's
-whole batch is the global batch too)."""
+whole batch is the global batch too). Also "syncbn_one": SyncBatchNorm over one value
+per channel in all, which must raise on every rank before counting the batch."""
 import numpy as np
 
-from minidist import Tensor
+from minidist import Tensor, nn
 from minidist.comm import Communicator
 from minidist.nn import functional as F
 from minidist.optim import SGD
@@ -37,4 +38,13 @@ for norm in ("none", "batch", "sync"):
     ref = wrap(net("batch" if norm == "sync" else norm), "local")
     train(ref, SGD(ref.parameters(), lr=0.1 / comm.size), lambda x, y: (x, y))
     out[norm] = max(float(np.abs(a.data - b.data).max()) for a, b in zip(ddp.parameters(), ref.parameters()))
+# one value per channel over all ranks (rank 0: one row, rank 1: none): an error on every
+# rank, with num_batches_tracked and the running statistics unchanged
+bn = nn.SyncBatchNorm(3, comm, dtype=np.float64)
+try:
+    bn(Tensor(np.ones((1 if comm.rank == 0 else 0, 3))))
+    out["syncbn_one"] = "no error"
+except ValueError as exc:
+    out["syncbn_one"] = str(exc)
+out["syncbn_state"] = {k: v.tolist() for k, v in bn.state_dict().items()}
 emit(out)
