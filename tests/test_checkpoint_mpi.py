@@ -72,3 +72,10 @@ def test_compare_resume_continues_bitwise(tmp_path):
             for key in a.files:
                 if key != "__minidist__":
                     assert a[key].tobytes() == b[key].tobytes(), (variant, key)
+
+
+def test_compare_resume_without_the_files_is_refused_up_front(tmp_path):
+    proc = launch(1, ROOT / "scripts" / "compare.py", "--no-report", "--strategies", "dp",
+                  "--resume", str(tmp_path / "none"), timeout=120)
+    assert proc.returncode != 0
+    assert "--resume" in proc.stderr and "no checkpoint for ['local', 'dp']" in proc.stderr
