@@ -106,7 +106,8 @@ def parse_args(argv=None):
     if "local" not in args.strategies:
         args.strategies.insert(0, "local")  # the reference every difference is measured against
     args.lr = (0.1 if args.optimizer == "sgd" else 1e-3) if args.lr is None else args.lr
-    missing = [v for v in args.strategies if args.resume and not os.path.isfile(os.path.join(args.resume, f"{v}.npz"))]
+    missing = [v for v in args.strategies
+               if args.resume and not os.path.isfile(os.path.join(args.resume, f"{v}.npz"))]
     if missing:
         p.error(f"--resume {args.resume}: no checkpoint for {missing}; expected {args.resume}/<strategy>.npz "
                 "for every strategy, written by a run with --checkpoint")

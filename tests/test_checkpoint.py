@@ -69,7 +69,8 @@ def _trained(tmp_path):
 
 def test_mismatched_model_or_optimizer_is_refused_before_any_change(tmp_path):
     _, _, path = _trained(tmp_path)
-    wider = nn.Sequential(nn.Linear(3, 7), nn.BatchNorm1d(7), nn.ReLU(), nn.Dropout(0.3), nn.Linear(7, 4)).to(np.float64)
+    wider = nn.Sequential(nn.Linear(3, 7), nn.BatchNorm1d(7), nn.ReLU(), nn.Dropout(0.3),
+                          nn.Linear(7, 4)).to(np.float64)
     before = wider.state_dict()
     with pytest.raises(CheckpointError, match=r"'0.weight': the file has shape \(6, 3\).*\(7, 3\)"):
         load_checkpoint(path, wider, SGD(wider.parameters(), lr=0.1))
