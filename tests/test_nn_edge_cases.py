@@ -215,3 +215,23 @@ def test_syncbatchnorm_on_one_rank_raises_before_counting():
     with pytest.raises(ValueError, match="more than 1 value per channel"):
         bn(Tensor(np.ones((1, 3))))
     assert int(bn.num_batches_tracked.data) == 0
+
+
+def test_max_pool_with_random_nan_minus_inf_and_ties_matches_torch(torch):
+    rng = np.random.default_rng(0)
+    for _ in range(60):
+        kernel = tuple(int(k) for k in rng.integers(1, 4, 2))
+        stride = tuple(int(s) for s in rng.integers(1, 4, 2))
+        padding = tuple(int(rng.integers(0, k // 2 + 1)) for k in kernel)
+        x = rng.integers(-2, 3, (2, 2, *rng.integers(max(kernel), 7, 2))).astype(float)  # many ties
+        u = rng.random(x.shape)
+        x[u < 0.15], x[(u > 0.15) & (u < 0.4)] = NAN, -INF
+        mine, theirs = Tensor(x, requires_grad=True), to_torch(torch, x)
+        out = F.max_pool2d(mine, kernel, stride, padding)
+        ref = torch.nn.functional.max_pool2d(theirs, kernel, stride, padding)
+        np.testing.assert_array_equal(out.data, ref.detach().numpy())
+        g = rng.standard_normal(out.shape)
+        out.backward(g)
+        ref.backward(torch.tensor(g))
+        np.testing.assert_allclose(mine.grad, theirs.grad.numpy(), rtol=1e-12, atol=1e-12,
+                                   err_msg=f"kernel={kernel} stride={stride} padding={padding}")
