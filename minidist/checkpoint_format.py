@@ -196,6 +196,11 @@ def _optimizer_problems(saved, arrays: dict, optimizer) -> list:
         return [f"optimizer parameter groups hold {own_sizes} parameters, the file's hold {sizes}"]
     params = [p for g in optimizer.param_groups for p in g["params"]]
     problems = []
+    for saved_group, own in zip(saved["param_groups"], optimizer.param_groups):
+        try:
+            optimizer._check_hyperparameters({**own, **saved_group})
+        except (TypeError, ValueError) as exc:
+            problems.append(f"optimizer hyper-parameters: {exc}")
     for index, entry in saved["state"].items():
         for name in entry["arrays"]:
             array = arrays.get(f"optim/{index}/{name}")

@@ -84,6 +84,18 @@ def test_mismatched_model_or_optimizer_is_refused_before_any_change(tmp_path):
         load_checkpoint(path, net, make_optimizer(net.parameters(), "adam"))
 
 
+def test_bad_saved_hyperparameters_are_refused_before_any_change(tmp_path):
+    net, opt, _ = _trained(tmp_path)
+    opt.param_groups[0]["lr"] = float("nan")  # as if the file had been edited
+    save_checkpoint(tmp_path / "nan.npz", net, opt, step=2)
+    fresh = build(seed=3)
+    before = fresh.state_dict()
+    with pytest.raises(CheckpointError, match="optimizer hyper-parameters: SGD: invalid lr=nan"):
+        load_checkpoint(tmp_path / "nan.npz", fresh, SGD(fresh.parameters(), lr=0.1, momentum=0.9))
+    for key, value in fresh.state_dict().items():
+        np.testing.assert_array_equal(value, before[key])
+
+
 def test_truncated_and_foreign_files_are_refused(tmp_path):
     _, _, path = _trained(tmp_path)
     data = path.read_bytes()
