@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import minidist
-from minidist import atomic, nn
+from minidist import nn
 from minidist.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from minidist.optim import SGD
 
@@ -168,26 +168,34 @@ def test_an_interrupted_write_leaves_the_previous_checkpoint(tmp_path, monkeypat
 
 
 WRITER = textwrap.dedent("""
-    import os, sys, numpy as np
-    from minidist import atomic
-    real_fsync = os.fsync
-    def slow_fsync(fd):
+    import os, sys, time
+    sys.path.insert(0, sys.argv[2])
+    from checkpoint_helpers import build
+    from minidist import save_checkpoint
+
+    def slow_fsync(fd):  # the temp file is complete and about to be renamed: stop here
         print("writing", flush=True)
-        import time; time.sleep(60)
+        time.sleep(60)
+
     os.fsync = slow_fsync
-    atomic.savez(sys.argv[1], big=np.full(2_000_000, 7.0))
+    save_checkpoint(sys.argv[1], build(seed=5), None, step=99)
 """)
 
 
-def test_a_writer_killed_mid_write_leaves_the_previous_file(tmp_path):
+def test_a_writer_killed_mid_write_leaves_the_previous_checkpoint_loadable(tmp_path):
     path = tmp_path / "ck.npz"
-    atomic.savez(path, big=np.zeros(3))
+    save_checkpoint(path, build(), None, step=1)
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], env=env, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path), str(ROOT / "tests")], env=env,
+                            stdout=subprocess.PIPE, text=True)
     try:
-        assert proc.stdout.readline().strip() == "writing"  # the temp file is full, not yet renamed
+        assert proc.stdout.readline().strip() == "writing"
+        assert any(p.name.endswith(".tmp") for p in tmp_path.iterdir())  # caught mid-write
         proc.kill()
     finally:
         proc.wait(timeout=60)
-    with np.load(path, allow_pickle=False) as z:
-        np.testing.assert_array_equal(z["big"], np.zeros(3))
+    net = build(seed=5)
+    assert load_checkpoint(path, net, None)["step"] == 1
+    reference = build()
+    for key, value in reference.state_dict().items():
+        np.testing.assert_array_equal(net.state_dict()[key], value)
