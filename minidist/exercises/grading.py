@@ -9,8 +9,9 @@ exception of the learner's code, with its message (never a traceback).
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,7 @@ class Mismatch(Problem):
     """The learner's `quantity` disagrees with the reference (first bad element)."""
 
     def __init__(self, quantity: str, detail: str):
-        super().__init__(f"{quantity} {detail}")
+        super().__init__(f"{quantity}{detail}")
         self.quantity = quantity
 
 
@@ -51,6 +52,33 @@ class CaseResult:
 
     def line(self) -> str:
         return f"  pass  {self.case}" if self.passed else f"  FAIL  {self.case}: {self.problem}"
+
+
+@dataclass
+class Graded:
+    """One exercise's results, and the functions whose bodies still raise
+    NotImplementedError (found by `unimplemented`, whether or not a case reached them)."""
+    results: list = field(default_factory=list)
+    not_implemented: list = field(default_factory=list)
+
+
+def unimplemented(module, functions) -> list[str]:
+    """The `functions` of `module` that raise NotImplementedError when called with None for
+    every required argument (a scaffold's body raises before it looks at them)."""
+    names = []
+    for name in functions:
+        fn = getattr(module, name, None)
+        try:
+            sig = inspect.signature(fn)
+            required = [p for p in sig.parameters.values() if p.default is inspect.Parameter.empty
+                        and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+            fn(*[None for p in required if p.kind != p.KEYWORD_ONLY],
+               **{p.name: None for p in required if p.kind == p.KEYWORD_ONLY})
+        except NotImplementedError:
+            names.append(name)
+        except Exception:  # implemented (it choked on the None arguments), or not callable
+            pass
+    return names
 
 
 def run_case(exercise: str, case: str, body) -> CaseResult:
@@ -117,9 +145,9 @@ def compare(quantity: str, expected: np.ndarray, got, *, rtol: float = 1e-6, ato
     try:
         got = np.asarray(got, dtype=np.float64 if expected.dtype.kind == "f" else None)
     except (TypeError, ValueError) as e:
-        raise Mismatch(quantity, f"is not an array of numbers ({type(got).__name__}: {e})") from None
+        raise Mismatch(quantity, f" is not an array of numbers ({type(got).__name__}: {e})") from None
     if got.shape != expected.shape:
-        raise Mismatch(quantity, f"has shape {got.shape}, expected {expected.shape}")
+        raise Mismatch(quantity, f" has shape {got.shape}, expected {expected.shape}")
     if expected.dtype.kind == "f":
         bad = ~np.isclose(got, expected, rtol=rtol, atol=atol)
     else:

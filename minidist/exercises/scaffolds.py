@@ -108,7 +108,8 @@ def ring_allreduce(comm, x):
         comm.Recv, comm.Sendrecv, comm.Isend, comm.Irecv). Collectives such as
         comm.Allreduce, comm.Reduce or comm.Allgather are not allowed.
     x: 1-D array (float64, float32 or int64), the same length and dtype on every rank;
-        its length need not be divisible by the number of ranks N.
+        its length need not be divisible by the number of ranks N (it may even be
+        smaller than N).
 
     Afterwards every rank's x holds sum over ranks of x, the same bytes on every rank.
 
