@@ -21,9 +21,9 @@ from collections import deque
 from pathlib import Path
 
 from .grading import CaseResult, Graded, NotImplementedYet, Problem, load_solution, unimplemented
-from .ring_worker import MARK
 
 SIZES = (1, 2, 3, 4, 5)
+MARK = "@minidist-ring "  # starts each line of ring_worker's events
 ROOT = Path(__file__).resolve().parents[2]  # the checkout holding the minidist package
 
 

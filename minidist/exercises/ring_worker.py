@@ -18,9 +18,9 @@ import sys
 import numpy as np
 
 from ..comm import Communicator, ring_allreduce
-from .grading import NotImplementedYet, Problem, compare, call, load_solution
+from .grading import NotImplementedYet, Problem, call, compare, load_solution
+from .ring_grader import MARK
 
-MARK = "@minidist-ring "
 DTYPES = ("float64", "float32", "int64")
 TOLERANCE = {"float64": (1e-12, 1e-12), "float32": (1e-5, 1e-5), "int64": (0, 0)}
 BUFFER_SENDS = frozenset({"Send", "Ssend", "Bsend", "Rsend", "Isend", "Issend", "Ibsend", "Irsend",
