@@ -41,7 +41,8 @@ def test_correct_norm_solutions_pass_and_check_exits_0(capsys):
 
 
 @pytest.mark.parametrize("mutant, exercise, failing, quantity, passing", WRONG, ids=[w[0] for w in WRONG])
-def test_wrong_norm_solution_fails_naming_the_quantity(tmp_path, mutant, exercise, failing, quantity, passing):
+def test_wrong_norm_solution_fails_naming_the_quantity(tmp_path, mutant, exercise, failing, quantity,
+                                                       passing):
     results = GRADERS[exercise](write_mutant(mutant, tmp_path)).results
     chosen = [r for r in results if failing in r.case]
     assert chosen, f"no case matches {failing!r}"
@@ -109,7 +110,8 @@ def test_ring_graded_under_mpiexec_1_to_5(tmp_path):
     assert all(r.problem.startswith("not allowed: comm.Allreduce") for r in allreduce.values())
     for n in (3, 4, 5):
         for case in (f"N={n} count 11 float32", f"N={n} count 1001 int64"):
-            assert too_many[case].problem.startswith(f"bytes sent: too many: rank 0 sent "), too_many[case].line()
+            assert too_many[case].problem.startswith("bytes sent: too many: rank 0 sent "), \
+                too_many[case].line()
     assert "rank 0 sent 16016 bytes" in too_many["N=3 count 1001 int64"].problem  # 2 x 8008
     assert too_many["N=2 count 1001 float64"].passed  # for N = 2 the whole array IS 2(N-1)/N
     for n in (2, 3, 4, 5):
@@ -118,15 +120,17 @@ def test_ring_graded_under_mpiexec_1_to_5(tmp_path):
 
 
 @pytest.mark.mpi
-def test_ring_deadlock_is_reported_as_a_hang_and_cli_exit_status(capsys):
+def test_ring_deadlock_is_reported_as_a_hang_and_cli_exit_status(tmp_path, capsys):
     from minidist.exercises.ring_grader import grade_ring
 
-    path = SOLUTIONS / "ring_deadlock" / "ring.py"
-    start = time.perf_counter()
-    graded = grade_ring([path], sizes=(2,), case_timeout=6)
-    assert time.perf_counter() - start < 60
-    (result,) = graded[path].results
-    assert result.case == "N=2 count 2 float64" and result.problem.startswith("hang: nothing finished for 6 s")
+    for path, said in ((SOLUTIONS / "ring_deadlock" / "ring.py", "were not run"),
+                       (write_mutant("ring_raises_on_rank_1", tmp_path),
+                        "; before it, rank 1: ring_allreduce raised ValueError: rank 1 gives up")):
+        start = time.perf_counter()
+        (result,) = grade_ring([path], sizes=(2,), case_timeout=5)[path].results
+        assert time.perf_counter() - start < 60
+        assert result.case == "N=2 count 2 float64", result.line()
+        assert result.problem.startswith("hang: nothing finished for 5 s") and result.problem.endswith(said)
     assert main(["check", str(SOLUTIONS / "ring_allreduce"), "--ranks", "2"]) == 1
     out = capsys.readouterr().out
     assert "FAIL  N=2 count 11 int64: not allowed: comm.Allreduce" in out and "total: 0 of 7" in out

@@ -95,7 +95,8 @@ def cmd_check(args) -> int:
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Add the ``exercise`` command (list / start / check) to `subparsers`."""
-    parser = subparsers.add_parser("exercise", help="write and grade the BatchNorm, LayerNorm and ring exercises",
+    parser = subparsers.add_parser("exercise",
+                                   help="write and grade the BatchNorm, LayerNorm and ring exercises",
                                    description=__doc__.split("\n")[0])
     _fill(parser)
     return parser
@@ -113,7 +114,8 @@ def _fill(parser: argparse.ArgumentParser) -> None:
     p = sub.add_parser("check", help="grade DIR's files against minidist (exit 0: all pass)")
     p.add_argument("dir")
     p.add_argument("names", nargs="*", choices=[[]] + list(EXERCISES), metavar="NAME",
-                   help=f"exercises to grade (default: every one whose file is in DIR): {', '.join(EXERCISES)}")
+                   help="exercises to grade (default: every one whose file is in DIR): "
+                   + ", ".join(EXERCISES))
     p.add_argument("--ranks", default="1,2,3,4,5", help="ring: the mpiexec -n sizes (default 1,2,3,4,5)")
     p.add_argument("--timeout", type=float, default=30.0,
                    help="ring: seconds without a finished case before the job counts as a hang")

@@ -142,6 +142,8 @@ def compare(quantity: str, expected: np.ndarray, got, *, rtol: float = 1e-6, ato
     `expected` (shape, then values to rtol/atol; exact for integers). `hint(got)` may
     return a sentence to append (e.g. "unchanged: update it in place")."""
     expected = np.asarray(expected)
+    if got is None:
+        raise Mismatch(quantity, " is None: return an array")
     try:
         got = np.asarray(got, dtype=np.float64 if expected.dtype.kind == "f" else None)
     except (TypeError, ValueError) as e:

@@ -16,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 from collections import deque
 from pathlib import Path
@@ -24,6 +25,8 @@ from .grading import CaseResult, Graded, NotImplementedYet, Problem, load_soluti
 
 SIZES = (1, 2, 3, 4, 5)
 MARK = "@minidist-ring "  # starts each line of ring_worker's events
+ERRORS_ENV = "MINIDIST_RING_ERRORS"  # the folder where ranks note their learner errors
+_DECODER = json.JSONDecoder()
 ROOT = Path(__file__).resolve().parents[2]  # the checkout holding the minidist package
 
 
@@ -53,8 +56,9 @@ def _reader(stream, lines: queue.Queue) -> None:
     lines.put(None)
 
 
-def _launch(n: int, paths) -> subprocess.Popen:
+def _launch(n: int, paths, errors_folder: str) -> subprocess.Popen:
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1",
+               **{ERRORS_ENV: errors_folder},
                PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p))
     cmd = [mpiexec(), "-n", str(n), sys.executable, "-m", "minidist.exercises.ring_worker",
            *map(str, paths)]
@@ -78,10 +82,10 @@ def _follow(proc, n, case_timeout, start_timeout):
         if line is None:
             proc.wait()
             return done, running, False, tail
-        if not line.startswith(MARK):
+        if not line.startswith(MARK):  # the learner's prints, MPI's messages
             tail.append(line)
             continue
-        seen_event, event = True, json.loads(line[len(MARK):])
+        seen_event, event = True, _DECODER.raw_decode(line, len(MARK))[0]
         if event.get("start"):
             running = (event["solution"], event["case"])
         else:
@@ -90,17 +94,31 @@ def _follow(proc, n, case_timeout, start_timeout):
                                                         event["not_implemented"])))
 
 
-def _stopped(n, running, hung, proc, tail, case_timeout) -> CaseResult:
-    """The result of the case a job stopped in (hang or crash)."""
-    case = running[1] if running else f"N={n} (mpiexec job)"
-    if hung:
-        return CaseResult("ring", case, f"hang: nothing finished for {case_timeout:g} s, the job was "
-                          "killed (a rank waits for a message that never comes: e.g. a Recv with no "
-                          "matching Send, or every rank in a blocking Send first); later cases at "
-                          f"N={n} were not run")
+def _noted_errors(folder: str, running) -> list[str]:
+    """What the ranks noted (ring_worker.note_error) during the case `running`."""
+    found = []
+    for path in sorted(Path(folder).glob("rank*.jsonl")):
+        for line in path.read_text().splitlines():
+            event = json.loads(line)
+            if running and (event["solution"], event["case"]) == tuple(running):
+                found.append(f"{path.stem.replace('rank', 'rank ')}: {event['error']}")
+    return found
+
+
+def _stopped(n, running, hung, proc, tail, errors, case_timeout) -> CaseResult:
+    """The result of the case a job stopped in (hang or crash), with what ranks noted."""
     last = " | ".join(list(tail)[-5:]) or "no output"
-    return CaseResult("ring", case, f"the job ended with exit code {proc.returncode} during this case "
-                      f"(later cases at N={n} not run): {last}")
+    raised = f"; before it, {'; '.join(errors)}" if errors else ""
+    if running is None:
+        word = "started no case in time" if hung else f"ended with exit code {proc.returncode}"
+        return CaseResult("ring", f"N={n} (mpiexec job)", f"mpiexec -n {n} {word}: {last}")
+    if hung:
+        return CaseResult("ring", running[1], f"hang: nothing finished for {case_timeout:g} s, the job "
+                          "was killed (a rank waits for a message that never comes: e.g. a Recv with "
+                          "no matching Send, or every rank in a blocking Send first); later cases at "
+                          f"N={n} were not run{raised}")
+    return CaseResult("ring", running[1], f"the job ended with exit code {proc.returncode} during this "
+                      f"case (later cases at N={n} not run){raised}: {last}")
 
 
 def grade_ring(paths, sizes=SIZES, case_timeout: float = 20.0, start_timeout: float = 120.0) -> dict:
@@ -111,13 +129,16 @@ def grade_ring(paths, sizes=SIZES, case_timeout: float = 20.0, start_timeout: fl
         if not results[path].results:
             to_launch.append(path)
     for n in sizes if to_launch else ():
-        proc = _launch(n, to_launch)
-        done, running, hung, tail = _follow(proc, n, case_timeout, start_timeout)
+        with tempfile.TemporaryDirectory() as errors_folder:
+            proc = _launch(n, to_launch, errors_folder)
+            done, running, hung, tail = _follow(proc, n, case_timeout, start_timeout)
+            errors = _noted_errors(errors_folder, running)
         for index, result in done:
             results[to_launch[index]].results.append(result)
         if running is not None or hung or proc.returncode != 0:
             stuck = running[0] if running else 0
-            results[to_launch[stuck]].results.append(_stopped(n, running, hung, proc, tail, case_timeout))
+            stopped = _stopped(n, running, hung, proc, tail, errors, case_timeout)
+            results[to_launch[stuck]].results.append(stopped)
             for later in to_launch[stuck + 1:]:
                 results[later].results.append(CaseResult("ring", f"N={n}", "not run: the job was stopped "
                                                  "during an earlier solution"))

@@ -12,6 +12,7 @@ raises and is reported as "not allowed: comm.X". The reference runs on the libra
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import sys
 
@@ -19,13 +20,14 @@ import numpy as np
 
 from ..comm import Communicator, ring_allreduce
 from .grading import NotImplementedYet, Problem, call, compare, load_solution
-from .ring_grader import MARK
+from .ring_grader import ERRORS_ENV, MARK
 
 DTYPES = ("float64", "float32", "int64")
 TOLERANCE = {"float64": (1e-12, 1e-12), "float32": (1e-5, 1e-5), "int64": (0, 0)}
 BUFFER_SENDS = frozenset({"Send", "Ssend", "Bsend", "Rsend", "Isend", "Issend", "Ibsend", "Irsend",
                           "Sendrecv", "Sendrecv_replace"})
 OBJECT_SENDS = frozenset({"send", "ssend", "bsend", "isend", "issend", "ibsend", "sendrecv"})
+SEND_KEYWORDS = {"Sendrecv": "sendbuf", "sendrecv": "sendobj"}  # what is sent, passed by keyword
 ALLOWED = frozenset({"Recv", "Irecv", "recv", "irecv", "Get_rank", "Get_size", "rank", "size",
                      "Probe", "Iprobe", "probe", "iprobe", "Barrier", "barrier"})
 
@@ -64,12 +66,14 @@ class CountingComm:
 
     def __getattr__(self, name):
         if name in BUFFER_SENDS or name in OBJECT_SENDS:
-            method, measure = getattr(self._comm, name), (buffer_bytes if name in BUFFER_SENDS else object_bytes)
+            method = getattr(self._comm, name)
+            measure = buffer_bytes if name in BUFFER_SENDS else object_bytes
+            keyword = SEND_KEYWORDS.get(name, "buf" if name in BUFFER_SENDS else "obj")
 
-            def counted(buf, *args, **kwargs):
-                self.bytes_sent += measure(buf)
+            def counted(*args, **kwargs):
+                self.bytes_sent += measure(args[0] if args else kwargs.get(keyword))
                 self.messages_sent += 1
-                return method(buf, *args, **kwargs)
+                return method(*args, **kwargs)
             return counted
         if name in ALLOWED:
             return getattr(self._comm, name)
@@ -164,7 +168,16 @@ def _judge_bytes(records, count, itemsize) -> str | None:
 
 
 def emit(event: dict) -> None:
+    """Rank 0's event line (the other ranks never print: their lines could interleave)."""
     print(MARK + json.dumps(event), flush=True)
+
+
+def note_error(rank: int, index: int, case: str, problem: str) -> None:
+    """Append a rank's learner error to its file in $ERRORS_ENV, for the hang report."""
+    folder = os.environ.get(ERRORS_ENV)
+    if folder:
+        with open(os.path.join(folder, f"rank{rank}.jsonl"), "a") as f:
+            f.write(json.dumps({"solution": index, "case": case, "error": problem}) + "\n")
 
 
 def grade_solution(world, index: int, path: str) -> None:
@@ -181,6 +194,8 @@ def grade_solution(world, index: int, path: str) -> None:
         reference_bytes = _reference_bytes(world, x)
         if failure is None:
             record = run_learner(module, world.mpi.Dup(), x)
+            if record["problem"] and world.size > 1:  # said now, in case the others now hang
+                note_error(world.rank, index, case, record["problem"])
         else:
             record = {"problem": failure, "not_implemented": None}
         record["reference_bytes"] = reference_bytes

@@ -41,6 +41,11 @@ MUTANTS = {
         "ring.py", "the last rank skips the last all-gather step, keeping one partial chunk",
         "        x[recv] = buf", "        if not (rank == size - 1 and step == size - 2):\n"
                                 "            x[recv] = buf"),
+    "ring_raises_on_rank_1": (
+        "ring.py", "rank 1 raises, leaving its neighbours waiting",
+        "    rank, size = comm.Get_rank(), comm.Get_size()\n",
+        "    rank, size = comm.Get_rank(), comm.Get_size()\n"
+        "    if rank == 1:\n        raise ValueError('rank 1 gives up')\n"),
 }
 
 
