@@ -91,8 +91,9 @@ def make_input(count: int, dtype: str, rank: int, seed: int = 0) -> np.ndarray:
 
 
 def cases(size: int):
-    """(count, dtype) of every case at `size` ranks: counts not divisible by N, one < N."""
-    return [(2, "float64")] + [(count, dtype) for count in (11, 1001) for dtype in DTYPES]
+    """(count, dtype) of every case at `size` ranks: counts not divisible by N (for N > 1),
+    the first one smaller than N (some chunks are empty)."""
+    return [(max(size - 1, 1), "float64")] + [(count, dtype) for count in (11, 1001) for dtype in DTYPES]
 
 
 def run_learner(module, mpi_comm, x: np.ndarray) -> dict:
