@@ -100,12 +100,14 @@ def _by_case(graded):
 def test_ring_graded_under_mpiexec_1_to_5(tmp_path):
     from minidist.exercises.ring_grader import grade_ring
 
-    paths = [SOLUTIONS / n / "ring.py" for n in ("correct", "ring_allreduce", "ring_too_many_bytes")]
+    names = ("correct", "correct_isend", "ring_allreduce", "ring_too_many_bytes")
+    paths = [SOLUTIONS / n / "ring.py" for n in names]
     paths.append(write_mutant("ring_wrong_on_one_rank", tmp_path))
     graded = grade_ring(paths, sizes=(1, 2, 3, 4, 5), case_timeout=60)
-    correct, allreduce, too_many, one_rank = (_by_case(graded[p]) for p in paths)
-    assert len(correct) == 35 and all(r.passed for r in correct.values()), \
-        [r.line() for r in correct.values() if not r.passed]
+    correct, isend, allreduce, too_many, one_rank = (_by_case(graded[p]) for p in paths)
+    for right in (correct, isend):
+        assert len(right) == 35 and all(r.passed for r in right.values()), \
+            [r.line() for r in right.values() if not r.passed]
     assert len(allreduce) == 35
     assert all(r.problem.startswith("not allowed: comm.Allreduce") for r in allreduce.values())
     for n in (3, 4, 5):
