@@ -92,6 +92,21 @@ def test_minidist_command_has_the_exercise_hook(capsys, tmp_path):
     assert minidist_main(["exercise", "check", str(tmp_path)]) == 2  # nothing to grade
 
 
+def test_the_ring_proxy_counts_every_form_of_send_buffer():
+    import numpy as np
+
+    from minidist.exercises.ring_worker import buffer_bytes, object_bytes
+
+    class Double:
+        def Get_size(self):
+            return 8
+    a = np.zeros(10)
+    assert buffer_bytes(a) == buffer_bytes([a, Double()]) == 80
+    assert buffer_bytes([a, 3, Double()]) == buffer_bytes([a, (3, 0), Double()]) == 24
+    assert buffer_bytes(a[:0]) == 0 and buffer_bytes(b"abc") == 3
+    assert object_bytes(a) == 80 and object_bytes([1, 2]) > 0
+
+
 def _by_case(graded):
     return {r.case: r for r in graded.results}
 
