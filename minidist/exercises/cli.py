@@ -48,15 +48,23 @@ def cmd_start(args) -> int:
     return 0
 
 
+def _show(_path, result) -> None:
+    print(result.line(), flush=True)
+
+
 def _grade(name: str, path: Path, args):
-    if name == "ring":
+    """Grade one exercise, printing each case's line as it is known."""
+    if name == "ring":  # minutes at worst (mpiexec launches): the lines come as cases finish
         from .ring_grader import grade_ring
 
         sizes = tuple(int(s) for s in args.ranks.split(",") if s)
-        return grade_ring([path], sizes=sizes, case_timeout=args.timeout)[path]
+        return grade_ring([path], sizes=sizes, case_timeout=args.timeout, show=_show)[path]
     from .norms import grade_batchnorm, grade_layernorm
 
-    return (grade_batchnorm if name == "batchnorm" else grade_layernorm)(path)
+    graded = (grade_batchnorm if name == "batchnorm" else grade_layernorm)(path)
+    for result in graded.results:
+        _show(path, result)
+    return graded
 
 
 def _chosen(folder: Path, names) -> list[str] | str:
@@ -81,8 +89,6 @@ def cmd_check(args) -> int:
         print(f"{name} ({path})", flush=True)
         graded = _grade(name, path, args)
         results = graded.results
-        for result in results:
-            print(result.line(), flush=True)
         not_implemented += graded.not_implemented
         totals.append((name, sum(r.passed for r in results), len(results)))
     passed, cases = sum(t[1] for t in totals), sum(t[2] for t in totals)

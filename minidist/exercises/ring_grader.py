@@ -66,10 +66,11 @@ def _launch(n: int, paths, errors_folder: str) -> subprocess.Popen:
                             env=env, start_new_session=True)
 
 
-def _follow(proc, n, case_timeout, start_timeout):
-    """Read the job's events: (finished results as (solution, CaseResult), the case left
-    running or None, whether it hung, the last lines of other output)."""
-    lines, tail, done, running = queue.Queue(), deque(maxlen=15), [], None
+def _follow(proc, case_timeout, start_timeout, on_result):
+    """Read the job's events, calling ``on_result(solution index, CaseResult)`` for each
+    finished case; returns (the case left running or None, whether it hung, the last
+    lines of other output)."""
+    lines, tail, running = queue.Queue(), deque(maxlen=15), None
     threading.Thread(target=_reader, args=(proc.stdout, lines), daemon=True).start()
     seen_event = False
     while True:
@@ -78,10 +79,10 @@ def _follow(proc, n, case_timeout, start_timeout):
         except queue.Empty:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-            return done, running, True, tail
+            return running, True, tail
         if line is None:
             proc.wait()
-            return done, running, False, tail
+            return running, False, tail
         if not line.startswith(MARK):  # the learner's prints, MPI's messages
             tail.append(line)
             continue
@@ -90,8 +91,8 @@ def _follow(proc, n, case_timeout, start_timeout):
             running = (event["solution"], event["case"])
         else:
             running = None
-            done.append((event["solution"], CaseResult("ring", event["case"], event["problem"],
-                                                        event["not_implemented"])))
+            on_result(event["solution"], CaseResult("ring", event["case"], event["problem"],
+                                                    event["not_implemented"]))
 
 
 def _noted_errors(folder: str, running) -> list[str]:
@@ -121,25 +122,33 @@ def _stopped(n, running, hung, proc, tail, errors, case_timeout) -> CaseResult:
                       f"case (later cases at N={n} not run){raised}: {last}")
 
 
-def grade_ring(paths, sizes=SIZES, case_timeout: float = 20.0, start_timeout: float = 120.0) -> dict:
-    """{path: Graded} for every ring solution in `paths`, N = each of `sizes`."""
+def grade_ring(paths, sizes=SIZES, case_timeout: float = 20.0, start_timeout: float = 120.0,
+               show=None) -> dict:
+    """{path: Graded} for every ring solution in `paths`, N = each of `sizes`;
+    ``show(path, CaseResult)``, if given, is called as each case finishes."""
     results, to_launch = {}, []
+
+    def add(path, result):
+        results[path].results.append(result)
+        if show is not None:
+            show(path, result)
     for path in paths:
-        results[path] = probe(path) or Graded()
-        if not results[path].results:
+        found = probe(path)
+        results[path] = Graded(not_implemented=found.not_implemented if found else [])
+        for result in found.results if found else ():
+            add(path, result)
+        if found is None:
             to_launch.append(path)
     for n in sizes if to_launch else ():
         with tempfile.TemporaryDirectory() as errors_folder:
             proc = _launch(n, to_launch, errors_folder)
-            done, running, hung, tail = _follow(proc, n, case_timeout, start_timeout)
+            running, hung, tail = _follow(proc, case_timeout, start_timeout,
+                                          lambda index, result: add(to_launch[index], result))
             errors = _noted_errors(errors_folder, running)
-        for index, result in done:
-            results[to_launch[index]].results.append(result)
         if running is not None or hung or proc.returncode != 0:
             stuck = running[0] if running else 0
-            stopped = _stopped(n, running, hung, proc, tail, errors, case_timeout)
-            results[to_launch[stuck]].results.append(stopped)
+            add(to_launch[stuck], _stopped(n, running, hung, proc, tail, errors, case_timeout))
             for later in to_launch[stuck + 1:]:
-                results[later].results.append(CaseResult("ring", f"N={n}", "not run: the job was stopped "
-                                                 "during an earlier solution"))
+                add(later, CaseResult("ring", f"N={n}", "not run: the job was stopped during an "
+                                      "earlier solution"))
     return results
