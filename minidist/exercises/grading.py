@@ -89,6 +89,8 @@ def run_case(exercise: str, case: str, body) -> CaseResult:
         return CaseResult(exercise, case, str(e), e.function)
     except Problem as e:
         return CaseResult(exercise, case, str(e))
+    except Exception as e:  # what the learner returned broke the grading itself (odd types)
+        return CaseResult(exercise, case, f"could not grade the values returned ({type(e).__name__}: {e})")
     return CaseResult(exercise, case)
 
 
