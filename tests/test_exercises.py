@@ -74,7 +74,7 @@ def test_learner_exception_and_missing_in_place_update_are_named(tmp_path, capsy
 def test_odd_return_values_are_reported_not_crashed_on(tmp_path, capsys):
     (tmp_path / "layernorm.py").write_text(
         "def layernorm_forward(x, gamma, beta, *, eps=1e-5):\n    return 'hello', None\n"
-        "def layernorm_backward(dout, cache):\n    return 1, 2\n")
+        "def layernorm_backward(dout, cache):\n    return 1, 2, 3\n")
     assert main(["check", str(tmp_path)]) == 1
     out = capsys.readouterr().out
     assert "FAIL  (4, 6) seed 0 (eps 1e-05): out is not an array of numbers" in out
