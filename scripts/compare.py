@@ -7,6 +7,8 @@ and record, step by step and rank by rank, what each one computes and what it co
     mpiexec -n 3 python scripts/compare.py --batch 50 --strategies local,dp,dp-root,hub,ddp,ddp-fp16
     mpiexec -n 2 python scripts/compare.py --optimizer adam --out runs/adam.jsonl
     python scripts/compare.py --steps 5                                     # one rank works too
+    mpiexec -n 2 python scripts/compare.py --steps 3 --checkpoint runs/ck    # then, in a new job:
+    mpiexec -n 2 python scripts/compare.py --steps 3 --resume runs/ck       # steps 3..5, bitwise as 0..5
 
 Every strategy starts from the same parameters (built from --seed on every rank; the
 distributed ones also broadcast rank 0's) and sees the same global batch at each step:
@@ -49,6 +51,8 @@ from time import perf_counter
 import minidist  # noqa: F401  (first: under mpiexec it sets one BLAS thread per rank before NumPy loads)
 import numpy as np  # noqa: E402
 
+from minidist.atomic import write_lines
+from minidist.checkpoint import load_checkpoint, save_checkpoint
 from minidist.comm import Communicator
 from minidist.data import DataLoader, spirals, synthetic_images
 from minidist.optim import SGD, Adam
@@ -87,6 +91,11 @@ def parse_args(argv=None):
     p.add_argument("--samples", type=int, default=1200, help="dataset size")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/compare.jsonl")
+    p.add_argument("--checkpoint", metavar="DIR", default=None,
+                   help="after training, save each strategy's checkpoint to DIR/<strategy>.npz")
+    p.add_argument("--resume", metavar="DIR", default=None,
+                   help="start each strategy from DIR/<strategy>.npz (a --checkpoint of an earlier run "
+                        "with the same options) and train --steps more")
     p.add_argument("--no-report", dest="report", action="store_false",
                    help="skip the Markdown report and plots (minidist report RUN.jsonl makes them later)")
     args = p.parse_args(argv)
@@ -97,6 +106,11 @@ def parse_args(argv=None):
     if "local" not in args.strategies:
         args.strategies.insert(0, "local")  # the reference every difference is measured against
     args.lr = (0.1 if args.optimizer == "sgd" else 1e-3) if args.lr is None else args.lr
+    missing = [v for v in args.strategies
+               if args.resume and not os.path.isfile(os.path.join(args.resume, f"{v}.npz"))]
+    if missing:
+        p.error(f"--resume {args.resume}: no checkpoint for {missing}; expected {args.resume}/<strategy>.npz "
+                "for every strategy, written by a run with --checkpoint")
     return args
 
 
@@ -108,15 +122,31 @@ def dataset(args):
     return X.astype(args.dtype), y
 
 
-def global_batches(args, X, y):
-    """--steps global batches, cycling through shuffled epochs (the same on every rank)."""
+def global_batches(args, X, y, start=0):
+    """The global batches of steps start..start+steps-1, cycling through shuffled epochs
+    (the same on every rank)."""
     batches, epoch = [], 0
-    while len(batches) < args.steps:
+    while len(batches) < start + args.steps:
         loader = DataLoader(X, y, batch_size=args.batch, shuffle=True, seed=args.seed, drop_last=True)
         loader.set_epoch(epoch)
         batches += [(xb.data, yb) for xb, yb in loader]
         epoch += 1
-    return batches[: args.steps]
+    return batches[start: start + args.steps]
+
+
+def resume_or_start(args, variant, model, opt) -> int:
+    """The first step: 0, or with --resume the step saved in DIR/<variant>.npz, whose model,
+    optimizer and RNG states are loaded (on every rank, from the same file)."""
+    if args.resume is None:
+        return 0
+    return load_checkpoint(os.path.join(args.resume, f"{variant}.npz"), model, opt)["step"]
+
+
+def save_if_asked(args, comm, variant, model, opt, step) -> None:
+    """With --checkpoint, save DIR/<variant>.npz (rank 0 writes; "local" runs on every
+    rank with no communicator, so only rank 0 calls it there)."""
+    if args.checkpoint is not None and (VARIANTS[variant][0] != "local" or comm.rank == 0):
+        save_checkpoint(os.path.join(args.checkpoint, f"{variant}.npz"), model, opt, step=step)
 
 
 def make_model(args, comm, norm):
@@ -135,7 +165,7 @@ def flat_params(net):
     return np.concatenate([p.data.ravel() for p in net.parameters()])
 
 
-def run(args, comm, variant, batches, reference):
+def run(args, comm, variant, X, y, reference):
     """Train one strategy; returns (this rank's step records, parameter snapshots)."""
     strategy, options = VARIANTS[variant]
     norm = "batch" if strategy == "local" and args.norm == "sync" else args.norm
@@ -146,8 +176,10 @@ def run(args, comm, variant, batches, reference):
         options = dict(options, average=args.average)
     model = wrap(net, strategy, None if strategy == "local" else comm, **options)
     opt = make_optimizer(args, model.parameters())
+    start = resume_or_start(args, variant, model, opt)
     records, snapshots = [], []
-    for step, (xg, yg) in enumerate(batches):
+    for i, (xg, yg) in enumerate(global_batches(args, X, y, start)):
+        step = start + i
         x, y = (xg, yg) if strategy == "local" else local_shard((xg, yg), comm)
         comm.ledger.reset()
         t0 = perf_counter()
@@ -166,9 +198,10 @@ def run(args, comm, variant, batches, reference):
             "type": "step", "strategy": variant, "step": step, "rank": comm.rank, "samples": len(y),
             "loss": None if np.isnan(value) else value,
             "accuracy": float((out.data.argmax(axis=1) == y).mean()) if len(y) else None,
-            "max_param_diff": float(np.abs(params - reference[step]).max()) if reference else 0.0,
+            "max_param_diff": float(np.abs(params - reference[i]).max()) if reference else 0.0,
             "phases": phases, "comm_seconds": comm_s, "compute_seconds": max(wall - comm_s, 0.0),
             "wall_seconds": wall, "memory": model.memory.as_dict()})
+    save_if_asked(args, comm, variant, model, opt, start + args.steps)
     return records, snapshots
 
 
@@ -177,7 +210,8 @@ def summarize(records, args, size):
     rows = []
     for variant in args.strategies:
         mine = [r for r in records if r["strategy"] == variant]
-        last = [r for r in mine if r["step"] == args.steps - 1]
+        final_step = max(r["step"] for r in mine)  # --resume: steps go on from the checkpoint's
+        last = [r for r in mine if r["step"] == final_step]
         losses = [(r["loss"], r["samples"]) for r in last if r["loss"] is not None]
         if variant == "local":
             final = last[0]["loss"]
@@ -211,10 +245,9 @@ def main(argv=None):
     args = parse_args(argv)
     comm = Communicator()
     X, y = dataset(args)  # an error on any rank ends the whole job (minidist.comm.failstop)
-    batches = global_batches(args, X, y)
     records, reference = [], None
     for variant in args.strategies:
-        mine, snapshots = run(args, comm, variant, batches, reference)
+        mine, snapshots = run(args, comm, variant, X, y, reference)
         if variant == "local":
             reference = snapshots
         records += mine
@@ -232,10 +265,7 @@ def main(argv=None):
                               "buffers": [[int(c), str(d)] for c, d in shape.buffers]},
               "strategies": args.strategies, "shard_sizes": shard_sizes(args.batch, comm.size).tolist(),
               "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-    with open(args.out, "w") as f:
-        for record in [header] + records:
-            f.write(json.dumps(record) + "\n")
+    write_lines(args.out, (json.dumps(record) for record in [header] + records))  # atomically
     print(f"{args.model} norm={args.norm} N={comm.size} batch={args.batch} steps={args.steps} "
           f"dtype={args.dtype} optimizer={args.optimizer} -> {args.out}")
     print(summarize(records, args, comm.size))

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..atomic import write_text
 from ..cost.stepcost import dense, projection
 from . import plots
 from .summary import (human_bytes, load_run, model_shape, phase_rows, predicted_vs_measured,
@@ -128,5 +129,5 @@ def write_report(run, out_dir=None, profile: str = "shm", projection_profile: st
     plots.training(header, steps, out / "training.png")
     plots.per_rank(rows, out / "per_rank.png")
     path = out / "report.md"
-    path.write_text("\n".join(lines) + "\n")
+    write_text(path, "\n".join(lines) + "\n")  # atomically: a killed run leaves the old report
     return path

@@ -6,7 +6,15 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from ..atomic import atomic_open  # noqa: E402
 from .summary import global_losses  # noqa: E402
+
+
+def _save(fig, path) -> None:
+    """Write `fig` as a PNG at `path` atomically (a killed run leaves the old plot), then close it."""
+    with atomic_open(path, "wb") as f:
+        fig.savefig(f, dpi=110, format="png")
+    plt.close(fig)
 
 
 def _worst_diff(steps, name):
@@ -35,8 +43,7 @@ def training(header, steps, path) -> None:
     for ax in (ax_loss, ax_diff):
         ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def per_rank(rows, path) -> None:
@@ -62,8 +69,7 @@ def per_rank(rows, path) -> None:
         ax.set_title(title, fontsize=10)
         ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def projection(rows, path, title) -> None:
@@ -80,5 +86,4 @@ def projection(rows, path, title) -> None:
         ax.legend(fontsize=8)
         ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
