@@ -1,30 +1,15 @@
 """Ring collectives: reduce-scatter, all-gather, and all-reduce = the two in a row.
 
-The N ranks form a ring; every step each rank sends one chunk to its right neighbour and
-receives one from its left (one ``Sendrecv``), so every link carries data at every step
-and each rank moves about 2(N-1)/N of the buffer in all, whatever N.
-
-Chunk layout: the flattened buffer of `count` elements is cut as ``np.array_split`` does,
-into N chunks, the first ``count % N`` of them one element longer. **Rank r ends the
-reduce-scatter holding the reduced chunk r** and contributes chunk r to the all-gather.
-Chunks may be empty (count < N); empty messages are still sent, so the message count is
-always 2(N-1) for an all-reduce (see counts.py).
-
-The schedule (one rotation for the whole all-reduce): at step s = 0 .. 2N-3 rank r sends
-chunk ``(r - 1 - s) % N`` and receives chunk ``(r - 2 - s) % N``. Steps 0..N-2 are the
-reduce-scatter (what arrives is a partial, added to our own part of that chunk), steps
-N-1..2N-3 the all-gather (what arrives is final and lands in place). `ring_schedule`
-is that schedule, the one place it is written: `ring_allreduce` runs it as two loops of
-``Sendrecv``, `RingAllreduce` (ring_nonblocking.py; DDP's buckets) posts it step by step,
-so both give the same bytes and the same ledger.
-
-Bit-identical results: chunk c is reduced along a single chain, starting at rank c+1 and
-ending at rank c, each step computing (partial from the left) + (own contribution); only
-rank c holds the final value, and the all-gather copies it byte for byte to everyone.
-
-Dtypes: float32, float64, int64 and float16 (`checks.RING_DTYPES`). float16 is summed in
-float16, each addition rounded (PyTorch's fp16_compress_hook does the same); it travels
-as raw bytes so that it needs no MPI half-precision type.
+The N ranks form a ring; at every step each rank sends one chunk to its right neighbour
+and receives one from its left, so every link carries data at every step and each rank
+moves about 2(N-1)/N of the buffer, whatever N. The buffer is cut as ``np.array_split``
+does; rank r ends the reduce-scatter holding the reduced chunk r. `ring_schedule` is the
+one place the schedule is written: `ring_allreduce` runs it as two loops of ``Sendrecv``
+(reduce-scatter, then all-gather), `RingAllreduce` (ring_nonblocking.py, DDP's buckets)
+posts it step by step: the same bytes, the same ledger. Chunk c is reduced along one
+chain ending at rank c, (partial from the left) + (own part) at each step, and copied
+byte for byte by the all-gather, so every rank ends with identical bits. float16 is
+summed in float16 and travels as raw bytes. Details and a worked example: docs/ring.md.
 """
 from __future__ import annotations
 

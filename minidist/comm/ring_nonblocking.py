@@ -1,19 +1,15 @@
 """`RingAllreduce`: the ring all-reduce of ring.py, posted step by step, so that it can
 progress while the caller computes (DDP's buckets during backward).
 
-It runs the very `ring_schedule` of the blocking `ring_allreduce`: the same chunks,
-the same additions in the same order (partial from the left + own), so the bytes of the
-result are identical to the blocking ring's, and the ledger records the same messages
-(2(N-1) each way, counts.py's ``"ring_allreduce"``). Only the transport differs: each
-step is an ``irecv`` from the left and an ``isend`` to the right; the step is applied,
-and the next one posted, when both have completed (`Request.test` or a blocking wait).
-
-Several all-reduces may be in flight at once between the same neighbours as long as each
-has its own tag (MPI matches messages by source and tag; two rings on one tag could take
-each other's messages): starting one on a tag that another one in flight on the same
-communicator still uses raises ValueError. Progress is only made inside `advance` and
-`wait`; every rank must eventually drive every ring it started to the end, and blocking
-waits on several rings must be made in the same order on every rank.
+It runs the very `ring_schedule` of the blocking `ring_allreduce`: the same chunks and
+additions in the same order, so the same bytes and the same ledger (2(N-1) messages each
+way). Each step is an ``irecv`` from the left and an ``isend`` to the right, applied (and
+the next one posted) once both have completed. Several rings may be in flight between the
+same neighbours if each has its own tag (MPI matches by source and tag): a tag already in
+flight on the communicator raises ValueError. Progress happens only inside `advance` and
+`wait`; every rank must drive every ring it started to the end, and make its blocking
+waits on several rings in the same order. Debug mode does not check these rings (ranks
+may start them in any order): the wrapped model's ``step()`` is checked instead.
 """
 from __future__ import annotations
 

@@ -5,24 +5,25 @@ It is called like the model, exposes the model's parameters (so an optimizer bui
 one step as ``step(optimizer)`` = communication before the update, the update,
 communication after it, then the optional replica check and the memory report.
 
-Also here: the wrap-time checks and broadcasts the distributed strategies share
-(`verify_same_model`, `broadcast_tensors`), and `agree_on_samples`, which makes the
-"no sample seen" verdict of the rooted strategies (dp, hub) collective.
+Also here: the wrap-time broadcasts the distributed strategies share (`broadcast_tensors`,
+`sync_initial_state`, which first runs verify.py's `verify_same_model`), and
+`agree_on_samples`, which makes the "no sample seen" verdict of the rooted strategies (dp,
+hub) collective. While a wrapped model steps, its communicator names the model and step.
 """
 from __future__ import annotations
 
-import json
 from weakref import WeakKeyDictionary
 
 import numpy as np
 
 from ..autograd import Tensor
 from ..autograd.function import is_grad_enabled
-from ..comm import allreduce, broadcast
+from ..comm import broadcast
 from ..comm.tags import TAG_SAMPLES_QUESTION, TAG_SAMPLES_VERDICT
 from .drift import ReplicaDriftError, check_replicas
 from .flat import layouts_by_dtype
 from .memory import ScratchMeter, measure, reset_ledger_peak
+from .verify import broadcast_text, first_problem, verify_same_model  # noqa: F401 (dp, checkpoint use them from here)
 
 AVERAGES = ("samples", "ranks")
 _models_wrapped: "WeakKeyDictionary" = WeakKeyDictionary()  # comm -> models wrapped on it so far
@@ -216,75 +217,6 @@ def agree_on_samples(comm, mine: int, total: float | None, silent_ranks: int | N
 
 
 # ---- wrap-time checks and broadcasts ------------------------------------------------------------
-def _signature(module) -> list:
-    """``[kind, name, shape, dtype]`` of every parameter, then of every buffer."""
-    return ([["parameter", name, list(p.data.shape), str(p.data.dtype)] for name, p in module.named_parameters()]
-            + [["buffer", name, list(b.data.shape), str(b.data.dtype)] for name, b in module.named_buffers()])
-
-
-def _describe_mismatch(mine: list, root: list, rank: int) -> str:
-    """'' when equal, else one sentence naming the first parameter or buffer that differs."""
-    for i, (a, b) in enumerate(zip(mine, root)):
-        if a[:2] != b[:2]:
-            return (f"{a[0]} #{i} is {a[1]!r} on rank {rank} but {b[0]} {b[1]!r} on rank 0 "
-                    f"(shapes {tuple(a[2])} and {tuple(b[2])})")
-        if a[2] != b[2]:
-            return (f"{a[0]} {a[1]!r} has shape {tuple(a[2])} on rank {rank} but shape "
-                    f"{tuple(b[2])} on rank 0")
-        if a[3] != b[3]:
-            return (f"{a[0]} {a[1]!r} has dtype {a[3]} on rank {rank} but dtype {b[3]} on rank 0 "
-                    f"(shape {tuple(a[2])})")
-    if len(mine) != len(root):
-        extra = mine[len(root):] or root[len(mine):]
-        who = rank if len(mine) > len(root) else 0
-        counts = [sum(1 for e in sig if e[0] == "buffer") for sig in (mine, root)]
-        return (f"rank {rank} has {len(mine) - counts[0]} parameters and {counts[0]} buffers but rank 0 "
-                f"has {len(root) - counts[1]} and {counts[1]}; the first extra one, on rank {who}, is "
-                f"{extra[0][0]} {extra[0][1]!r} with shape {tuple(extra[0][2])}")
-    return ""
-
-
-def _text_to_int64(text: str) -> np.ndarray:
-    raw = text.encode()
-    raw += b"\0" * (-len(raw) % 8)
-    return np.frombuffer(raw, dtype=np.int64).copy()
-
-
-def broadcast_text(comm, text: str | None, root: int) -> str:
-    """Broadcast a string from `root` as int64 words (length first)."""
-    length = np.array([len(_text_to_int64(text)) if comm.rank == root else 0], dtype=np.int64)
-    broadcast(comm, length, root)
-    words = _text_to_int64(text) if comm.rank == root else np.empty(int(length[0]), np.int64)
-    broadcast(comm, words, root)
-    return words.tobytes().rstrip(b"\0").decode()
-
-
-def verify_same_model(module, comm, who: str = "DDP") -> None:
-    """Check that every rank's parameters and buffers have rank 0's names, shapes and
-    dtypes; raise the same RuntimeError on every rank otherwise (naming the rank, the
-    parameter or buffer and both shapes), so no rank is left waiting in a later
-    collective. Phase ``"verify"``."""
-    if comm is None or comm.size == 1:
-        return
-    mine = _signature(module)
-    with comm.phase("verify"):
-        root_sig = json.loads(broadcast_text(comm, json.dumps(mine) if comm.rank == 0 else None, 0))
-        found = first_problem(comm, _describe_mismatch(mine, root_sig, comm.rank))
-    if found is not None:
-        raise RuntimeError(f"{who}: the model differs across ranks: {found[1]}. Every rank must build the "
-                           f"same model (same layers, sizes and dtypes) before wrap()")
-
-
-def first_problem(comm, problem: str):
-    """``(rank, problem)`` of the lowest rank whose `problem` is not '', or None, on every rank."""
-    first_bad = np.array([comm.rank if problem else comm.size], dtype=np.int64)
-    allreduce(comm, first_bad, op="min", algorithm="ring")
-    bad = int(first_bad[0])
-    if bad == comm.size:
-        return None
-    return bad, broadcast_text(comm, problem if comm.rank == bad else None, bad)
-
-
 def broadcast_tensors(comm, tensors, root: int = 0, algorithm: str = "linear", scratch=None) -> None:
     """Copy the root's values of `tensors` (parameters or buffers) into every rank's, one
     flat message per dtype. Recorded under the caller's phase."""
