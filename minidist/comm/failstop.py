@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import threading
 import time
 import traceback
 
@@ -72,8 +73,8 @@ def _excepthook(kind, value, tb) -> None:
 
 def _exit(status=None) -> None:
     """``sys.exit`` in a job of several ranks: a failure status ends every rank."""
-    if status is None or status == 0:
-        _ORIGINAL_EXIT(status)
+    if status is None or status == 0 or threading.current_thread() is not threading.main_thread():
+        _ORIGINAL_EXIT(status)  # a thread's sys.exit ends that thread only, as always
     if isinstance(status, int):
         code, message = status, f"sys.exit({status}): aborting the whole job with status {status}"
     else:  # sys.exit("message") prints the message and exits with 1
