@@ -119,7 +119,8 @@ class Communicator:
         timeout (float): the watchdog's limit on one wait, seconds (0: none; ``None``:
             ``$MINIDIST_TIMEOUT``, default 300).
         yielding (bool): waits give the core away (``$MINIDIST_YIELD``, watchdog.py).
-        step, model (int | None): set by a wrapped model while it steps, for messages.
+        step (int | None): the training step in progress (1-based), set by wrapped models.
+        model (int | None): the wrapped model stepping now; both name what a message is about.
         operation (str | None): the collective running now; calls (int): collectives so far.
 
     Point-to-point calls take C-contiguous NumPy arrays; `recv` and `sendrecv` return the

@@ -135,6 +135,8 @@ class ParallelModel:
                 comm.model = None
         self._samples = 0
         self.steps += 1
+        if comm is not None:  # from now on the messages speak of the next step (its forward)
+            comm.step = self.steps + 1
         if self.check_replicas:
             check_replicas(self.module, self.comm, step=self.steps)
         self.memory = measure(self.module, optimizer, comm=self.comm,
