@@ -65,10 +65,16 @@ def wait_for(path, proc, seconds=90):
     assert os.path.exists(path), "the job never reached the fault"
 
 
-def left_running(mark) -> list[str]:
-    """Processes of this job still alive (their command line holds the unique mark path)."""
-    found = subprocess.run(["pgrep", "-f", mark], capture_output=True, text=True).stdout.split()
-    return [pid for pid in found if int(pid) != os.getpid()]
+def left_running(mark, grace=3.0) -> list[str]:
+    """Processes of this job still alive `grace` seconds after mpiexec returned (their
+    command line holds the unique mark path): ranks being torn down may linger a moment."""
+    deadline = time.time() + grace
+    while True:
+        found = subprocess.run(["pgrep", "-f", mark], capture_output=True, text=True).stdout.split()
+        found = [pid for pid in found if int(pid) != os.getpid()]
+        if not found or time.time() > deadline:
+            return found
+        time.sleep(0.1)
 
 
 @pytest.mark.parametrize("n, fault, strategy", CASES)

@@ -26,7 +26,7 @@ from .debug import CallScope
 from .ledger import DEFAULT_PHASE, RECV, SEND, Ledger
 from .ring import ring_allgather
 from .scratch import ScratchCache
-from .tags import TAG_BARRIER
+from .tags import COMM_TAGS, TAG_BARRIER, model_tag_shift
 from .watchdog import (check_timeout, timeout_from_environment, truncation_error, wait_all,
                        yielding_from_environment)
 
@@ -88,8 +88,7 @@ class Request:
 
 
 class _PhaseScope:
-    """The context manager of `Communicator.phase`: a plain class, several times cheaper
-    than a @contextmanager generator (the non-blocking ring enters one per step)."""
+    """The context manager of `Communicator.phase` (a plain class: the ring enters one per step)."""
 
     __slots__ = ("_comm", "_name", "_previous")
 
@@ -191,9 +190,14 @@ class Communicator:
         """`minidist.comm.allreduce` of `x` in place over this communicator."""
         return allreduce(self, x, op, algorithm)
 
+    def _scoped(self, tag: int) -> int:
+        """A collective's tag is shifted while a wrapped model steps (tags.model_tag_shift)."""
+        return tag + model_tag_shift(self.model) if self.model is not None and tag in COMM_TAGS else tag
+
     # ---- blocking point-to-point (posted, then waited for in watchdog.py's loop) -----------
     def send(self, buf: np.ndarray, dest: int, tag: int = 0) -> None:
         t0 = perf_counter()
+        tag = self._scoped(tag)
         request = self.mpi.Isend(buf, dest, tag)
         wait_all(self, [request], self._statuses[:1], [(SEND, dest, buf.nbytes)])
         self.ledger.record(self._phase, dest, SEND, buf.nbytes, perf_counter() - t0)
@@ -202,6 +206,7 @@ class Communicator:
         """Receive into `buf` (at most ``buf.nbytes``); returns the bytes that arrived."""
         status = self._statuses[0]
         t0 = perf_counter()
+        tag = self._scoped(tag)
         request = self.mpi.Irecv(buf, source, tag)
         wait_all(self, [request], [status], [(RECV, source, buf.nbytes)])
         seconds = perf_counter() - t0
@@ -217,6 +222,7 @@ class Communicator:
         on the receive side only."""
         statuses = self._statuses
         t0 = perf_counter()
+        tag = self._scoped(tag)
         requests = [self.mpi.Irecv(recvbuf, source, tag), self.mpi.Isend(sendbuf, dest, tag)]
         wait_all(self, requests, statuses, [(RECV, source, recvbuf.nbytes), (SEND, dest, sendbuf.nbytes)])
         seconds = perf_counter() - t0
@@ -229,13 +235,13 @@ class Communicator:
     def isend(self, buf: np.ndarray, dest: int, tag: int = 0) -> Request:
         """Start sending `buf`; do not touch it until the request's `wait()` returns."""
         t0 = perf_counter()
-        req = self.mpi.Isend(buf, dest, tag)
+        req = self.mpi.Isend(buf, dest, self._scoped(tag))
         return Request(self, req, self._phase, dest, SEND, buf.nbytes, perf_counter() - t0)
 
     def irecv(self, buf: np.ndarray, source: int, tag: int = 0) -> Request:
         """Start receiving into `buf`; it holds the message once `wait()` returns."""
         t0 = perf_counter()
-        req = self.mpi.Irecv(buf, source, tag)
+        req = self.mpi.Irecv(buf, source, self._scoped(tag))
         return Request(self, req, self._phase, source, RECV, buf.nbytes, perf_counter() - t0)
 
     def waitall(self, requests) -> None:

@@ -134,7 +134,9 @@ def expire(comm, pending: list, waited: float) -> None:
     waiting = sorted({peer for _, peer, _ in pending})
     parts = [f"a message from rank {p}" if d == "recv" else f"rank {p} to take our message"
              for d, p, _ in pending]
+    hint = ("" if comm.model is None else " If several wrapped models step, every rank must "
+            "step them in the same order (each model's messages have tags of their own).")
     abort(f"minidist watchdog: {where(comm)} waited {waited:.1f} s (MINIDIST_TIMEOUT="
           f"{comm.timeout:g}) for {' and '.join(parts)}; ranks not arrived: {waiting}. They are "
           "stuck, have failed, or skipped this call (MINIDIST_DEBUG=1 compares every collective "
-          "call across ranks).", WATCHDOG_STATUS)
+          f"call across ranks).{hint}", WATCHDOG_STATUS)
