@@ -15,6 +15,9 @@ import numpy as np
 
 from ..parallel.stepcost import ModelShape, predict_step
 
+PROJECTION_SIZES = (2, 8, 64, 512, 4096)
+LARGE_MODEL = 125_000_000  # a GPT-2-small-sized model, for the projections
+LARGE_MODEL_TENSORS = 148  # GPT-2 small's parameter tensors: `minidist predict`'s default too
 COUNT_KEYS = ("messages_sent", "messages_received", "bytes_sent", "bytes_received")
 # compare.py's variants -> the options the predictor models (None: not modelled)
 PREDICTABLE = {"dp": ("dp", {}), "hub": ("hub", {}), "ddp": ("ddp", {}),
@@ -24,12 +27,16 @@ PREDICTABLE = {"dp": ("dp", {}), "hub": ("hub", {}), "ddp": ("ddp", {}),
 def load_run(path) -> tuple[dict, list[dict]]:
     """(header, step records) of a compare.py JSONL file, with a clear error otherwise."""
     header, steps = None, []
-    with open(path) as f:
+    with open(path, encoding="utf-8", errors="replace") as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
                 continue
-            record = json.loads(line)
-            kind = record.get("type")
+            try:
+                record = json.loads(line)
+            except ValueError as exc:
+                raise ValueError(f"{path}:{lineno}: not a JSON record ({exc.msg}); the run file is "
+                                 "damaged or truncated: rerun the comparison") from None
+            kind = record.get("type") if isinstance(record, dict) else None
             if kind == "header":
                 header = record
             elif kind == "step":
