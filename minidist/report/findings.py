@@ -31,20 +31,18 @@ def equality(ctx) -> str | None:
 
 
 def root_load(ctx) -> str | None:
-    best = None
+    ratios = {}
     for r in ctx.rows:
         ranks = r["ranks"]
-        if r["strategy"] == "local" or len(ranks) < 2:
-            continue
-        other = max(_moved(k) for k in ranks[1:])
-        if other > 0:
-            ratio = _moved(ranks[0]) / other
-            best = max(best or (0, ""), (ratio, r["strategy"]))
-    if best is None:
+        if r["strategy"] != "local" and len(ranks) > 1 and max(_moved(k) for k in ranks[1:]) > 0:
+            ratios[r["strategy"]] = _moved(ranks[0]) / max(_moved(k) for k in ranks[1:])
+    if not ratios:
         return None
-    ratio, name = best
-    rank0 = next(r for r in ctx.rows if r["strategy"] == name)["ranks"][0]
-    return (f"Rank 0 moved {ratio:.1f}x the bytes of any other rank under {name} "
+    top = max(ratios, key=ratios.get)  # the first, in the run's order, of the largest
+    alike = [s for s in ratios if s != top and abs(ratios[s] - ratios[top]) < 1e-9 * ratios[top]]
+    rank0 = next(r for r in ctx.rows if r["strategy"] == top)["ranks"][0]
+    also = f" (and {', '.join(alike)})" if alike else ""
+    return (f"Rank 0 moved {ratios[top]:.1f}x the bytes of any other rank under {top}{also} "
             f"({human_bytes(_moved(rank0))} per step in + out), the largest imbalance in this run.")
 
 

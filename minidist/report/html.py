@@ -22,6 +22,7 @@ th, td { border: 1px solid #bbb; padding: 0.2em 0.5em; text-align: right; }
 th { background: #eee; } td:first-child, th:first-child { text-align: left; }
 img { max-width: 100%; height: auto; display: block; margin: 0.5em 0; }
 code { background: #f3f3f3; padding: 0 0.2em; }
+table.kv td { text-align: left; }
 .findings { background: #f5f9ff; border-left: 4px solid #0072B2; padding: 0.4em 1em; }
 """
 
@@ -66,8 +67,8 @@ def markdown_to_html(lines: list[str], folder) -> list[str]:
     return out
 
 
-def _table(head, rows) -> list[str]:
-    return (["<table>", "<tr>" + "".join(f"<th>{_inline(h)}</th>" for h in head) + "</tr>"]
+def _table(head, rows, css: str = "") -> list[str]:
+    return ([f'<table class="{css}">' if css else "<table>", "<tr>" + "".join(f"<th>{_inline(h)}</th>" for h in head) + "</tr>"]
             + ["<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in row) + "</tr>" for row in rows]
             + ["</table>"])
 
@@ -95,8 +96,8 @@ def render(ctx, markdown_lines: list[str]) -> str:
     title = markdown_lines[0].lstrip("# ") if markdown_lines else "minidist report"
     said = findings(ctx)
     body = [f"<h1>{_inline(title)}</h1>", "<h2>Configuration</h2>"]
-    body += _table(["setting", "value"], settings)
-    body += ["<h2>Environment</h2>"] + _table(["what", "value"], env)
+    body += _table(["setting", "value"], settings, "kv")
+    body += ["<h2>Environment</h2>"] + _table(["what", "value"], env, "kv")
     body += ["<h2>What this run shows</h2>", '<ul class="findings">']
     body += [f"<li>{_inline(s)}</li>" for s in said] + ["</ul>"]
     body += markdown_to_html(markdown_lines[1:], ctx.out)
