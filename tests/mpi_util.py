@@ -89,3 +89,16 @@ def emit(obj) -> None:
         print(text)
         return
     Path(out, f"rank{MPI.COMM_WORLD.rank}.json").write_text(text)
+
+
+def own_lines(text: str) -> list[str]:
+    """The non-blank lines of a job's output without the launcher's own notices (Open MPI
+    frames them between rules of dashes, e.g. "prterun detected that one or more processes
+    exited with non-zero status")."""
+    lines, inside = [], False
+    for line in text.splitlines():
+        if len(line.strip()) > 20 and set(line.strip()) == {"-"}:
+            inside = not inside
+        elif not inside and line.strip():
+            lines.append(line)
+    return lines

