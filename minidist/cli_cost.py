@@ -64,7 +64,7 @@ def _predict_shape(args):
     """(ModelShape, description) from --model or from --params/--tensors/--dtype."""
     import numpy as np
 
-    from .parallel.stepcost import dense, describe
+    from .cost.stepcost import dense, describe
     from .report import LARGE_MODEL, LARGE_MODEL_TENSORS
 
     if args.dtype not in FLOAT_DTYPES:
@@ -88,7 +88,7 @@ def _predict_shape(args):
 
 
 def cmd_predict(args) -> int:
-    from .parallel.stepcost import projection
+    from .cost.stepcost import projection
     from .report import human_bytes
 
     shape, what = _predict_shape(args)
@@ -110,7 +110,7 @@ def cmd_predict(args) -> int:
 
 
 def cmd_profiles(args) -> int:
-    from .comm.profiles import PROFILES
+    from .cost.profiles import PROFILES
 
     chosen = os.environ.get("MINIDIST_PROFILE")
     print(f"MINIDIST_PROFILE={chosen!r} (the default of every --profile)" if chosen else
@@ -146,7 +146,7 @@ def cmd_calibrate(args) -> int:
 
 def _calibrate_here(out: Path, quick: bool) -> int:
     from .comm import Communicator
-    from .comm.calibrate import calibrate
+    from .cost.calibrate import calibrate
 
     comm = Communicator()
     profile = calibrate(comm, quick=quick)

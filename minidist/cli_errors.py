@@ -121,7 +121,7 @@ def choice_list(option: str, text: str, choices) -> list[str]:
 def profile_option(option: str, value: str | None, fallback: str):
     """The Profile named by `value` (a name or a JSON file), else by $MINIDIST_PROFILE, else
     `fallback`; a ConfigError naming the option (or the variable) and the value otherwise."""
-    from .comm.profiles import PROFILES, get_profile, load_profile
+    from .cost.profiles import PROFILES, get_profile, load_profile
 
     if value is None:
         env = os.environ.get("MINIDIST_PROFILE")

@@ -144,7 +144,7 @@ def environment(comm) -> dict:
 
 def header_record(args, comm) -> dict:
     from .parallel import shard_sizes
-    from .parallel.stepcost import describe
+    from .cost.stepcost import describe
 
     net = make_model(args, comm, "batch" if args.norm == "sync" else args.norm)
     shape = describe(net)

@@ -58,7 +58,7 @@ def _profiles(header, profile, projection_profile):
     import os
 
     from ..cli_errors import profile_option
-    from ..comm.profiles import Profile
+    from ..cost.profiles import Profile
 
     if profile is None and not os.environ.get("MINIDIST_PROFILE") and header.get("profile"):
         profile = Profile.from_dict(header["profile"])

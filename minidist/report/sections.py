@@ -101,7 +101,7 @@ def measured_vs_predicted(ctx) -> list[str]:
     if not checks:
         return []
     lines = ["## Measured beside predicted", "",
-             f"Bytes and messages from the closed forms (`minidist.parallel.stepcost`), which "
+             f"Bytes and messages from the closed forms (`minidist.cost.stepcost`), which "
              f"must equal the ledger; time from the alpha-beta-gamma model with profile "
              f"`{ctx.profile.name}`. This machine runs {ctx.header['world_size']} ranks on "
              f"{ctx.header.get('environment', {}).get('cores', 'few')} cores, so measured times "
@@ -116,7 +116,7 @@ def measured_vs_predicted(ctx) -> list[str]:
 
 def projections(ctx) -> list[str]:
     from . import plots
-    from ..parallel.stepcost import dense, projection
+    from ..cost.stepcost import dense, projection
 
     name, lines = ctx.projection_profile.name, []
     large = (f"a {LARGE_MODEL / 1e6:.0f}M-parameter float32 model in {LARGE_MODEL_TENSORS} tensors",

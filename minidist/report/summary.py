@@ -4,7 +4,7 @@ A run is a header record and one ``"step"`` record per strategy, step and rank (
 layout is in compare.py's docstring). Everything here is plain Python over those dicts:
 medians over steps (the machine is shared and noisy; the first step is left out of the
 timings as warm-up when there are more than two), sums over phases, and the prediction of
-the same steps by `minidist.parallel.stepcost`.
+the same steps by `minidist.cost.stepcost`.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from statistics import median
 
 import numpy as np
 
-from ..parallel.stepcost import ModelShape, predict_step
+from ..cost.stepcost import ModelShape, predict_step
 
 PROJECTION_SIZES = (2, 8, 64, 512, 4096)
 LARGE_MODEL = 125_000_000  # a GPT-2-small-sized model, for the projections

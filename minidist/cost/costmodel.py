@@ -36,10 +36,11 @@ import math
 import os
 from typing import NamedTuple
 
+from ..comm.auto import choose_allreduce_algorithm, set_auto_table
 from . import counts
 from .profiles import PROFILES, Profile, get_profile, load_profile, save_profile
 
-__all__ = ["Step", "COLLECTIVES", "ALLREDUCE_ALGORITHMS", "steps", "predict", "cost_terms",
+__all__ = ["Step", "COLLECTIVE_STEPS", "ALLREDUCE_STEPS", "steps", "predict", "cost_terms",
            "mpich_allreduce_algorithm", "best_allreduce", "use_profile", "current_profile",
            "default_profile",
            "prediction_table", "format_table",
@@ -195,14 +196,14 @@ def mpich_allreduce_algorithm(size, nbytes, itemsize=4):
     return "rabenseifner"
 
 
-ALLREDUCE_ALGORITHMS = {
+ALLREDUCE_STEPS = {
     "ring": ring_allreduce_steps,
     "recursive_doubling": recursive_doubling_steps,
     "rabenseifner": rabenseifner_steps,
 }
 
 # collective name -> (steps function, default algorithm or None when it takes none)
-COLLECTIVES = {
+COLLECTIVE_STEPS = {
     "ring_reduce_scatter": (ring_reduce_scatter_steps, None),
     "ring_allgather": (ring_allgather_steps, None),
     "ring_allreduce": (ring_allreduce_steps, None),
@@ -228,29 +229,30 @@ def _check(size, nbytes):
 def steps(collective, size, nbytes, algorithm=None, profile=None, itemsize=4):
     """The critical path of `collective` on `size` ranks for `nbytes`, as `Step`s.
 
-    ``collective`` is one of `COLLECTIVES`; ``algorithm`` picks the variant where there is
+    ``collective`` is one of `COLLECTIVE_STEPS`; ``algorithm`` picks the variant where there is
     a choice (``broadcast``/``reduce_to_root``: linear (default, as in rooted.py) or
     binomial; ``allreduce``: auto|ring|recursive_doubling|rabenseifner|mpi).
     ``allreduce`` with ``"auto"`` asks `minidist.comm.allreduce.choose_allreduce_algorithm`
     (given `profile`). One rank communicates nothing: the list is empty."""
     size, nbytes = _check(size, nbytes)
-    if collective not in COLLECTIVES:
+    if collective not in COLLECTIVE_STEPS:
         raise ValueError(f"unknown collective {collective!r}; expected one of "
-                         f"{sorted(COLLECTIVES)}")
+                         f"{sorted(COLLECTIVE_STEPS)}")
     if size == 1:
         return []
-    fn, default = COLLECTIVES[collective]
+    fn, default = COLLECTIVE_STEPS[collective]
     if collective == "mpi_allreduce" or (collective == "allreduce" and algorithm == "mpi"):
-        return ALLREDUCE_ALGORITHMS[mpich_allreduce_algorithm(size, nbytes, itemsize)](size, nbytes)
+        return ALLREDUCE_STEPS[mpich_allreduce_algorithm(size, nbytes, itemsize)](size, nbytes)
     if collective == "allreduce":
         algorithm = algorithm or default
         if algorithm == "auto":
-            from .allreduce import choose_allreduce_algorithm  # lazy: allreduce may use us
-            algorithm = choose_allreduce_algorithm(nbytes, size, profile)
-        if algorithm not in ALLREDUCE_ALGORITHMS:
+            # what runs here (comm's installed table), or the model's choice for `profile`
+            algorithm = (choose_allreduce_algorithm(nbytes, size) if profile is None else
+                         best_allreduce(size, nbytes, profile, candidates=AUTO_CANDIDATES))
+        if algorithm not in ALLREDUCE_STEPS:
             raise ValueError(f"allreduce algorithm must be 'auto', 'mpi' or one of "
-                             f"{sorted(ALLREDUCE_ALGORITHMS)} (got {algorithm!r})")
-        return ALLREDUCE_ALGORITHMS[algorithm](size, nbytes)
+                             f"{sorted(ALLREDUCE_STEPS)} (got {algorithm!r})")
+        return ALLREDUCE_STEPS[algorithm](size, nbytes)
     if default is None:
         if algorithm is not None:
             raise ValueError(f"{collective} has no algorithm choice (got algorithm={algorithm!r})")
@@ -295,7 +297,7 @@ def predict(collective, size, nbytes, profile="shm", algorithm=None, ranks_per_n
     """Predicted seconds for `collective` on `size` ranks moving `nbytes`.
 
     Args:
-        collective: a name in `COLLECTIVES` (``"ring_allreduce"``, ``"broadcast"``, ...).
+        collective: a name in `COLLECTIVE_STEPS` (``"ring_allreduce"``, ``"broadcast"``, ...).
         size: number of ranks N (any N >= 1; N = 1 costs 0).
         nbytes: bytes of the vector (see each ``*_steps`` docstring for which vector).
         profile: a `Profile` or a name in `PROFILES`.
@@ -333,24 +335,27 @@ _default_profile: Profile | None = None
 
 
 def use_profile(profile) -> Profile | None:
-    """Make `profile` the process default for model-driven choices (``allreduce`` with
-    ``algorithm="auto"``): a `Profile`, a name in `PROFILES`, a path to a JSON profile, or
-    None to clear it. Every rank must set the same one. Returns the profile set."""
+    """Make `profile` the process default: a `Profile`, a name in `PROFILES`, a path to a
+    JSON profile, or None to clear it. It also installs the profile's `auto_table` in
+    minidist.comm, so ``allreduce(algorithm="auto")`` follows it (None: comm's built-in
+    "shm" table). Every rank must set the same one. Returns the profile set."""
     global _default_profile
     _default_profile = None if profile is None else _resolve(profile)
+    set_auto_table(None if _default_profile is None else auto_table(_default_profile))
     return _default_profile
 
 
 def current_profile() -> Profile | None:
-    """The profile set by `use_profile`, or None: no environment lookup, a plain read, cheap
-    enough for every ``allreduce(algorithm="auto")`` call."""
+    """The profile set by `use_profile`, or None (no environment lookup)."""
     return _default_profile
 
 
 def default_profile() -> Profile | None:
     """The profile set by `use_profile`, else the one named by the environment variable
     ``MINIDIST_PROFILE`` (a name in `PROFILES` or a JSON file, read once per value and
-    cached: edit the file and set the variable anew, or call `use_profile`), else None."""
+    cached: edit the file and set the variable anew, or call `use_profile`), else None.
+    Entry points (compare, predict, report, the labs) apply it with
+    ``use_profile(default_profile())``."""
     if _default_profile is not None:
         return _default_profile
     env = os.environ.get("MINIDIST_PROFILE")
@@ -362,6 +367,36 @@ def default_profile() -> Profile | None:
             _env_profiles.clear()
         profile = _env_profiles[env] = _resolve(env)
     return profile
+
+
+AUTO_CANDIDATES = ("recursive_doubling", "ring", "rabenseifner")
+
+
+def _size_grid(largest=1 << 30):
+    """0, 1, 2, 3, 4, 6, 8, 12, ...: powers of two and 1.5 times them, up to `largest`."""
+    grid = {0, 1}
+    for e in range(1, largest.bit_length()):
+        grid |= {1 << e, 3 << (e - 1)}
+    return sorted(g for g in grid if g <= largest)
+
+
+AUTO_SIZES = (*range(2, 17), 32, 64, 128, 256, 512, 1024, 2048, 4096)
+
+
+def auto_table(profile="shm", sizes=AUTO_SIZES) -> dict:
+    """``{ranks: ((from_bytes, algorithm), ...)}``: where the model's fastest all-reduce
+    (`best_allreduce` among `AUTO_CANDIDATES`) changes on `_size_grid`, per number of
+    ranks; the table ``minidist.comm.auto`` looks up (its built-in one is this for "shm")."""
+    table = {}
+    for n in sizes:
+        rows, previous = [], None
+        for nbytes in _size_grid():
+            best = best_allreduce(n, max(nbytes, 1), profile, candidates=AUTO_CANDIDATES)
+            if best != previous:
+                rows.append((nbytes, best))
+                previous = best
+        table[n] = tuple(rows)
+    return table
 
 
 _env_profiles: dict = {}  # $MINIDIST_PROFILE's value -> its Profile

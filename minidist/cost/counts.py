@@ -34,13 +34,13 @@ itemsize``.
 """
 from __future__ import annotations
 
-from .checks import chunk_size, chunk_starts
-from .rooted import HEADER_BYTES
+from ..comm.auto import choose_allreduce_algorithm
+from ..comm.checks import chunk_size, chunk_starts
+from ..comm.rooted import HEADER_BYTES, ROOTED_ALGORITHMS
 
-COLLECTIVES = ("ring_allreduce", "ring_reduce_scatter", "ring_allgather", "gather_to_root",
+COUNTED_COLLECTIVES = ("ring_allreduce", "ring_reduce_scatter", "ring_allgather", "gather_to_root",
                "reduce_to_root", "broadcast", "scatter", "recursive_doubling_allreduce",
                "rabenseifner_allreduce", "barrier", "allreduce")
-ROOTED_ALGORITHMS = ("linear", "binomial")
 _ALLREDUCE_BY_ALGORITHM = {"ring": "ring_allreduce", "recursive_doubling": "recursive_doubling_allreduce",
                            "rabenseifner": "rabenseifner_allreduce"}
 
@@ -67,8 +67,8 @@ def _counts(ms, mr, es, er, itemsize) -> dict:
 
 
 def _check_args(collective, size, rank, count, itemsize, root):
-    if collective not in COLLECTIVES:
-        raise ValueError(f"unknown collective {collective!r}; expected one of {list(COLLECTIVES)}")
+    if collective not in COUNTED_COLLECTIVES:
+        raise ValueError(f"unknown collective {collective!r}; expected one of {list(COUNTED_COLLECTIVES)}")
     if size < 1 or not 0 <= rank < size:
         raise ValueError(f"need size >= 1 and 0 <= rank < size (got size={size}, rank={rank})")
     if count < 0 or itemsize < 0:
@@ -86,7 +86,6 @@ def _rooted_algorithm(collective, algorithm):
 
 def _allreduce_name(count, itemsize, size, algorithm):
     if algorithm in (None, "auto"):
-        from .allreduce import choose_allreduce_algorithm
         algorithm = choose_allreduce_algorithm(count * itemsize, size)
     if algorithm not in _ALLREDUCE_BY_ALGORITHM:
         raise ValueError(f"no closed form for allreduce algorithm {algorithm!r}; expected one of "
@@ -221,3 +220,14 @@ def scratch_bytes(collective: str, size: int, rank: int, count: int, itemsize: i
         inner = v % 2 == 0 and v + 1 < size
         return (count + (count if v != 0 else 0)) * itemsize if inner else 0
     return 0
+
+
+def syncbn_message_counts(num_features: int, size: int, rank: int, algorithm: str = "ring") -> dict:
+    """``{messages_sent, messages_received, bytes_sent, bytes_received}`` of one SyncBatchNorm
+    layer with `num_features` channels on `rank`, per training step (forward + backward):
+    the all-gather of 2C+1 float64 per rank, then the all-reduce of 2C float64 (`algorithm`).
+    For N ranks and the ring: 3(N-1) messages each way, and rank r sends
+    ``8 * ((N-1)(2C+1) + 4C - cs(r) - cs(r+1))`` bytes, cs = np.array_split's chunks of 2C."""
+    forward = message_counts("ring_allgather", size, rank, size * (2 * num_features + 1), 8)
+    backward = message_counts("allreduce", size, rank, 2 * num_features, 8, algorithm=algorithm)
+    return {k: forward[k] + backward[k] for k in forward}
