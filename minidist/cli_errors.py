@@ -73,7 +73,7 @@ def run_guarded(fn, *args, debug: bool = False) -> int:
         return fn(*args) or 0
     except ConfigError as exc:
         return fail(exc, debug)
-    except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
+    except (FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError, PermissionError) as exc:
         return fail(ConfigError(f"{exc.filename}: {exc.strerror}"), debug)
 
 

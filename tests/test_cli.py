@@ -114,11 +114,12 @@ def test_profiles_names_the_environment_default(capsys, monkeypatch):
     assert "MINIDIST_PROFILE='10gbe'" in out and "ib-hdr:" in out
 
 
-def test_missing_bench_script_and_torch_are_named(capsys, monkeypatch):
+def test_missing_scripts_and_torch_are_named(capsys, monkeypatch):
     import minidist.cli_launch as launch
 
     monkeypatch.setattr(launch, "CHECKOUT", ROOT / "nowhere")
     _one_error_line(capsys, cli(["bench", "scaling"]), "scripts/bench_scaling.py", "missing")
+    _one_error_line(capsys, cli(["lab", "--quick"]), "labs/run_all.py", "missing")
     monkeypatch.setattr(launch, "CHECKOUT", ROOT)
     monkeypatch.setattr(launch.importlib.util, "find_spec", lambda name: None)
     _one_error_line(capsys, cli(["bench", "engine"]), "pip install", "torch")
