@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from . import cli_mpiexec
-from .cli_errors import ConfigError, positive_int
+from .cli_errors import ConfigError, launcher_size, positive_int
 
 CHECKOUT = Path(__file__).resolve().parent.parent  # labs/ and scripts/ live beside the package
 BENCHES = {  # name -> (script, launched under mpiexec -n N?, what it measures)
@@ -56,6 +56,9 @@ def _child(cmd, env=None) -> int:
 
 
 def _launch(args, argv) -> int:
+    if launcher_size() > 1:
+        raise ConfigError(f"minidist {args.command} starts its own mpiexec: run it without mpiexec "
+                          f"(this process is one of {launcher_size()} ranks already)")
     n = positive_int("-n", args.n)
     cmd, env = cli_mpiexec.command(n, argv, mpiexec=args.mpiexec, hostfile=args.hostfile,
                                    mpi_args=args.mpi_args)

@@ -51,7 +51,7 @@ def training(header, steps, path, tolerance: float) -> None:
             ax_diff.plot([s + shift for s in x], [max(d, ZERO_FLOOR) for d in diff], label=name,
                          linewidth=1.4, markersize=6, **look)
             series["max_param_diff"][name] = {"step": x, "max_param_diff": diff}
-    note = f"markers shifted up to +-{abs(dodge(0, 2)):.2f} step so equal curves stay visible"
+    note = f"markers shifted up to \u00b1{abs(dodge(0, 2)):.2f} step so equal curves stay visible"
     ax_loss.set(title=f"training loss on the global batch\n({note})",
                 xlabel="step (global batches seen)", ylabel="cross-entropy loss (nats)")
     ax_diff.axhline(tolerance, color=THRESHOLD_COLOR, linestyle="-", linewidth=1,
