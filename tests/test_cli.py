@@ -146,3 +146,9 @@ def test_the_launch_line_knows_both_mpi_families(monkeypatch, tmp_path):
     cmd, _ = command(2, ["x"], mpiexec=sys.executable, hostfile=str(hosts), mpi_args="-v")
     assert cmd[3:6] == ["-f", str(hosts), "-v"]
     assert python_argv(["python3", "a"]) == [sys.executable, "a"]
+
+
+def test_a_launcher_inside_a_job_refuses_to_nest(monkeypatch, capsys):
+    monkeypatch.setenv("PMI_SIZE", "2")
+    monkeypatch.setenv("PMI_RANK", "0")
+    _one_error_line(capsys, cli(["run", "-n", "2", "--", "python", "-c", "pass"]), "starts its own mpiexec")
