@@ -27,8 +27,6 @@ import numpy as np  # noqa: E402
 from .cli_errors import ConfigError, Parser, fail  # noqa: E402
 from .compare_options import VARIANTS, add_arguments, available_cores, run_paths, validate, warn_about  # noqa: E402
 
-DESCRIPTION = __doc__.split("\n\n")[0]
-
 
 def parse_args(argv=None):
     p = Parser(prog="scripts/compare.py", description=__doc__)
