@@ -101,10 +101,10 @@ def cmd_predict(args) -> int:
                       bucket_cap_mb=bucket, optimizer_slots=slots)
     print(f"# {what} ({human_bytes(shape.param_bytes)}), profile {profile.name}: predicted "
           f"communication per training step (compute excluded)")
-    print(f"{'strategy':>8} {'ranks':>6} {'comm time':>11} {'rank 0 moves':>13} "
+    print(f"{'strategy':>8} {'ranks':>6} {'comm time':>14} {'rank 0 moves':>13} "
           f"{'other ranks move':>16} {'rank 0 peak memory':>19}")
     for r in rows:
-        print(f"{r['strategy']:>8} {r['size']:>6} {r['seconds'] * 1e3:>8.4g} ms {human_bytes(r['rank0_bytes']):>13} "
+        print(f"{r['strategy']:>8} {r['size']:>6} {r['seconds'] * 1e3:>11.3f} ms {human_bytes(r['rank0_bytes']):>13} "
               f"{human_bytes(r['other_bytes']):>16} {human_bytes(r['rank0_peak_bytes']):>19}")
     return 0
 

@@ -120,3 +120,16 @@ def test_a_calibrated_profile_serves_report_and_predict(run, tmp_path, capsys, m
     monkeypatch.delenv("MINIDIST_PROFILE")
     assert cli(["report", str(run[0]), "--out", str(tmp_path / "c")]) == 0  # the run's own: shm here
     assert "with profile `shm`" in (tmp_path / "c" / "report.md").read_text()
+
+
+def test_predict_and_the_reports_125m_projection_agree(run, capsys):
+    text = (run[0].with_name("run-report") / "report.md").read_text()
+    section = text.split("## Projection: a 125M-parameter float32 model in 148 tensors on `ib-hdr`")[1]
+    in_report = {(s, int(n)): float(ms) for s, n, ms in re.findall(r"^\| (dp|hub|ddp) \| (\d+) \| ([\d.]+) ms", section, re.M)}
+    assert cli(["predict", "--ranks", "2,8,64,512,4096", "--profile", "ib-hdr"]) == 0
+    out = capsys.readouterr().out
+    assert "125,000,000 float32 parameters in 148 tensors" in out
+    printed = {(s, int(n)): float(ms) for s, n, ms in re.findall(r"^\s+(dp|hub|ddp)\s+(\d+)\s+([\d.]+) ms", out, re.M)}
+    assert len(printed) == 15 and set(printed) <= set(in_report)
+    for key, ms in printed.items():
+        assert ms == in_report[key], key  # the same function, the same tensors, the same digits
