@@ -71,9 +71,10 @@ from mpi4py import MPI
 
 from ..autograd.function import is_grad_enabled
 from ..comm import RingAllreduce, allreduce, ring_allreduce
-from .base import ParallelModel, require_samples, sync_initial_state
+from .base import ParallelModel, sync_initial_state
 from .buckets import assign_buckets, bucket_tag, check_same_order, instance_tag_base
 from .flat import FlatLayout
+from .tail import all_finite
 
 MB = 1024 * 1024
 DEFAULT_BUCKET_CAP_MB = 25.0
@@ -97,10 +98,10 @@ def _tag_upper_bound(comm) -> int:
 
 
 class _Bucket:
-    def __init__(self, index, params):
+    def __init__(self, index, params, extra: int = 0):
         self.index = index
         self.layout = FlatLayout(params, params[0].data.dtype)
-        self.flat = np.zeros(self.layout.count, self.layout.dtype)
+        self.flat = np.zeros(self.layout.count + extra, self.layout.dtype)  # extra: the status tail
         self.pending = len(params)
         self.filled = set()
         self.wire = None  # what travels: flat itself, or its float16 copy
@@ -126,8 +127,8 @@ class DistributedDataParallel(ParallelModel):
                  overlap: bool = True, algorithm: str = "ring", broadcast_buffers: bool = True,
                  comm_hook: str | None = None, average: str = "samples", static_graph: bool = False,
                  check_replicas: bool = False, record_events: bool = False,
-                 find_unused_parameters: bool = False):
-        super().__init__(module, comm, average=average, check_replicas=check_replicas)
+                 find_unused_parameters: bool = False, nonfinite: str = "raise"):
+        super().__init__(module, comm, average=average, check_replicas=check_replicas, nonfinite=nonfinite)
         if algorithm not in ALGORITHMS:
             raise ValueError(f"algorithm must be one of {ALGORITHMS} (got {algorithm!r})")
         if comm_hook not in COMM_HOOKS:
@@ -150,7 +151,10 @@ class DistributedDataParallel(ParallelModel):
         first = FIRST_BUCKET_MB if bucket_cap_mb == DEFAULT_BUCKET_CAP_MB else bucket_cap_mb
         params = [p for p in module.parameters() if p.requires_grad]
         groups = assign_buckets(params, int(bucket_cap_mb * MB), int(first * MB))
-        self.buckets = [_Bucket(i, g) for i, g in enumerate(groups)]
+        # the status tail rides in the last bucket: launched last, once every gradient is in
+        self._tail = self._status_tail(groups[-1][0].data.dtype) if groups else None
+        self.buckets = [_Bucket(i, g, self._tail.length if i == len(groups) - 1 else 0)
+                        for i, g in enumerate(groups)]
         self._where = {id(p): b for b in self.buckets for p in b.layout.tensors}
         self._offset = {id(p): off for b in self.buckets for p, off in zip(b.layout.tensors, b.layout.offsets)}
         self._params = params
@@ -160,8 +164,7 @@ class DistributedDataParallel(ParallelModel):
         self._handles = [p.register_post_accumulate_grad_hook(self._on_grad_ready) for p in params]
         self._no_sync = False
         self._armed = False  # a synchronised forward happened: the next backward reduces
-        self._scale = None  # this rank's weight for the current step
-        self._total = None  # the global sample count of the current step
+        self._finite = True  # every gradient launched this step was finite
         self._next_launch = 0
         self._fired = []  # parameter indices, in the order their hooks fired this iteration
         self._graph = None  # static_graph: the first iteration's order, checked on every rank
@@ -205,30 +208,19 @@ class DistributedDataParallel(ParallelModel):
         if not self._armed:
             self._arm()
         self._count_samples(x)
-        self._agree_on_scale()  # here, where every rank is: never inside backward
         return self.module(x, *args, **kwargs)
 
     def _arm(self) -> None:
         self._armed = True
         self._next_launch = 0
         self._fired = []
+        self._finite = True
         for b in self.buckets:
             b.pending, b.filled, b.op, b.wire = len(b.layout.tensors), set(), None, None
 
     def _event(self, kind, bucket) -> None:
         if self.record_events:
             self.events.append((kind, bucket))
-
-    def _agree_on_scale(self) -> None:
-        """This rank's weight in the average (see the module docstring)."""
-        if self.average == "ranks":
-            self._total, self._scale = float(self.comm.size), 1.0 / self.comm.size
-            return
-        counts = np.array([float(self._samples)])
-        with self.comm.phase("shard-sizes"):
-            ring_allreduce(self.comm, counts, "sum")
-        self._total = float(counts[0])
-        self._scale = self._samples / self._total if self._total > 0 else 0.0  # step() raises then
 
     # ---- during backward -------------------------------------------------------------------------
     @property
@@ -242,7 +234,7 @@ class DistributedDataParallel(ParallelModel):
         if p.grad is None:
             dest[...] = 0
         else:
-            np.multiply(p.grad.reshape(-1), self._scale, out=dest, casting="unsafe")
+            np.multiply(p.grad.reshape(-1), self._weight, out=dest, casting="unsafe")
         bucket.filled.add(id(p))
         bucket.pending -= 1
 
@@ -282,8 +274,20 @@ class DistributedDataParallel(ParallelModel):
                                f"{expected} there; static_graph promises the same gradients in the same "
                                "order at every iteration: wrap with static_graph=False (the default)")
 
+    @property
+    def _weight(self) -> float:
+        """This rank's factor on its gradients: its sample count (the sum over ranks, which
+        rides in the tail, divides after the all-reduce), or 1/N under ``average="ranks"``."""
+        return float(self._samples) if self.average == "samples" else 1.0 / self.comm.size
+
     def _launch(self, bucket) -> None:
-        bucket.wire = bucket.flat.astype(np.float16) if self.comm_hook == "fp16" else bucket.flat
+        wire = bucket.flat.astype(np.float16) if self.comm_hook == "fp16" else bucket.flat
+        count = bucket.layout.count
+        if self.nonfinite != "ignore":
+            self._finite = self._finite and all_finite(wire[:count])
+        if bucket.index == len(self.buckets) - 1:  # launched last: every other bucket is checked
+            self._tail.write(wire[count:], self._samples, self._finite, self.comm.rank)
+        bucket.wire = wire
         self._event("launch", bucket.index)
         with self.comm.phase("grad-allreduce"):
             if self.algorithm == "ring":
@@ -324,7 +328,6 @@ class DistributedDataParallel(ParallelModel):
         synchronised = self._armed  # the same on every rank: arming happens in a collective forward
         if not self._armed:  # step() without a synchronised forward: reduce the grads as they are
             self._arm()
-            self._agree_on_scale()
         for b in self.buckets:  # unused parameters: their current .grad (or zeros) joins now
             if b.pending:
                 for p in b.layout.tensors:
@@ -336,18 +339,24 @@ class DistributedDataParallel(ParallelModel):
                 b.op.wait()
                 self._event("done", b.index)
         fired, self._armed = self._fired, False
-        total, self._scale, self._total = self._total, None, None
         if self.static_graph and self._graph is None and synchronised:
             # the graph is learnt from the first synchronised backward (not from a step after
             # no_sync only, whose hooks did not record anything)
             check_same_order(self.comm, fired, self._names)  # raises on every rank if they differ
             if fired:  # same on every rank once the check passed
                 self._graph = fired
-        require_samples(total, "DDP")  # every rank has the same total: all raise, or none
+        results = [b.wire.astype(b.flat.dtype) if b.wire is not b.flat else b.flat for b in self.buckets]
+        if results:  # the summed tail is the same on every rank: all raise, all skip, or none
+            total, bad = self._tail.read(results[-1][self.buckets[-1].layout.count:])
+            self._judge(total, bad)
+        if self._skip:
+            return
         unused = self._globally_unused() if self.find_unused_parameters else []
-        for b in self.buckets:
-            result = b.wire.astype(b.flat.dtype) if b.wire is not b.flat else b.flat
-            b.layout.unpack_grads(result)
+        for b, result in zip(self.buckets, results):
+            summed = result[:b.layout.count]
+            if self.average == "samples":
+                np.divide(summed, total, out=summed)
+            b.layout.unpack_grads(summed)
         for p in unused:  # no rank has a gradient for it: leave .grad None (the optimizer skips it)
             p.grad = None
 

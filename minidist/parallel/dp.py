@@ -60,11 +60,11 @@ from __future__ import annotations
 import numpy as np
 
 from ..autograd import Tensor
-from ..autograd.function import is_grad_enabled
-from ..comm import gather_to_root, scatter
-from ..comm.checks import chunk_bounds
-from .base import ParallelModel, agree_on_samples, broadcast_tensors, broadcast_text, sync_initial_state
-from .sampler import shard_sizes
+from ..comm import scatter
+from ..comm.checks import chunk_bounds, mismatch_error
+from ..comm.rooted import TAG_GATHER
+from .base import ParallelModel, broadcast_tensors, broadcast_text, sync_initial_state
+from .tail import all_finite
 
 TAG_OUTPUT_GATHER = 19_500  # below DDP's bucket tags (20000..29999)
 
@@ -79,14 +79,15 @@ class DataParallel(ParallelModel):
 
     def __init__(self, module, comm, *, broadcast: str = "linear", scatter_inputs: bool = False,
                  loss_on_root: bool = False, average: str = "samples", check_replicas: bool = False,
-                 find_unused_parameters: bool = False):
-        super().__init__(module, comm, average=average, check_replicas=check_replicas)
+                 find_unused_parameters: bool = False, nonfinite: str = "raise"):
+        super().__init__(module, comm, average=average, check_replicas=check_replicas, nonfinite=nonfinite)
         if broadcast not in ("linear", "binomial"):
             raise ValueError(f"broadcast must be 'linear' or 'binomial' (got {broadcast!r})")
         self.broadcast_algorithm = broadcast
         self.scatter_inputs, self.loss_on_root = bool(scatter_inputs), bool(loss_on_root)
         self.find_unused_parameters = bool(find_unused_parameters)
-        self._root_counts = np.zeros(comm.size)  # per-rank samples scattered since the last step
+        self._buffers = None  # the persistent gather buffers (`_gather_buffers`)
+        self._status = (None, [])  # rank 0: (global samples, ranks with non-finite gradients)
         self._root_losses = 0  # model.loss calls since the last step
         self._scattered_rows = None  # rank 0: rows of the last scattered input batch
         sync_initial_state(module, comm, "dp")
@@ -118,8 +119,6 @@ class DataParallel(ParallelModel):
         piece = self._scatter_rows(x)
         if self.comm.rank == 0:
             self._scattered_rows = len(x)  # what model.scatter(y) must match
-        if self.comm.rank == 0 and self.module.training and is_grad_enabled():  # training samples only
-            self._root_counts += shard_sizes(len(x), self.comm.size)
         return super().forward(Tensor(piece), *args, **kwargs)
 
     def scatter(self, y):
@@ -160,57 +159,112 @@ class DataParallel(ParallelModel):
         return RootLoss(comm, value, leaf, out, self._scratch)
 
     # ---- the step ------------------------------------------------------------------------------
-    def _weights(self) -> np.ndarray | None:
-        """Rank 0's weight for each rank's gradient (None on the others)."""
-        comm = self.comm
-        if self.loss_on_root:
-            if self._root_losses == 0:
-                raise RuntimeError("dp with loss_on_root=True: compute the loss with model.loss(...) "
-                                   "before step()")
-            return np.ones(comm.size) if comm.rank == 0 else None
-        if self.average == "ranks":
-            return np.full(comm.size, 1.0 / comm.size) if comm.rank == 0 else None
-        if self.scatter_inputs:
-            counts = self._root_counts
-        else:
-            with comm.phase("shard-sizes"):
-                gathered = gather_to_root(comm, np.array([float(self._samples)]), root=0)
-            counts = gathered[:, 0] if comm.rank == 0 else None
-        silent = int(np.count_nonzero(counts[1:] == 0)) if comm.rank == 0 else None
-        agree_on_samples(comm, self._samples, counts.sum() if comm.rank == 0 else None, silent, "dp")
-        return counts / counts.sum() if comm.rank == 0 else None
+    def _gather_buffers(self) -> list:
+        """[(layout, rows, tail or None)], kept across steps: per dtype, this rank's packed
+        message (gradients, used flags, and on the first one the status tail) is
+        ``rows[0]``; rank 0's `rows` has a row per rank, where the gather lands."""
+        if self._buffers is None:
+            self._buffers = []
+            for i, layout in enumerate(self._grad_layouts()):
+                tail = self._status_tail(layout.dtype, counts=self._counted) if i == 0 else None
+                width = layout.count + (len(layout.tensors) if self.find_unused_parameters else 0)
+                rows = np.zeros((self.comm.size if self.comm.rank == 0 else 1,
+                                 width + (tail.length if tail else 0)), layout.dtype)
+                self._buffers.append((layout, rows, tail))
+        return self._buffers
+
+    @property
+    def _counted(self) -> bool:
+        """The sample counts ride in the messages, and rank 0 divides by their sum."""
+        return self.average == "samples" and not self.loss_on_root
+
+    def _pack(self) -> list:
+        """This rank's gradients (times its sample count when `_counted`), used flags and
+        status tail, into row 0 of each buffer."""
+        if self.loss_on_root and self._root_losses == 0:
+            raise RuntimeError("dp with loss_on_root=True: compute the loss with model.loss(...) "
+                               "before step()")
+        weight = float(self._samples) if self._counted else None
+        buffers, finite = self._gather_buffers(), True
+        for layout, rows, _ in buffers:
+            count, mine = layout.count, rows[0]
+            layout.pack_grads(out=mine[:count], scale=weight)
+            if self.find_unused_parameters:
+                layout.used_flags(out=mine[count:count + len(layout.tensors)])
+            finite = finite and (self.nonfinite == "ignore" or all_finite(mine[:count]))
+        if buffers:
+            _, rows, tail = buffers[0]
+            tail.write(rows[0, rows.shape[1] - tail.length:], self._samples, finite, self.comm.rank)
+        return buffers
 
     def _before_update(self, optimizer) -> None:
+        """Gather every rank's message into rank 0's rows and reduce them in place into row
+        0 (N-1 additions of one message each, in rank order: charged as a reduction, as
+        hub's). Rank 0 alone knows the status here; the others learn it in `_after_update`."""
         comm = self.comm
-        weights = self._weights()
-        for layout in self._grad_layouts():
-            count = layout.count
-            flags = len(layout.tensors) if self.find_unused_parameters else 0
-            flat = np.empty(count + flags, layout.dtype)  # gradients, then the used flags
-            layout.pack_grads(out=flat[:count])
-            if flags:
-                layout.used_flags(out=flat[count:])
-            # rank 0 holds every rank's gradients at once: the master's memory load
-            held = flat.nbytes * (comm.size + 1 if comm.rank == 0 else 1)
-            with self._scratch.hold(held):
-                with comm.phase("grad-gather"):
-                    stacked = gather_to_root(comm, flat, root=0)
+        self._status = (None, [])
+        for layout, rows, tail in self._pack():
+            with comm.phase("grad-gather"):
+                gather_rows(comm, rows)
                 if comm.rank == 0:
-                    layout.unpack_grads(weights @ stacked[:, :count])
-                    if flags:
-                        layout.drop_unused_grads(stacked[:, count:].sum(axis=0))
+                    for source in range(1, comm.size):
+                        np.add(rows[0], rows[source], out=rows[0])
+            if comm.rank == 0 and tail is not None:
+                self._status = tail.read(rows[0, rows.shape[1] - tail.length:])
+        if comm.rank == 0:
+            self._skip = self._verdict(*self._status) is not None
+            if not self._skip:
+                self._unpack(self._status[0])
+
+    def _unpack(self, total: float | None) -> None:
+        """Rank 0: the summed gradients, divided (by the global count, by N under
+        ``average="ranks"``, by nothing under `loss_on_root`), into ``.grad``."""
+        divisor = 1.0 if self.loss_on_root else (total if self._counted else float(self.comm.size))
+        for layout, rows, _ in self._buffers:
+            count, summed = layout.count, rows[0]
+            np.divide(summed[:count], divisor, out=summed[:count])
+            layout.unpack_grads(summed[:count])
+            if self.find_unused_parameters:
+                layout.drop_unused_grads(summed[count:count + len(layout.tensors)])
 
     def _update(self, optimizer) -> None:
         if self.comm.rank == 0:  # the other ranks' optimizers are never stepped: no state there
             optimizer.step()
 
     def _after_update(self, optimizer) -> None:
+        """Rank 0's parameters to every rank, with the status riding at the end of the first
+        message; then every rank acts on it (raise, or count the skip)."""
         comm = self.comm
-        self._root_counts[:] = 0
         self._root_losses = 0
+        params = list(self.module.parameters())
+        tail = self._buffers[0][2] if self._buffers and self._buffers[0][2].length else None
+        carried = None
+        if tail is not None and params:
+            tail = self._status_tail(params[0].data.dtype, counts=self._counted)
+            carried = np.zeros(tail.length, tail.dtype)
+            if comm.rank == 0:
+                tail.encode(carried, *self._status)
         with comm.phase("param-broadcast"):
-            broadcast_tensors(comm, list(self.module.parameters()), 0, self.broadcast_algorithm, self._scratch)
+            broadcast_tensors(comm, params, 0, self.broadcast_algorithm, self._scratch, tail=carried)
         self._broadcast_buffers(self.broadcast_algorithm)
+        if carried is not None:
+            self._skip = False
+            self._judge(*tail.read(carried))
+
+    def _persistent_comm_bytes(self) -> int:
+        return sum(rows.nbytes for _, rows, _ in self._buffers or [])
+
+
+def gather_rows(comm, rows: np.ndarray) -> None:
+    """`gather_to_root`'s messages, landing in rank 0's persistent `rows` (row r from rank
+    r); every other rank sends its one row."""
+    if comm.rank != 0:
+        comm.send(rows[0], 0, TAG_GATHER)
+        return
+    for source in range(1, comm.size):
+        got = comm.recv(rows[source], source, TAG_GATHER)
+        if got != rows[source].nbytes:
+            raise mismatch_error("dp grad-gather", 0, source, got, rows[source].nbytes)
 
 
 class RootLoss:

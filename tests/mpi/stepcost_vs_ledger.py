@@ -21,7 +21,11 @@ CASES = [("dp", {}), ("dp", {"broadcast": "binomial"}), ("hub", {}),
          ("ddp", {"find_unused_parameters": True, "overlap": False}),
          ("hub", {"find_unused_parameters": True}), ("dp", {"find_unused_parameters": True}),
          ("hub", {"find_unused_parameters": True, "frozen": True}),
-         ("dp", {"frozen": True}), ("hub", {"frozen": True}), ("ddp", {"frozen": True, "overlap": False})]
+         ("dp", {"frozen": True}), ("hub", {"frozen": True}), ("ddp", {"frozen": True, "overlap": False}),
+         ("dp", {"nonfinite": "ignore"}), ("dp", {"nonfinite": "ignore", "average": "ranks"}),
+         ("hub", {"nonfinite": "skip", "average": "ranks"}), ("hub", {"nonfinite": "ignore"}),
+         ("ddp", {"nonfinite": "ignore", "average": "ranks", "overlap": False}),
+         ("ddp", {"nonfinite": "skip", "bucket_cap_mb": 0.002})]
 
 
 def model():

@@ -1,0 +1,88 @@
+"""The step's status rides in the gradient messages (minidist.parallel.tail): no collective
+runs just for the sample count, and a NaN on one rank's batch is caught on every rank.
+tests/mpi/parallel_status.py runs every case in one plain mpiexec launch per N."""
+import numpy as np
+import pytest
+
+from minidist.comm import message_counts
+from minidist.parallel.stepcost import dense, predict_step
+from minidist.parallel.tail import StatusTail, tail_length
+from mpi_util import run_mpi
+
+SIZES = (2, 3)
+_cache = {}
+
+
+def results(n):
+    if n not in _cache:
+        _cache[n] = run_mpi(n, "parallel_status.py", timeout=120, mpi4py=False)
+    return _cache[n]
+
+
+def _sync_only(strategy, n, rank, n_params):
+    """The gradient synchronisation (and dp/hub's broadcast back), nothing else: every
+    message is the model's float64 gradients (or parameters) plus the status tail."""
+    width = n_params + tail_length(np.float64, n, True, True)
+    phases = {"dp": (("grad-gather", "gather_to_root"), ("param-broadcast", "broadcast")),
+              "hub": (("grad-reduce", "reduce_to_root"), ("grad-broadcast", "broadcast")),
+              "ddp": (("grad-allreduce", "ring_allreduce"),)}[strategy]
+    return {phase: message_counts(collective, n, rank, width, 8) for phase, collective in phases}
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("n", SIZES)
+@pytest.mark.parametrize("strategy", ("dp", "hub", "ddp"))
+def test_a_steady_step_sends_only_the_gradient_synchronisation(n, strategy):
+    for rank, r in enumerate(results(n)):
+        case = r[strategy]
+        assert case["buffers"] == 0
+        assert case["steady"] == _sync_only(strategy, n, rank, case["n_params"]), rank
+        if rank <= 1:  # stepcost predicts rank 0 and rank 1
+            assert case["predicted"] == case["steady"], rank  # the closed forms, exactly
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("n", SIZES)
+@pytest.mark.parametrize("strategy", ("dp", "hub", "ddp"))
+def test_a_nan_on_one_rank_raises_on_every_rank_naming_it_and_the_step(n, strategy):
+    outcomes = [r[strategy] for r in results(n)]
+    assert all(o["then"] == n * (n - 1) // 2 for o in outcomes)  # no rank left waiting
+    raised = {(o["raised"] or {}).get("message") for o in outcomes}
+    assert len(raised) == 1 and None not in raised, outcomes
+    message = raised.pop()
+    assert f"rank(s) [{n - 1}]" in message and "at step 2" in message and "nonfinite='skip'" in message
+    assert {o["raised"]["type"] for o in outcomes} == {"NonFiniteGradientError"}
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("n", SIZES)
+@pytest.mark.parametrize("strategy", ("dp", "hub", "ddp"))
+def test_skip_leaves_the_parameters_unchanged_and_equal_on_every_rank(n, strategy):
+    skips = [r[strategy]["skip"] for r in results(n)]
+    assert all(s["unchanged"] and s["moved_after"] and s["finite"] for s in skips), skips
+    assert all(s["skipped"] == 1 and s["steps"] == 3 for s in skips)
+    assert len({s["digest"] for s in skips}) == 1
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 24, 25, 64])
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_the_summed_tail_names_every_culprit_and_the_total(size, dtype):
+    rng = np.random.default_rng(size)
+    tail = StatusTail(dtype, size, counts=True, flags=True)
+    bad = sorted(rng.choice(size, size=min(size, 5), replace=False).tolist())
+    summed = np.zeros(tail.length, dtype)
+    for rank in range(size):
+        mine = np.empty(tail.length, dtype)
+        tail.write(mine, 3, rank not in bad, rank)
+        summed += mine
+    assert tail.read(summed) == (3.0 * size, bad)
+    assert tail.length == 1 + -(-size // {np.float16: 11, np.float32: 24, np.float64: 53}[dtype])
+
+
+@pytest.mark.parametrize("n", [2, 4, 16, 64])
+def test_dp_and_hub_are_predicted_the_same_communication_time(n):
+    """Same bytes, same additions (dp's sum on rank 0 is charged as hub's reduction)."""
+    shape = dense(10_000_000, n_tensors=8)
+    for profile in ("shm", "ib-hdr"):
+        dp, hub = (predict_step(s, n, shape, profile=profile)["seconds"] for s in ("dp", "hub"))
+        assert dp == pytest.approx(hub, rel=0.10), (profile, dp, hub)
