@@ -9,7 +9,7 @@ import pytest
 
 import numpy as np
 
-from minidist.comm import message_counts
+from minidist.cost import message_counts
 from minidist.parallel.tail import tail_length
 from mpi.parallel_variants import VARIANTS
 from mpi_util import run_mpi

@@ -5,9 +5,9 @@ memory accounting. One launch of tests/mpi/parallel_features.py per N."""
 import numpy as np
 import pytest
 
-from minidist.comm import message_counts
-from minidist.comm.counts import scratch_bytes
-from minidist.parallel.syncbn import syncbn_message_counts
+from minidist.cost import message_counts
+from minidist.cost.counts import scratch_bytes
+from minidist.cost import syncbn_message_counts
 from minidist.parallel.tail import tail_length
 from mpi_util import run_mpi
 

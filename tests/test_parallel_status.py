@@ -4,8 +4,8 @@ tests/mpi/parallel_status.py runs every case in one plain mpiexec launch per N."
 import numpy as np
 import pytest
 
-from minidist.comm import message_counts
-from minidist.parallel.stepcost import dense, predict_step
+from minidist.cost import message_counts
+from minidist.cost.stepcost import dense, predict_step
 from minidist.parallel.tail import StatusTail, tail_length
 from mpi_util import run_mpi
 

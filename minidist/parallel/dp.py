@@ -62,11 +62,10 @@ import numpy as np
 from ..autograd import Tensor
 from ..comm import scatter
 from ..comm.checks import chunk_bounds, mismatch_error
-from ..comm.rooted import TAG_GATHER
+from ..comm.tags import TAG_GATHER, TAG_OUTPUT_GATHER
 from .base import ParallelModel, broadcast_tensors, broadcast_text, sync_initial_state
 from .tail import all_finite
 
-TAG_OUTPUT_GATHER = 19_500  # below DDP's bucket tags (20000..29999)
 
 
 class DataParallel(ParallelModel):

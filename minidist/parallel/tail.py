@@ -68,5 +68,5 @@ class StatusTail:
 
 
 def tail_length(dtype, size: int, counts: bool, flags: bool) -> int:
-    """Elements `StatusTail` appends (what `minidist.parallel.stepcost` predicts)."""
+    """Elements `StatusTail` appends (what `minidist.cost.stepcost` predicts)."""
     return StatusTail(dtype, size, counts, flags).length

@@ -11,7 +11,7 @@ from minidist.comm import Communicator, ring_allreduce
 from minidist.nn import functional as F
 from minidist.optim import SGD
 from minidist.parallel import MLP, local_shard, parameter_digest, wrap
-from minidist.parallel.stepcost import describe, predict_step
+from minidist.cost.stepcost import describe, predict_step
 from mpi_util import emit
 
 BATCH, IN, OUT = 11, 3, 2

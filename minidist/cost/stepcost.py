@@ -4,10 +4,10 @@ For a model described by the sizes and dtypes of its parameters and buffers, `pr
 lists, phase by phase, the collectives each strategy runs (the same calls, in the same
 messages, as dp.py, hub.py and ddp.py), with
 
-* the exact per-rank counts of rank 0 and of a non-root rank (`minidist.comm.counts`, the
+* the exact per-rank counts of rank 0 and of a non-root rank (`minidist.cost.counts`, the
   closed forms the ledger is checked against), so a prediction for the run at hand equals
   the ledger to the byte;
-* the predicted seconds of each collective (`minidist.comm.costmodel`, alpha-beta-gamma
+* the predicted seconds of each collective (`minidist.cost.costmodel`, alpha-beta-gamma
   with the node-bandwidth term) for a named or calibrated hardware profile;
 * the bytes each rank holds (parameters, gradients, optimizer state, communication buffers
   and the peak of the transient ones), as `minidist.parallel.memory` measures them.
@@ -32,10 +32,10 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..comm import costmodel
-from ..comm.counts import message_counts, scratch_bytes
-from .buckets import assign_buckets
-from .tail import tail_length
+from . import costmodel
+from .counts import message_counts, scratch_bytes
+from ..parallel.buckets import DEFAULT_BUCKET_CAP_MB, FIRST_BUCKET_MB, assign_buckets
+from ..parallel.tail import tail_length
 
 MB = 1024 * 1024
 STRATEGIES = ("local", "dp", "hub", "ddp")
@@ -108,8 +108,6 @@ class _Sized:
 def ddp_buckets(shape: ModelShape, bucket_cap_mb: float = 25.0) -> list:
     """[(count, dtype)] of DDP's buckets, in launch order, as `DistributedDataParallel`
     groups them (a 1 MiB first bucket when the cap is left at its default)."""
-    from .ddp import DEFAULT_BUCKET_CAP_MB, FIRST_BUCKET_MB
-
     first = FIRST_BUCKET_MB if bucket_cap_mb == DEFAULT_BUCKET_CAP_MB else bucket_cap_mb
     groups = assign_buckets([_Sized(c, d) for c, d in shape.params if c],
                             int(bucket_cap_mb * MB), int(first * MB))
