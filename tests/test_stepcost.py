@@ -15,7 +15,8 @@ def _ledger_run(n):
     return _runs[n]
 
 
-@pytest.mark.parametrize("n", [1, 2, 3, 4])
+@pytest.mark.mpi
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 5])
 def test_predicted_counts_equal_the_ledger_phase_by_phase(n):
     for rank, cases in enumerate(_ledger_run(n)):
         for case in cases:
@@ -28,7 +29,8 @@ def test_predicted_counts_equal_the_ledger_phase_by_phase(n):
                 assert predicted, "a multi-rank step must communicate"
 
 
-@pytest.mark.parametrize("n", [1, 2, 3, 4])
+@pytest.mark.mpi
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 5])
 def test_predicted_memory_equals_the_measured_report(n):
     for rank, cases in enumerate(_ledger_run(n)):
         for case in cases:
