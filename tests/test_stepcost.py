@@ -46,6 +46,16 @@ def test_predicted_memory_equals_the_measured_report(n):
             assert got == want, label
 
 
+@pytest.mark.mpi
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_dp_loss_on_root_counts_the_gathered_outputs_and_their_gradients_on_rank_0(n):
+    """dp-root: rank 0 holds every rank's outputs (60 n + 1 rows of 5 float32), then their
+    gradients, at once; the report counts both, and stepcost predicts it to the byte."""
+    rank0 = [c for c in _ledger_run(n)[0] if c["options"].get("base") == 60][0]
+    outputs = (60 * n + 1) * 5 * 4
+    assert rank0["memory"]["comm_peak"] == 2 * outputs == rank0["predicted_memory"]["comm_peak"]
+
+
 def test_ring_is_flat_in_n_while_the_root_grows_linearly():
     shape = dense(10_000_000, n_tensors=40)
     rows = {(r["strategy"], r["size"]): r for r in projection(shape, sizes=(8, 64), profile="ib-hdr")}

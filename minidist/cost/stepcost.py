@@ -1,29 +1,17 @@
 """What one training step of each strategy costs, per rank, predicted from closed forms.
 
-For a model described by the sizes and dtypes of its parameters and buffers, `predict_step`
-lists, phase by phase, the collectives each strategy runs (the same calls, in the same
-messages, as dp.py, hub.py and ddp.py), with
+`predict_step` lists, phase by phase, the collectives dp.py, hub.py and ddp.py run for a
+model (`describe(module)`, or `dense(n_params)` for one that does not exist here), with
+rank 0's and rank 1's exact counts (`minidist.cost.counts`: equal to the ledger to the
+byte), predicted seconds (`minidist.cost.costmodel`) and memory (as
+`minidist.parallel.memory` measures it). Same work, same charge: dp's in-place sum of the
+gathered gradients on rank 0 is timed as hub's linear reduce. The steps (P parameters, B
+buffers, t the status tail of `minidist.parallel.tail`: sample count, non-finite bitmap):
 
-* the exact per-rank counts of rank 0 and of a non-root rank (`minidist.cost.counts`, the
-  closed forms the ledger is checked against), so a prediction for the run at hand equals
-  the ledger to the byte;
-* the predicted seconds of each collective (`minidist.cost.costmodel`, alpha-beta-gamma
-  with the node-bandwidth term) for a named or calibrated hardware profile;
-* the bytes each rank holds (parameters, gradients, optimizer state, communication buffers
-  and the peak of the transient ones), as `minidist.parallel.memory` measures them.
-
-`describe(module)` turns a real model into the description; `dense(n_params)` makes one for
-a model that does not exist here (a 1.3 B-parameter network on 1024 ranks, say), which is
-how a report projects the measured run far past this machine.
-
-The strategies' steps (P = the parameters' elements, B = the buffers', t = the status tail:
-the sample count and the non-finite bitmap, `minidist.parallel.tail`):
-
-    dp   grad-gather: gather P+t, summed on rank 0 (timed as a linear reduce) |
-         param-broadcast: bcast P+t | buffer-broadcast: bcast B    (rank 0 alone updates)
-    hub  buffer-broadcast (at forward) | grad-reduce: reduce P+t | grad-broadcast: bcast P+t
-    ddp  buffer-broadcast (at forward) | grad-allreduce: one all-reduce per bucket, t in the
-         last | unused-bitmap (find_unused_parameters): one int64 per parameter
+    dp   grad-gather: gather P+t, summed on rank 0 | param-broadcast: bcast P+t | buffers
+    hub  buffers (at forward) | grad-reduce: reduce P+t | grad-broadcast: bcast P+t
+    ddp  buffers (at forward) | grad-allreduce: one per bucket, t in the last |
+         unused-bitmap (find_unused_parameters): one int64 per parameter
 """
 from __future__ import annotations
 
@@ -126,6 +114,27 @@ class Call(NamedTuple):
     dtype: np.dtype
     algorithm: str | None = None
     timed_as: tuple | None = None
+    unit: int = 1  # elements per counted item: a row of outputs under loss_on_root
+
+    def itemsize(self) -> int:
+        return self.unit * np.dtype(self.dtype).itemsize
+
+    def counts(self, size: int, rank: int) -> dict:
+        """`rank`'s messages and bytes (the closed forms the ledger is checked against)."""
+        if self.collective != "gather_rows":
+            return message_counts(self.collective, size, rank, self.count, self.itemsize(), 0, self.algorithm)
+        rows = [self.count // size + (r < self.count % size) for r in range(size)]  # np.array_split's
+        if rank == 0:
+            return {"messages_sent": 0, "messages_received": size - 1, "bytes_sent": 0,
+                    "bytes_received": (self.count - rows[0]) * self.itemsize()}
+        return {"messages_sent": 1, "messages_received": 0, "bytes_sent": rows[rank] * self.itemsize(),
+                "bytes_received": 0}
+
+    def seconds(self, size: int, profile, ranks_per_node) -> float:
+        timed, alg = self.timed_as or (self.collective, self.algorithm)
+        count = -(-self.count // size) if self.collective == "gather_rows" else self.count  # one rank's rows
+        return costmodel.predict(timed, size, count * self.itemsize(), profile, alg, ranks_per_node,
+                                 np.dtype(self.dtype).itemsize)
 
 
 def _with_tail(messages: list, size: int, counts: bool, nonfinite: str = "raise", where: int = 0) -> list:
@@ -154,6 +163,17 @@ def _gradient_messages(strategy, shape, size, options) -> list:
                       _counted(strategy, options), nonfinite)
 
 
+def _output_calls(shape, options) -> list:
+    """dp's loss_on_root with ``outputs=(global rows, elements per row)``: the outputs
+    gathered to rank 0 (np.array_split shards) and their gradients scattered back."""
+    if not (options.get("loss_on_root") and options.get("outputs")):
+        return []
+    rows, per_row = (int(v) for v in options["outputs"])
+    dtype = shape.by_dtype("all_params")[0][0]
+    return [Call("output-gather", "gather_rows", rows, dtype, None, ("gather_to_root", None), per_row),
+            Call("output-grad-scatter", "scatter", rows, dtype, unit=per_row)]
+
+
 def _calls(strategy, shape, size, **options) -> list:
     """The step's collectives (`Call`s), in order, as dp.py, hub.py and ddp.py run them.
     `options` are `predict_step`'s."""
@@ -170,7 +190,8 @@ def _calls(strategy, shape, size, **options) -> list:
         params = shape.by_dtype("all_params")
         if _counted(strategy, options) or nonfinite != "ignore":  # the status rides back
             params = _with_tail(params, size, _counted(strategy, options), nonfinite)
-        return ([Call("grad-gather", "gather_to_root", n, d, None, ("reduce_to_root", "linear")) for d, n in grads]
+        return (_output_calls(shape, options)
+                + [Call("grad-gather", "gather_to_root", n, d, None, ("reduce_to_root", "linear")) for d, n in grads]
                 + [Call("param-broadcast", "broadcast", n, d, broadcast) for d, n in params] + buffers)
     if strategy == "hub":
         return early + [call for d, n in grads for call in (Call("grad-reduce", "reduce_to_root", n, d, reduce),
@@ -202,13 +223,10 @@ def predict_step(strategy: str, size: int, shape: ModelShape, *, profile="shm",
     for call in _calls(strategy, shape, size, **options):
         entry = phases.setdefault(call.phase, {"seconds": 0.0, "rank0": dict.fromkeys(_KEYS, 0),
                                                "other": dict.fromkeys(_KEYS, 0)})
-        itemsize = np.dtype(call.dtype).itemsize
-        timed, alg = call.timed_as or (call.collective, call.algorithm)
-        entry["seconds"] += costmodel.predict(timed, size, call.count * itemsize, profile,
-                                              alg, ranks_per_node, itemsize)
+        entry["seconds"] += call.seconds(size, profile, ranks_per_node)
         for who, rank in (("rank0", 0), ("other", 1)):
             if rank < size:
-                got = message_counts(call.collective, size, rank, call.count, itemsize, 0, call.algorithm)
+                got = call.counts(size, rank)
                 for k in _KEYS:
                     entry[who][k] += got[k]
     total = {who: {k: sum(p[who][k] for p in phases.values()) for k in _KEYS}
@@ -217,6 +235,10 @@ def predict_step(strategy: str, size: int, shape: ModelShape, *, profile="shm",
             "seconds": sum(p["seconds"] for p in phases.values()),
             "rank0": total["rank0"], "other": total["other"],
             "memory": predict_memory(strategy, size, shape, optimizer_slots=optimizer_slots, **options)}
+
+
+COLLECTIVE_SCRATCH = ("grad-reduce", "grad-broadcast", "grad-allreduce", "param-broadcast",
+                      "buffer-broadcast", "unused-bitmap")  # the phases whose collectives use ledger scratch
 
 
 def _nbytes(messages) -> list:
@@ -232,7 +254,8 @@ def predict_memory(strategy: str, size: int, shape: ModelShape, *, optimizer_slo
     (hub: its packed messages and the largest result; every strategy: the largest flat
     buffer it broadcasts) plus the collectives' largest scratch (`counts.scratch_bytes`;
     DDP's rings can all be in flight at once, so their scratch adds up: exact with
-    ``overlap=False``, an upper bound with overlap). `options` are `predict_step`'s."""
+    ``overlap=False``, an upper bound with overlap). dp's loss_on_root with `outputs`: rank
+    0 also holds the gathered outputs and their gradients. `options` are `predict_step`'s."""
     p = shape.param_bytes
     calls = _calls(strategy, shape, size, **options)
     grads = _nbytes(_gradient_messages(strategy, shape, size, options)) if strategy != "local" else []
@@ -241,11 +264,13 @@ def predict_memory(strategy: str, size: int, shape: ModelShape, *, optimizer_slo
     out = {}
     for who, rank in (("rank0", 0), ("other", min(1, size - 1))):
         scratch = [scratch_bytes(c.collective, size, rank, c.count, np.dtype(c.dtype).itemsize, 0, c.algorithm)
-                   for c in calls if c.phase != "grad-gather"]  # dp gathers into its own rows
+                   for c in calls if c.phase in COLLECTIVE_SCRATCH]  # dp gathers into its own rows
         rings = sum(scratch_bytes(c.collective, size, rank, c.count, np.dtype(c.dtype).itemsize)
                     for c in calls if c.collective == "ring_allreduce" and c.phase == "grad-allreduce")
         collective = max([rings] + scratch)  # DDP's rings may all be in flight at once
         held = max(sum(grads) + max(grads, default=0), broadcast) if strategy == "hub" else broadcast
+        if rank == 0 and _output_calls(shape, options):  # the outputs and their gradients, even alone
+            held = max(held, 2 * sum(c.count * c.itemsize() for c in _output_calls(shape, options)[:1]))
         opt = optimizer_slots * p if (strategy != "dp" or rank == 0 or size == 1) else 0
         buffers = {"ddp": sum(grads), "dp": sum(grads) * (size if rank == 0 else 1)}.get(strategy, 0)
         total = 2 * p + shape.frozen_bytes + opt + buffers

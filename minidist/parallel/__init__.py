@@ -9,7 +9,8 @@
 """
 from .base import ParallelModel, verify_same_model
 from .ddp import DistributedDataParallel
-from .dp import DataParallel, RootLoss
+from .dp import DataParallel
+from .rootloss import RootLoss
 from .drift import ReplicaDriftError, check_replicas, parameter_digest
 from .hub import HubParallel
 from .local import LocalModel

@@ -50,12 +50,19 @@ class ScratchMeter:
 
     @contextmanager
     def hold(self, nbytes: int):
-        self.current += int(nbytes)
-        self.peak = max(self.peak, self.current)
+        self.take(nbytes)
         try:
             yield
         finally:
-            self.current -= int(nbytes)
+            self.give_back(nbytes)
+
+    def take(self, nbytes: int) -> None:
+        """Count `nbytes` as held from now on (until `give_back`)."""
+        self.current += int(nbytes)
+        self.peak = max(self.peak, self.current)
+
+    def give_back(self, nbytes: int) -> None:
+        self.current -= int(nbytes)
 
     def reset_peak(self) -> None:
         self.peak = self.current
