@@ -86,3 +86,14 @@ def test_dp_and_hub_are_predicted_the_same_communication_time(n):
     for profile in ("shm", "ib-hdr"):
         dp, hub = (predict_step(s, n, shape, profile=profile)["seconds"] for s in ("dp", "hub"))
         assert dp == pytest.approx(hub, rel=0.10), (profile, dp, hub)
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("n", SIZES)
+def test_dp_sums_in_place_in_persistent_rows_exactly_as_hub_reduces(n):
+    """dp gathers into the same rows every step and adds them in rank order, as hub's linear
+    reduce does: same bytes on the wire (above), and bit-for-bit the same training."""
+    for r in results(n):
+        addresses = r["dp"]["row_addresses"]
+        assert len(addresses) == 2 and addresses[0] == addresses[1]
+        assert r["dp"]["digest"] == r["hub"]["digest"]

@@ -31,6 +31,7 @@ def train(strategy, steps, poison_step=None, **options):
     model = wrap(net, strategy, comm, **options)
     opt = SGD(model.parameters(), lr=0.1, momentum=0.9)
     before = []
+    model.row_addresses = []  # dp: where its gather rows live, at each step's end
     for step in range(1, steps + 1):
         x, y = local_shard((X[step - 1].copy(), Y[step - 1]), comm)
         if step == poison_step and comm.rank == comm.size - 1:
@@ -41,6 +42,8 @@ def train(strategy, steps, poison_step=None, **options):
         model.zero_grad()
         loss.backward()
         model.step(opt)
+        if strategy == "dp":
+            model.row_addresses += [rows.__array_interface__["data"][0] for _, rows, _ in model._buffers]
     ledger = {ph: {k: int(v) for k, v in t.items() if k != "seconds"} for ph, t in comm.ledger.by_phase().items()}
     return net, model, ledger, before
 
@@ -56,8 +59,8 @@ for strategy in ("dp", "hub", "ddp"):
     net, model, ledger, _ = train(strategy, 2)
     who = "rank0" if comm.rank == 0 else "other"
     predicted = predict_step(strategy, comm.size, describe(net))["phases"]
-    case = {"steady": ledger, "n_params": int(sum(p.data.size for p in net.parameters())),
-            "buffers": len(list(net.buffers())), "predicted": {ph: p[who] for ph, p in predicted.items()},
+    case = {"digest": parameter_digest(net).hex(), "steady": ledger, "n_params": int(sum(p.data.size for p in net.parameters())),
+            "buffers": len(list(net.buffers())), "row_addresses": getattr(model, "row_addresses", []), "predicted": {ph: p[who] for ph, p in predicted.items()},
             "predicted_seconds": predict_step(strategy, comm.size, describe(net))["seconds"]}
     try:
         train(strategy, 3, poison_step=2)
