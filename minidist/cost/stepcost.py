@@ -22,10 +22,9 @@ import numpy as np
 
 from . import costmodel
 from .counts import message_counts, scratch_bytes
-from ..parallel.buckets import DEFAULT_BUCKET_CAP_MB, FIRST_BUCKET_MB, assign_buckets
+from ..parallel.buckets import assign_buckets, bucket_limits
 from ..parallel.tail import tail_length
 
-MB = 1024 * 1024
 STRATEGIES = ("local", "dp", "hub", "ddp")
 OPTIONS = ("bucket_cap_mb", "algorithm", "broadcast", "reduce", "broadcast_buffers", "average",
            "find_unused_parameters", "nonfinite", "loss_on_root", "outputs")
@@ -96,9 +95,7 @@ class _Sized:
 def ddp_buckets(shape: ModelShape, bucket_cap_mb: float = 25.0) -> list:
     """[(count, dtype)] of DDP's buckets, in launch order, as `DistributedDataParallel`
     groups them (a 1 MiB first bucket when the cap is left at its default)."""
-    first = FIRST_BUCKET_MB if bucket_cap_mb == DEFAULT_BUCKET_CAP_MB else bucket_cap_mb
-    groups = assign_buckets([_Sized(c, d) for c, d in shape.params if c],
-                            int(bucket_cap_mb * MB), int(first * MB))
+    groups = assign_buckets([_Sized(c, d) for c, d in shape.params if c], *bucket_limits(bucket_cap_mb))
     return [(sum(p.data.size for p in g), g[0].data.dtype) for g in groups]
 
 
