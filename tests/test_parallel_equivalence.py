@@ -92,7 +92,7 @@ def expected_ledger(strategy, options, info, shapes, bucket_counts, n, r):
     n_params = shapes["n_params"]
     samples = options.get("average", "samples") == "samples"
     # the status tail: the sample count (not under loss_on_root) and the non-finite bitmap
-    tail = tail_length(np.float64, n, samples and not options.get("loss_on_root"), True)
+    tail = tail_length(samples and not options.get("loss_on_root"), True)
     if shapes["int_buffers"]:  # SyncBatchNorm: [count, mean, M2] all-gathered forward, two sums backward
         for _ in range(SYNCBN_LAYERS):
             _add(table, "syncbn", mc("ring_allgather", n, r, n * (2 * HIDDEN + 1), 8))

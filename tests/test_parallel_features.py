@@ -182,7 +182,7 @@ def test_memory_shows_the_dp_master_and_replicated_adam_state(n):
     assert all(m["dp"]["optimizer"] == 0 for m in mem[1:])
     for strategy in ("hub", "ddp"):
         assert all(m[strategy]["optimizer"] == 2 * params for m in mem)
-    tail = 8 * tail_length(np.float64, n, True, True)  # the status tail (sample count, bitmap)
+    tail = 8 * tail_length(True, True)  # the status tail (sample count, non-finite flag)
     assert all(m["ddp"]["comm_buffers"] == params + tail for m in mem)  # the bucket buffers
     assert mem[0]["dp"]["comm_buffers"] == n * (params + tail)  # every rank's gradients at once
     assert all(m["dp"]["comm_buffers"] == params + tail for m in mem[1:])

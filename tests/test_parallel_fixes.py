@@ -6,7 +6,7 @@ import pytest
 from minidist.parallel.buckets import TAG_BUCKET_SPAN, bucket_tag, instance_tag_base
 from mpi_util import run_mpi
 
-TAIL = 2  # the status tail: the sample count and (N <= 53) one float64 of non-finite bitmap
+TAIL = 2  # the status tail: the sample count and the non-finite flag
 SIZES = (2, 3)
 _cache = {}
 

@@ -6,7 +6,7 @@ rank 0's and rank 1's exact counts (`minidist.cost.counts`: equal to the ledger 
 byte), predicted seconds (`minidist.cost.costmodel`) and memory (as
 `minidist.parallel.memory` measures it). Same work, same charge: dp's in-place sum of the
 gathered gradients on rank 0 is timed as hub's linear reduce. The steps (P parameters, B
-buffers, t the status tail of `minidist.parallel.tail`: sample count, non-finite bitmap):
+buffers, t the status tail of `minidist.parallel.tail`: sample count, non-finite flag):
 
     dp   grad-gather: gather P+t, summed on rank 0 | param-broadcast: bcast P+t | buffers
     hub  buffers (at forward) | grad-reduce: reduce P+t | grad-broadcast: bcast P+t
@@ -140,7 +140,7 @@ def _with_tail(messages: list, size: int, counts: bool, nonfinite: str = "raise"
     out = list(messages)
     if out:
         dtype, n = out[where]
-        out[where] = (dtype, n + tail_length(dtype, size, counts, nonfinite != "ignore"))
+        out[where] = (dtype, n + tail_length(counts, nonfinite != "ignore"))
     return out
 
 

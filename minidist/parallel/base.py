@@ -4,8 +4,8 @@ It is called like the model, exposes the model's parameters (so an optimizer bui
 ``model.parameters()`` updates the real ones), counts the samples each rank sees, and runs
 one step as ``step(optimizer)`` = communication before the update, the update (skipped
 when the step's status says so), communication after it, then the optional replica check
-and the memory report. The status (global sample count, ranks with non-finite gradients)
-rides in the gradient messages (tail.py); `_judge` turns it into an error or a skip.
+and the memory report. The status (global sample count, number of ranks with non-finite
+gradients) rides in the gradient messages (tail.py); `_judge` makes it an error or a skip.
 
 Also here: the wrap-time checks and broadcasts the distributed strategies share
 (`verify_same_model`, `broadcast_tensors`).
@@ -22,7 +22,7 @@ from ..comm import allreduce, broadcast
 from .drift import check_replicas
 from .flat import layouts_by_dtype
 from .memory import ScratchMeter, measure, reset_ledger_peak
-from .tail import NONFINITE, NonFiniteGradientError, StatusTail
+from .tail import NONFINITE, NonFiniteGradientError, StatusTail, nonfinite_ranks
 
 AVERAGES = ("samples", "ranks")
 
@@ -56,6 +56,7 @@ class ParallelModel:
         self.check_replicas = bool(check_replicas)
         self.steps = self.skipped_steps = 0
         self._skip = False  # this step's update is skipped (set by _judge)
+        self._locally_finite = True  # this rank's gradients of the current step
         self.memory = None
         self._samples = 0  # samples this rank has seen in gradient-recording forwards since the last step
         self._scratch = ScratchMeter()
@@ -149,34 +150,41 @@ class ParallelModel:
         if self.module.training and is_grad_enabled() and x is not None:
             self._samples += int(np.shape(x.data if isinstance(x, Tensor) else x)[0])
 
-    def _status_tail(self, dtype, counts: bool | None = None) -> StatusTail:
-        """The tail this strategy appends to its first gradient message of `dtype`: the
-        sample count (``average="samples"``, unless `counts` says otherwise) and the
-        non-finite bitmap (unless ``nonfinite="ignore"``)."""
+    def _status_tail(self, counts: bool | None = None) -> StatusTail:
+        """The tail this strategy appends to its first gradient message: the sample count
+        (``average="samples"``, unless `counts` says otherwise) and the non-finite flag
+        (unless ``nonfinite="ignore"``)."""
         counts = self.average == "samples" if counts is None else counts
-        return StatusTail(dtype, self.comm.size if self.comm else 1, counts, self.nonfinite != "ignore")
+        return StatusTail(counts, self.nonfinite != "ignore")
 
-    def _verdict(self, total: float | None, bad: list) -> Exception | str | None:
-        """None when the step may update, "skip", or the error to raise on every rank."""
-        who = self.strategy if self.strategy != "ddp" else "DDP"
+    def _write_tail(self, tail: StatusTail, out: np.ndarray, finite: bool) -> None:
+        """This rank's tail (its sample count, its flag) into `out`; `finite` is kept for
+        naming the culprits should the step have any."""
+        self._locally_finite = finite
+        tail.encode(out, self._samples, 0 if finite else 1)
+
+    def _verdict(self, total: float | None, nonfinite: int) -> str | None:
+        """None when the step may update; else "no-samples", "skip" or "nonfinite"."""
         if total is not None and total <= 0:
-            return RuntimeError(f"{who}: no rank saw any sample since the last step; call model(x) with "
-                                "gradients enabled before backward() and step()")
-        if bad and self.nonfinite == "skip":
-            return "skip"
-        if bad:
-            return NonFiniteGradientError(
-                f"{who}: at step {self.steps + 1}, the local gradients of rank(s) {bad} were not finite "
-                "(NaN or Inf); find the batch or the learning rate that overflows, or wrap with "
-                "nonfinite='skip' to skip such steps (as loss scaling does)")
+            return "no-samples"
+        if nonfinite:
+            return "skip" if self.nonfinite == "skip" else "nonfinite"
         return None
 
-    def _judge(self, total: float | None, bad: list) -> None:
-        """Act on the step's status, the same on every rank: raise (no sample anywhere, or
-        non-finite gradients under ``nonfinite="raise"``) or mark the update skipped."""
-        verdict = self._verdict(total, bad)
-        if isinstance(verdict, Exception):
-            raise verdict
+    def _judge(self, total: float | None, nonfinite: int) -> None:
+        """Act on the step's summed status, the same on every rank: raise (no sample
+        anywhere; non-finite gradients under ``nonfinite="raise"``, naming the ranks) or
+        mark the update skipped."""
+        verdict, who = self._verdict(total, nonfinite), self.strategy if self.strategy != "ddp" else "DDP"
+        if verdict == "no-samples":
+            raise RuntimeError(f"{who}: no rank saw any sample since the last step; call model(x) with "
+                               "gradients enabled before backward() and step()")
+        if verdict == "nonfinite":
+            ranks = nonfinite_ranks(self.comm, self._locally_finite)
+            raise NonFiniteGradientError(
+                f"{who}: at step {self.steps + 1}, the local gradients of rank(s) {ranks} were not finite "
+                "(NaN or Inf); find the batch or the learning rate that overflows, or wrap with "
+                "nonfinite='skip' to skip such steps (as loss scaling does)")
         if verdict == "skip":
             self._skip = True
             self.skipped_steps += 1

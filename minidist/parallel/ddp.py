@@ -5,7 +5,7 @@ gradient (times this rank's sample count) into its bucket (`_on_grad_ready`, `_f
 a full bucket is launched, in index order, as a non-blocking ring all-reduce (`_launch`)
 that progresses during the rest of backward (`_progress`); ``step()`` launches what is
 left, waits for every ring in index order, reads the status tail the last bucket carried
-(global sample count, ranks with non-finite gradients: tail.py), divides, unpacks into
+(global sample count, how many ranks had non-finite gradients: tail.py), divides, unpacks into
 ``.grad`` and runs the optimizer (`_before_update`). No rank ever blocks during backward,
 so no order of gradients can deadlock. The options that are not the lesson (static_graph,
 find_unused_parameters, tag spans, events, the fp16 hook) are in ddp_options.py; the
@@ -60,7 +60,7 @@ class DistributedDataParallel(ParallelModel):
         self._params = [p for p in module.parameters() if p.requires_grad]
         groups = assign_buckets(self._params, *bucket_limits(bucket_cap_mb))
         # the status tail rides in the last bucket: launched last, once every gradient is in
-        self._tail = self._status_tail(groups[-1][0].data.dtype) if groups else None
+        self._tail = self._status_tail() if groups else None
         self.buckets = [_Bucket(i, g, self._tail.length * (i == len(groups) - 1)) for i, g in enumerate(groups)]
         self._where = {id(p): (b, off) for b in self.buckets for p, off in zip(b.layout.tensors, b.layout.offsets)}
         self._index = {id(p): i for i, p in enumerate(self._params)}
@@ -147,7 +147,7 @@ class DistributedDataParallel(ParallelModel):
         if self.nonfinite != "ignore":
             self._finite = self._finite and all_finite(wire[:count])
         if bucket.index == len(self.buckets) - 1:  # launched last: every other bucket is checked
-            self._tail.write(wire[count:], self._samples, self._finite, self.comm.rank)
+            self._write_tail(self._tail, wire[count:], self._finite)
         bucket.wire = wire
         self._log("launch", bucket.index)
         with self.comm.phase("grad-allreduce"):
@@ -197,8 +197,8 @@ class DistributedDataParallel(ParallelModel):
         none), then divide by the global sample count and write ``.grad``."""
         if not results:
             return
-        total, bad = self._tail.read(results[-1][self.buckets[-1].layout.count:])
-        self._judge(total, bad)
+        total, nonfinite = self._tail.read(results[-1][self.buckets[-1].layout.count:])
+        self._judge(total, nonfinite)
         if self._skip:
             return
         unused = opts.globally_unused(self.comm, self._params) if self.find_unused_parameters else []

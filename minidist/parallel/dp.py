@@ -3,7 +3,7 @@
 Every rank computes on its shard; rank 0 gathers every rank's gradients into persistent
 rows (``"grad-gather"``), sums them in place, divides, and alone runs the optimizer; then
 it broadcasts the new parameters (``"param-broadcast"``), with the step's status (global
-sample count, ranks whose gradients were not finite: tail.py) riding at the end, so every
+sample count, number of ranks whose gradients were not finite: tail.py) riding at the end, so every
 rank raises or skips alike. Options: ``scatter_inputs`` (rank 0 scatters the global batch,
 phase ``"scatter"``), ``loss_on_root`` (rootloss.py: outputs gathered to rank 0, loss
 there, output gradients scattered back), ``find_unused_parameters`` (used flags ride in
@@ -39,7 +39,7 @@ class DataParallel(ParallelModel):
         self.scatter_inputs, self.loss_on_root = bool(scatter_inputs), bool(loss_on_root)
         self.find_unused_parameters = bool(find_unused_parameters)
         self._buffers = None  # the persistent gather buffers (`_gather_buffers`)
-        self._status = (None, [])  # rank 0: (global samples, ranks with non-finite gradients)
+        self._status = (None, 0)  # rank 0: (global samples, ranks with non-finite gradients)
         self._root_losses = []  # model.loss results since the last step
         self._scattered_rows = None  # rank 0: rows of the last scattered input batch
         sync_initial_state(module, comm, "dp")
@@ -97,7 +97,7 @@ class DataParallel(ParallelModel):
         if self._buffers is None:
             self._buffers = []
             for i, layout in enumerate(self._grad_layouts()):
-                tail = self._status_tail(layout.dtype, counts=self._counted) if i == 0 else None
+                tail = self._status_tail(counts=self._counted) if i == 0 else None
                 width = layout.count + (len(layout.tensors) if self.find_unused_parameters else 0)
                 rows = np.zeros((self.comm.size if self.comm.rank == 0 else 1,
                                  width + (tail.length if tail else 0)), layout.dtype)
@@ -125,7 +125,7 @@ class DataParallel(ParallelModel):
             finite = finite and (self.nonfinite == "ignore" or all_finite(mine[:count]))
         if buffers:
             _, rows, tail = buffers[0]
-            tail.write(rows[0, rows.shape[1] - tail.length:], self._samples, finite, self.comm.rank)
+            self._write_tail(tail, rows[0, rows.shape[1] - tail.length:], finite)
         return buffers
 
     def _before_update(self, optimizer) -> None:
@@ -133,7 +133,7 @@ class DataParallel(ParallelModel):
         0 (N-1 additions of one message each, in rank order: charged as a reduction, as
         hub's). Rank 0 alone knows the status here; the others learn it in `_after_update`."""
         comm = self.comm
-        self._status = (None, [])
+        self._status = (None, 0)
         for layout, rows, tail in self._pack():
             with comm.phase("grad-gather"):
                 gather_rows(comm, rows)
@@ -173,8 +173,7 @@ class DataParallel(ParallelModel):
         tail = self._buffers[0][2] if self._buffers and self._buffers[0][2].length else None
         carried = None
         if tail is not None and params:
-            tail = self._status_tail(params[0].data.dtype, counts=self._counted)
-            carried = np.zeros(tail.length, tail.dtype)
+            carried = np.zeros(tail.length, params[0].data.dtype)  # the first message's dtype
             if comm.rank == 0:
                 tail.encode(carried, *self._status)
         with comm.phase("param-broadcast"):

@@ -4,7 +4,7 @@
 Per step, one flat message per dtype: ``"grad-reduce"`` (``reduce_to_root`` of each rank's
 packed gradients, times its sample count under ``average="samples"``), then
 ``"grad-broadcast"`` (rank 0 divides by the global count, or by N, and broadcasts). The
-first message carries the step's status tail (tail.py: the count, the non-finite bitmap),
+first message carries the step's status tail (tail.py: the count, the non-finite flag),
 so every rank learns the total and the culprits from the broadcast. Rank 0 handles N-1
 full gradients in each direction: the hub's load. ``find_unused_parameters=True``: one
 used-flag per parameter rides in the same messages; a parameter no rank used keeps
@@ -56,7 +56,7 @@ class HubParallel(ParallelModel):
         messages, finite = [], True
         for i, layout in enumerate(self._grad_layouts()):
             count, flags = layout.count, len(layout.tensors) if self.find_unused_parameters else 0
-            tail = self._status_tail(layout.dtype) if i == 0 else None
+            tail = self._status_tail() if i == 0 else None
             flat = np.empty(count + flags + (tail.length if tail else 0), layout.dtype)
             layout.pack_grads(out=flat[:count], scale=weight)
             if flags:
@@ -65,7 +65,7 @@ class HubParallel(ParallelModel):
             messages.append((layout, flat, tail))
         if messages:
             layout, flat, tail = messages[0]
-            tail.write(flat[flat.size - tail.length:], self._samples, finite, self.comm.rank)
+            self._write_tail(tail, flat[flat.size - tail.length:], finite)
         return messages
 
     def _before_update(self, optimizer) -> None:

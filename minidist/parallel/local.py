@@ -25,4 +25,5 @@ class LocalModel(ParallelModel):
         gradients (it reports itself as rank 0)."""
         if self.nonfinite != "ignore":
             grads = [p.grad for p in self.module.parameters() if p.grad is not None]
-            self._judge(None, [] if all(all_finite(g) for g in grads) else [0])
+            self._locally_finite = all(all_finite(g) for g in grads)
+            self._judge(None, 0 if self._locally_finite else 1)

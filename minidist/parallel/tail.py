@@ -1,17 +1,18 @@
-"""The step's status, riding at the end of each rank's gradient message (no collective of
-its own): the rank's sample count, then a bitmap of the ranks whose local gradients were
-not finite. Summed by the gradient synchronisation itself, the count becomes the global
-batch (every rank divides by it) and the bitmap names every culprit.
+"""The step's status, riding at the end of each rank's first gradient message (no
+collective of its own): the rank's sample count, then 1 if its local gradients held NaN
+or Inf (else 0). Summed by the gradient synchronisation itself, these become the global
+batch (every rank divides by it) and the number of ranks with non-finite gradients.
 
-Why a bitmap: rank r sets bit r % k of element r // k, k = the integers the dtype holds
-exactly (float16 11 bits, float32 24, float64 53). Each bit is set by one rank only, so
-the sum stays an exact integer and reads back as the set of ranks; it costs ceil(N / k)
-elements, against N for one flag element per rank, and one flag summed to a count could
-say how many ranks failed but not which.
+Why a count and not a rank bitmap: the tail stays two elements at any N (a bitmap of
+ranks needs ceil(N / 24) float32 elements: 171 at N = 4096, a sixth of a small model),
+and the count is exact in any float dtype for N <= 2048. Naming the culprits costs one
+all-gather of one int64 per rank, run only in a step that has some (`nonfinite_ranks`).
 """
 from __future__ import annotations
 
 import numpy as np
+
+from ..comm import ring_allgather
 
 NONFINITE = ("raise", "skip", "ignore")
 
@@ -21,52 +22,44 @@ class NonFiniteGradientError(FloatingPointError):
     (``nonfinite="raise"``)."""
 
 
-def bits_per_element(dtype) -> int:
-    """How many ranks one element of `dtype` can flag exactly (its mantissa bits + 1)."""
-    return int(np.finfo(dtype).nmant) + 1
-
-
 def all_finite(x: np.ndarray) -> bool:
     """True when `x` holds no NaN and no Inf (two reductions, no temporary array)."""
     return x.size == 0 or bool(np.isfinite(x.min()) and np.isfinite(x.max()))
 
 
+def tail_length(counts: bool, flags: bool) -> int:
+    """Elements the tail appends: the sample count (`counts`: ``average="samples"``) and
+    the non-finite flag (`flags`: ``nonfinite`` is not ``"ignore"``)."""
+    return int(bool(counts)) + int(bool(flags))
+
+
 class StatusTail:
-    """The tail's layout for one message dtype on `size` ranks: ``[count]`` when `counts`
-    (``average="samples"``), then the rank bitmap when `flags` (``nonfinite`` is not
-    ``"ignore"``). `length` is 0 when it carries neither."""
+    """The tail of one message: ``[count]`` when `counts`, then ``[flag]`` when `flags`;
+    `length` is 0 when it carries neither."""
 
-    def __init__(self, dtype, size: int, counts: bool, flags: bool):
-        self.dtype, self.size = np.dtype(dtype), int(size)
+    def __init__(self, counts: bool, flags: bool):
         self.counts, self.flags = bool(counts), bool(flags)
-        self.bits = bits_per_element(self.dtype)
-        self.length = int(self.counts) + (-(-self.size // self.bits) if self.flags else 0)
+        self.length = tail_length(counts, flags)
 
-    def write(self, out: np.ndarray, samples: float, finite: bool, rank: int) -> None:
-        """This rank's tail into `out` (`length` elements)."""
-        self.encode(out, samples, [] if finite else [rank])
-
-    def encode(self, out: np.ndarray, total: float | None, bad: list) -> None:
-        """A tail that `read` decodes as ``(total, bad)``, into `out` (dp's rank 0 sends
-        the summed one back with the parameters)."""
-        out[...] = 0
+    def encode(self, out: np.ndarray, total: float | None, nonfinite: int) -> None:
+        """A tail that `read` decodes as ``(total, nonfinite)``, into `out`: this rank's
+        own (its samples, 0 or 1), or dp's rank 0 sending the summed one back."""
         if self.counts:
             out[0] = total
-        if self.flags and bad:
-            ranks = np.asarray(bad, dtype=np.int64)
-            np.add.at(out, int(self.counts) + ranks // self.bits, 2.0 ** (ranks % self.bits))
+        if self.flags:
+            out[int(self.counts)] = nonfinite
 
-    def read(self, summed: np.ndarray) -> tuple[float | None, list[int]]:
-        """``(total samples or None, [ranks whose gradients were not finite])`` from the
-        tail summed over every rank."""
+    def read(self, summed: np.ndarray) -> tuple[float | None, int]:
+        """``(total samples or None, how many ranks had non-finite gradients)``."""
         total = float(summed[0]) if self.counts else None
-        if not self.flags:
-            return total, []
-        words = summed[int(self.counts):].astype(np.int64)
-        bits = (words[:, None] >> np.arange(self.bits)) & 1
-        return total, np.flatnonzero(bits.reshape(-1)[: self.size]).tolist()
+        return total, int(round(float(summed[int(self.counts)]))) if self.flags else 0
 
 
-def tail_length(dtype, size: int, counts: bool, flags: bool) -> int:
-    """Elements `StatusTail` appends (what `minidist.cost.stepcost` predicts)."""
-    return StatusTail(dtype, size, counts, flags).length
+def nonfinite_ranks(comm, finite: bool) -> list[int]:
+    """The ranks whose local gradients were not finite: every rank's flag, by one ring
+    all-gather of one int64 (phase ``"nonfinite-ranks"``); call it on every rank."""
+    if comm is None or comm.size == 1:
+        return [] if finite else [0]
+    with comm.phase("nonfinite-ranks"):
+        flags = ring_allgather(comm, np.array([0 if finite else 1], dtype=np.int64))
+    return np.flatnonzero(flags).tolist()
