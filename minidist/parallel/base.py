@@ -22,7 +22,7 @@ from ..comm import allreduce, broadcast
 from .drift import check_replicas
 from .flat import layouts_by_dtype
 from .memory import ScratchMeter, measure, reset_ledger_peak
-from .tail import NONFINITE, NonFiniteGradientError, StatusTail, nonfinite_ranks
+from .tail import NONFINITE, StatusTail, judge, verdict
 
 AVERAGES = ("samples", "ranks")
 
@@ -165,27 +165,13 @@ class ParallelModel:
 
     def _verdict(self, total: float | None, nonfinite: int) -> str | None:
         """None when the step may update; else "no-samples", "skip" or "nonfinite"."""
-        if total is not None and total <= 0:
-            return "no-samples"
-        if nonfinite:
-            return "skip" if self.nonfinite == "skip" else "nonfinite"
-        return None
+        return verdict(total, nonfinite, self.nonfinite)
 
     def _judge(self, total: float | None, nonfinite: int) -> None:
-        """Act on the step's summed status, the same on every rank: raise (no sample
-        anywhere; non-finite gradients under ``nonfinite="raise"``, naming the ranks) or
-        mark the update skipped."""
-        verdict, who = self._verdict(total, nonfinite), self.strategy if self.strategy != "ddp" else "DDP"
-        if verdict == "no-samples":
-            raise RuntimeError(f"{who}: no rank saw any sample since the last step; call model(x) with "
-                               "gradients enabled before backward() and step()")
-        if verdict == "nonfinite":
-            ranks = nonfinite_ranks(self.comm, self._locally_finite)
-            raise NonFiniteGradientError(
-                f"{who}: at step {self.steps + 1}, the local gradients of rank(s) {ranks} were not finite "
-                "(NaN or Inf); find the batch or the learning rate that overflows, or wrap with "
-                "nonfinite='skip' to skip such steps (as loss scaling does)")
-        if verdict == "skip":
+        """Act on the step's summed status, the same on every rank (`tail.judge`): raise,
+        or mark the update skipped."""
+        who = self.strategy if self.strategy != "ddp" else "DDP"
+        if judge(who, self.steps + 1, self.comm, total, nonfinite, self.nonfinite, self._locally_finite):
             self._skip = True
             self.skipped_steps += 1
 

@@ -63,3 +63,29 @@ def nonfinite_ranks(comm, finite: bool) -> list[int]:
     with comm.phase("nonfinite-ranks"):
         flags = ring_allgather(comm, np.array([0 if finite else 1], dtype=np.int64))
     return np.flatnonzero(flags).tolist()
+
+
+def verdict(total: float | None, nonfinite: int, policy: str) -> str | None:
+    """None when the step may update; else "no-samples", "skip" or "nonfinite" (to raise),
+    from the summed tail and the ``nonfinite`` policy."""
+    if total is not None and total <= 0:
+        return "no-samples"
+    if nonfinite:
+        return "skip" if policy == "skip" else "nonfinite"
+    return None
+
+
+def judge(who: str, step: int, comm, total, nonfinite: int, policy: str, finite: bool) -> bool:
+    """Act on the step's summed status, called on every rank alike: raise when no rank saw
+    a sample, or (``policy="raise"``) when some rank's gradients were not finite, naming
+    `step` and those ranks; return True when the update is to be skipped."""
+    kind = verdict(total, nonfinite, policy)
+    if kind == "no-samples":
+        raise RuntimeError(f"{who}: no rank saw any sample since the last step; call model(x) with "
+                           "gradients enabled before backward() and step()")
+    if kind == "nonfinite":
+        raise NonFiniteGradientError(
+            f"{who}: at step {step}, the local gradients of rank(s) {nonfinite_ranks(comm, finite)} were not "
+            "finite (NaN or Inf); find the batch or the learning rate that overflows, or wrap with "
+            "nonfinite='skip' to skip such steps (as loss scaling does)")
+    return kind == "skip"
