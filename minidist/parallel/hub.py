@@ -5,10 +5,10 @@ Per step, one flat message per dtype: ``"grad-reduce"`` (``reduce_to_root`` of e
 packed gradients, times its sample count under ``average="samples"``), then
 ``"grad-broadcast"`` (rank 0 divides by the global count, or by N, and broadcasts). The
 first message carries the step's status tail (tail.py: the count, the non-finite flag),
-so every rank learns the total and the culprits from the broadcast. Rank 0 handles N-1
-full gradients in each direction: the hub's load. ``find_unused_parameters=True``: one
-used-flag per parameter rides in the same messages; a parameter no rank used keeps
-``.grad`` None. ``broadcast_buffers=True``: rank 0's buffers are broadcast at every
+so every rank learns from the broadcast the total and how many ranks had non-finite
+gradients. Rank 0 handles N-1 full gradients in each direction: the hub's load.
+``find_unused_parameters=True``: one used-flag per parameter rides in the same messages; a
+parameter no rank used keeps ``.grad`` None. ``broadcast_buffers=True``: rank 0's buffers are broadcast at every
 forward with gradients enabled (training or eval mode), phase ``"buffer-broadcast"``.
 """
 from __future__ import annotations
