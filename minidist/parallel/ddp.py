@@ -65,7 +65,8 @@ class DistributedDataParallel(ParallelModel):
         self._where = {id(p): (b, off) for b in self.buckets for p, off in zip(b.layout.tensors, b.layout.offsets)}
         self._index = {id(p): i for i, p in enumerate(self._params)}
         names = {id(p): n for n, p in module.named_parameters()}
-        self._graph = opts.StaticGraph(static_graph, [names[id(p)] for p in self._params], comm)
+        self._names = [names[id(p)] for p in self._params]
+        self._graph = opts.StaticGraph(static_graph, self._names, comm)
         self._log = opts.EventLog(record_events)
         self._handles = [p.register_post_accumulate_grad_hook(self._on_grad_ready) for p in self._params]
         self._no_sync = self._armed = False  # armed: a synchronised forward happened
@@ -88,7 +89,7 @@ class DistributedDataParallel(ParallelModel):
 
     def bucket_names(self) -> list[list[str]]:
         """Parameter names of each bucket, in launch order."""
-        return [[self._graph.names[self._index[id(p)]] for p in b.layout.tensors] for b in self.buckets]
+        return [[self._names[self._index[id(p)]] for p in b.layout.tensors] for b in self.buckets]
 
     def forward(self, x, *args, **kwargs):
         if not is_grad_enabled() or self._no_sync:
