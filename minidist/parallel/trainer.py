@@ -1,8 +1,7 @@
 """`Trainer`: the small training loop the scripts and labs share.
 
-It runs the one loop every strategy has (forward, loss, zero_grad, backward,
-``model.step(opt)``) over a loader that yields this rank's shard, evaluates accuracy over
-a global evaluation set split across ranks, and shows a tqdm bar on rank 0 only::
+The one loop every strategy has (forward, loss, zero_grad, backward, ``model.step(opt)``)
+over this rank's shard; accuracy over a global evaluation set split across ranks::
 
     comm = Communicator()
     net = MLP(2, 64, 3, rng=0)
