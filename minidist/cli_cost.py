@@ -147,15 +147,12 @@ def cmd_calibrate(args) -> int:
 def _calibrate_here(out: Path, quick: bool) -> int:
     from .comm import Communicator
     from .cost.calibrate import calibrate
+    from .cost.profiles import save_profile
 
     comm = Communicator()
     profile = calibrate(comm, quick=quick)
     if comm.rank == 0:
-        import json
-
-        tmp = out.with_name(f".{out.name}.tmp")
-        tmp.write_text(json.dumps(profile.to_dict(), indent=2, allow_nan=False) + "\n")
-        tmp.replace(out)
+        save_profile(profile, out)  # atomically
         print(f"alpha {profile.alpha * 1e6:.2f} us, beta {1 / profile.beta / 1e9:.2f} GB/s, "
               f"gamma {1 / profile.gamma / 1e9:.2f} GB/s -> {out} (use: --profile {out} or "
               f"MINIDIST_PROFILE={out})")

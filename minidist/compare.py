@@ -50,18 +50,37 @@ def dataset(args):
     return X.astype(args.dtype), y
 
 
-def global_batches(args, X, y):
-    """--steps global batches, cycling through shuffled epochs (the same on every rank);
-    `validate` made sure one epoch holds at least one batch."""
+def global_batches(args, X, y, start=0):
+    """The global batches of steps start..start+steps-1, cycling through shuffled epochs
+    (the same on every rank); `validate` made sure one epoch holds at least one batch."""
     from .data import DataLoader
 
     batches, epoch = [], 0
-    while len(batches) < args.steps:
+    while len(batches) < start + args.steps:
         loader = DataLoader(X, y, batch_size=args.batch, shuffle=True, seed=args.seed, drop_last=True)
         loader.set_epoch(epoch)
         batches += [(xb.data, yb) for xb, yb in loader]
         epoch += 1
-    return batches[: args.steps]
+    return batches[start: start + args.steps]
+
+
+def resume_or_start(args, variant, model, opt) -> int:
+    """The first step: 0, or with --resume the step saved in DIR/<variant>.npz, whose model,
+    optimizer and RNG states are loaded (on every rank, from the same file)."""
+    from .checkpoint import load_checkpoint
+
+    if args.resume is None:
+        return 0
+    return load_checkpoint(os.path.join(args.resume, f"{variant}.npz"), model, opt)["step"]
+
+
+def save_if_asked(args, comm, variant, model, opt, step) -> None:
+    """With --checkpoint, save DIR/<variant>.npz (rank 0 writes; "local" runs on every
+    rank with no communicator, so only rank 0 calls it there)."""
+    from .checkpoint import save_checkpoint
+
+    if args.checkpoint is not None and (VARIANTS[variant][0] != "local" or comm.rank == 0):
+        save_checkpoint(os.path.join(args.checkpoint, f"{variant}.npz"), model, opt, step=step)
 
 
 def make_model(args, comm, norm):
@@ -97,15 +116,17 @@ def _wrapped(args, comm, variant):
     return net, wrap(net, strategy, None if strategy == "local" else comm, **options), options
 
 
-def run(args, comm, variant, batches, reference):
+def run(args, comm, variant, X, y, reference):
     """Train one strategy; returns (this rank's step records, parameter snapshots)."""
     from .parallel import local_shard, train_step
 
     local = VARIANTS[variant][0] == "local"
     net, model, options = _wrapped(args, comm, variant)
     opt = make_optimizer(args, model.parameters())
+    start = resume_or_start(args, variant, model, opt)
     records, snapshots = [], []
-    for step, (xg, yg) in enumerate(batches):
+    for i, (xg, yg) in enumerate(global_batches(args, X, y, start)):
+        step = start + i
         x, y = (xg, yg) if local else local_shard((xg, yg), comm)
         comm.ledger.reset()
         t0 = perf_counter()
@@ -124,9 +145,10 @@ def run(args, comm, variant, batches, reference):
             "type": "step", "strategy": variant, "step": step, "rank": comm.rank, "samples": len(y),
             "loss": None if np.isnan(value) else value,
             "accuracy": float((out.data.argmax(axis=1) == y).mean()) if len(y) else None,
-            "max_param_diff": float(np.abs(params - reference[step]).max()) if reference else 0.0,
+            "max_param_diff": float(np.abs(params - reference[i]).max()) if reference else 0.0,
             "phases": phases, "comm_seconds": comm_s, "compute_seconds": max(wall - comm_s, 0.0),
             "wall_seconds": wall, "memory": model.memory.as_dict()})
+    save_if_asked(args, comm, variant, model, opt, start + args.steps)
     return records, snapshots
 
 
@@ -156,25 +178,12 @@ def header_record(args, comm) -> dict:
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
 
-def write_atomic(path, text: str) -> None:
-    """Write `text` to `path` through a temp file in the same folder and os.replace."""
-    path = os.fspath(path)
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def train_all(args, comm) -> list:
     """Every strategy in turn; rank 0 gets all ranks' records (None elsewhere)."""
     X, y = dataset(args)
-    batches = global_batches(args, X, y)
     records, reference = [], None
     for variant in args.strategies:
-        mine, snapshots = run(args, comm, variant, batches, reference)
+        mine, snapshots = run(args, comm, variant, X, y, reference)
         if variant == "local":
             reference = snapshots
         records += mine
@@ -188,12 +197,13 @@ def train_all(args, comm) -> list:
 
 def save_and_report(args, comm, records) -> None:
     """Rank 0: the run file, the summary table, the report, and where they are."""
+    from .atomic import write_lines
     from .report import write_report
     from .report.console import comparison_table
 
     run_file, report_dir = run_paths(args.out)
     header = header_record(args, comm)
-    write_atomic(run_file, "".join(json.dumps(r) + "\n" for r in [header] + records))
+    write_lines(run_file, (json.dumps(r) for r in [header] + records))  # atomically
     print(f"{args.model} norm={args.norm} N={comm.size} batch={args.batch} steps={args.steps} "
           f"dtype={args.dtype} optimizer={args.optimizer} -> {run_file}")
     print(comparison_table(records, args.strategies, comm.size))

@@ -51,6 +51,11 @@ def add_arguments(p) -> None:
     p.add_argument("--profile", default=None,
                    help="cost profile (name or calibrated JSON) for the report's predicted times; "
                         "default: $MINIDIST_PROFILE, else shm")
+    p.add_argument("--checkpoint", metavar="DIR", default=None,
+                   help="after training, save each strategy's checkpoint to DIR/<strategy>.npz")
+    p.add_argument("--resume", metavar="DIR", default=None,
+                   help="start each strategy from DIR/<strategy>.npz (a --checkpoint of an earlier run "
+                        "with the same options) and train --steps more")
     p.add_argument("--no-report", dest="report", action="store_false",
                    help="skip the report (minidist report RUN makes it later)")
 
@@ -83,6 +88,11 @@ def validate(args) -> None:
     from .cli_errors import profile_option
 
     args.profile_obj = profile_option("--profile", args.profile, "shm")
+    missing = [v for v in args.strategies
+               if args.resume and not os.path.isfile(os.path.join(args.resume, f"{v}.npz"))]
+    if missing:
+        raise ConfigError(f"--resume {args.resume}: no checkpoint for {missing}; expected "
+                          f"{args.resume}/<strategy>.npz for every strategy, written by a run with --checkpoint")
     out = getattr(args, "out", None)
     if out is not None and os.path.isdir(out) == str(out).endswith(".jsonl") and os.path.exists(out):
         raise ConfigError(f"--out {out}: exists as a {'folder' if os.path.isdir(out) else 'file'}; "

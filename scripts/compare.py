@@ -7,6 +7,8 @@ The code is `minidist.compare`, which `minidist compare -n N` launches too.
     mpiexec -n 4 python scripts/compare.py --norm batch                     # BatchNorm drifts, SyncBN does not
     mpiexec -n 3 python scripts/compare.py --batch 50 --strategies local,dp,dp-root,hub,ddp,ddp-fp16
     mpiexec -n 2 python scripts/compare.py --optimizer adam --out runs/adam.jsonl
+    mpiexec -n 2 python scripts/compare.py --steps 3 --checkpoint runs/ck    # then, in a new job:
+    mpiexec -n 2 python scripts/compare.py --steps 3 --resume runs/ck       # steps 3..5, bitwise as 0..5
 
 Output: --out DIR (default: a new runs/<timestamp>/) gets run.jsonl, report.md,
 report.html and the plots; --out RUN.jsonl writes that file and the report in RUN-report/.

@@ -81,7 +81,7 @@ def test_a_bad_profile_file_and_environment_value_are_named(tmp_path, monkeypatc
 def test_a_damaged_run_file_names_the_file_and_line(tmp_path, capsys):
     run = tmp_path / "run.jsonl"
     run.write_text(json.dumps({"type": "header", "config": {}}) + "\n{\"type\": \"st\n")
-    _one_error_line(capsys, cli(["report", str(run)]), f"{run}:2", "damaged or truncated")
+    _one_error_line(capsys, cli(["report", str(run)]), f"{run}:2", "damaged")
 
 
 def test_debug_shows_the_traceback(capsys):

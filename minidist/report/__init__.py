@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..atomic import write_text
 from .summary import (LARGE_MODEL, LARGE_MODEL_TENSORS, PROJECTION_SIZES, human_bytes, load_run,
                       phase_rows, predicted_vs_measured, strategy_rows)
 
@@ -88,12 +89,6 @@ def write_report(run, out_dir=None, profile=None, projection_profile=None) -> Pa
     for section in SECTIONS:
         lines += section(ctx)
     path = out / "report.md"
-    _write_atomic(path, "\n".join(lines) + "\n")
-    _write_atomic(out / "report.html", html.render(ctx, lines))
+    write_text(path, "\n".join(lines) + "\n")  # atomically: a killed run leaves the old report
+    write_text(out / "report.html", html.render(ctx, lines))
     return path
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)

@@ -12,6 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from ..atomic import atomic_open  # noqa: E402
 from .style import COMPUTE_COLOR, THRESHOLD_COLOR, dodge, style, write_series  # noqa: E402
 from .summary import global_losses  # noqa: E402
 
@@ -29,7 +30,9 @@ def _worst_diff(steps, name):
 
 
 def _save(fig, path, series) -> None:
-    fig.savefig(path, dpi=100, bbox_inches="tight")
+    """The PNG and its series, each written atomically (a killed run leaves the old ones)."""
+    with atomic_open(path, "wb") as f:
+        fig.savefig(f, dpi=100, bbox_inches="tight", format="png")
     plt.close(fig)
     write_series(path, series)
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..atomic import write_text
+
 STRATEGY_STYLE = {
     "local": {"color": "#000000", "marker": "o", "linestyle": "-"},
     "dp": {"color": "#E69F00", "marker": "s", "linestyle": "--"},
@@ -44,4 +46,4 @@ def series_path(png: Path) -> Path:
 
 
 def write_series(png: Path, series: dict) -> None:
-    series_path(png).write_text(json.dumps(series, indent=1, allow_nan=False) + "\n")
+    write_text(series_path(png), json.dumps(series, indent=1, allow_nan=False) + "\n")
