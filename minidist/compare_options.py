@@ -39,7 +39,7 @@ def add_arguments(p) -> None:
     p.add_argument("--batch", default="64", help="global batch size, split across the ranks")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float64",
                    help="parameter and data type (float64: differences are pure round-off)")
-    p.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd")
+    p.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd", help="SGD with momentum, or Adam")
     p.add_argument("--lr", default=None, help="learning rate (default: 0.1 for sgd, 1e-3 for adam)")
     p.add_argument("--momentum", default="0.9", help="SGD momentum, in [0, 1)")
     p.add_argument("--hidden", default="64", help="MLP hidden width")

@@ -152,3 +152,14 @@ def test_a_launcher_inside_a_job_refuses_to_nest(monkeypatch, capsys):
     monkeypatch.setenv("PMI_SIZE", "2")
     monkeypatch.setenv("PMI_RANK", "0")
     _one_error_line(capsys, cli(["run", "-n", "2", "--", "python", "-c", "pass"]), "starts its own mpiexec")
+
+
+def test_every_option_of_every_command_has_help():
+    import argparse
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    for name, parser in sub.choices.items():
+        if name == "exercise":  # its options are the exercises package's
+            continue
+        for action in parser._actions:
+            assert action.help, f"minidist {name} {action.option_strings or action.dest}: no help"
