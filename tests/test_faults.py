@@ -30,7 +30,7 @@ CASES = ([(3, f, s) for f in FAULTS for s in STRATEGIES]
          + [(2, f, STRATEGIES[i % 3]) for i, f in enumerate(FAULTS)])
 EXPECTED = {  # what the job prints, and the exit status mpiexec gives
     "raise": ("[rank {last}/{n}] RuntimeError: injected fault on rank {last}", 1),
-    "exit": ("[rank {last}/{n}] sys.exit(3): aborting the whole job", 3),
+    "exit": ("[rank {last}/{n}] sys.exit(3) while the other ranks go on: ending the whole job", 3),
     "kill": ("Killed (signal 9)", 9),  # the killed rank says nothing: mpiexec's report
     "interrupt": ("interrupted (SIGINT): aborting the whole job", 130),
     "sleep": ("minidist watchdog:", 124),

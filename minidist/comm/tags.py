@@ -21,6 +21,7 @@ TAG_GATHER, TAG_REDUCE, TAG_BCAST, TAG_SCATTER = 30_200, 30_201, 30_202, 30_203
 TAG_ALLREDUCE = 30_300
 TAG_CALIBRATE = 31_000
 TAG_DEBUG = 30_900  # debug mode's call records (debug.py), outside the ledger
+TAG_EXITING = 30_901  # fail-stop: "this rank exits with a failure" (failstop.py), outside the ledger
 
 
 # the collectives' tags inside a wrapped model's step (Communicator.model set) are shifted
