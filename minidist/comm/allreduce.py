@@ -33,6 +33,7 @@ from mpi4py import MPI
 from .checks import check_array, check_choice, check_op, chunk_starts, mismatch_error
 from .ledger import MPI_CALL
 from .ring import _ring_allreduce
+from .timeline import traced
 
 TAG_ALLREDUCE = 30_300
 ALLREDUCE_ALGORITHMS = ("auto", "ring", "recursive_doubling", "rabenseifner", "mpi")
@@ -79,6 +80,7 @@ def _real_rank(newrank: int, rem: int) -> int:
     return 2 * newrank + 1 if newrank < rem else newrank + rem
 
 
+@traced("recursive_doubling_allreduce")
 def recursive_doubling_allreduce(comm, x: np.ndarray, op: str = "sum") -> np.ndarray:
     r"""All-reduce `x` in place by recursive doubling; returns `x`.
 
@@ -130,6 +132,7 @@ def _recursive_doubling(comm, x, op, ufunc):
     return x
 
 
+@traced("rabenseifner_allreduce")
 def rabenseifner_allreduce(comm, x: np.ndarray, op: str = "sum") -> np.ndarray:
     r"""All-reduce `x` in place by Rabenseifner's algorithm; returns `x`.
 
@@ -185,6 +188,7 @@ def _rabenseifner(comm, x, op, ufunc):
     return x
 
 
+@traced("mpi_allreduce")
 def mpi_allreduce(comm, x: np.ndarray, op: str = "sum") -> np.ndarray:
     """The MPI library's own ``MPI_Allreduce`` on `x`, in place; returns `x`. The
     reference our algorithms are compared against, never used by the strategies. The
@@ -274,6 +278,7 @@ _IMPLEMENTATIONS = {"ring": _ring_allreduce, "recursive_doubling": _recursive_do
                     "rabenseifner": _rabenseifner, "mpi": _mpi}
 
 
+@traced("allreduce")
 def allreduce(comm, x: np.ndarray, op: str = "sum", algorithm: str = "auto") -> np.ndarray:
     """All-reduce `x` in place with the named algorithm ("auto": see
     `choose_allreduce_algorithm`); returns `x`. Checks its arguments once and calls the

@@ -28,7 +28,7 @@ DEFAULT_PHASE = "default"
 
 def _empty_totals() -> dict:
     return {"bytes_sent": 0, "bytes_received": 0, "messages_sent": 0,
-            "messages_received": 0, "seconds": 0.0}
+            "messages_received": 0, "seconds": 0.0, "wait_seconds": 0.0}
 
 
 class Ledger:
@@ -47,6 +47,7 @@ class Ledger:
         self.detailed = bool(detailed)
         self._counters: dict[tuple, list] = {}  # (phase, peer, direction) -> [messages, bytes, seconds]
         self._log: list[dict] = []
+        self._wait: dict[str, float] = {}  # phase -> seconds waiting for the last peer (timeline.py)
         self._last_exchange = None  # (phase, dest, source, send counters, recv counters)
         self.current_temp_bytes = 0
         self.peak_temp_bytes = 0
@@ -96,8 +97,8 @@ class Ledger:
 
     # ---- queries -------------------------------------------------------------------------
     def totals(self, phase: str | None = None) -> dict:
-        """``{bytes_sent, bytes_received, messages_sent, messages_received, seconds}`` for
-        this rank, over one phase or (``phase=None``) all of them. An unknown phase gives
+        """``{bytes_sent, bytes_received, messages_sent, messages_received, seconds,
+        wait_seconds}`` for this rank, over one phase or (``phase=None``) all of them. An unknown phase gives
         zeros."""
         t = _empty_totals()
         for (ph, _peer, direction), (messages, nbytes, seconds) in self._counters.items():
@@ -110,7 +111,13 @@ class Ledger:
                 t["messages_received"] += messages
                 t["bytes_received"] += nbytes
             t["seconds"] += seconds
+        t["wait_seconds"] = sum((w for ph, w in self._wait.items() if phase is None or ph == phase), 0.0)
         return t
+
+    def add_wait(self, phase: str, seconds: float) -> None:
+        """Of this phase's seconds, `seconds` were spent waiting for the last participant of
+        a collective call to enter it (computed after the step: `timeline.Timeline.settle`)."""
+        self._wait[phase] = self._wait.get(phase, 0.0) + seconds
 
     def phases(self) -> list[str]:
         """The phases seen since the last `reset`, in the order they first appeared."""
@@ -151,6 +158,7 @@ class Ledger:
         self._counters.clear()
         self._last_exchange = None  # its counters were just dropped
         self._log.clear()
+        self._wait.clear()
         self.peak_temp_bytes = self.current_temp_bytes
 
     # ---- scratch memory ------------------------------------------------------------------

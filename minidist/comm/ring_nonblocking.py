@@ -24,6 +24,7 @@ from mpi4py import MPI
 
 from .checks import RING_DTYPES, check_array, check_op
 from .ring import RingSteps, ring_scratch_count
+from .timeline import RingTrace
 
 TAG_RING_ALLREDUCE = 30_102
 _tags_in_flight: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # comm -> {tag}
@@ -76,6 +77,7 @@ class RingAllreduce:
         self._started = False
         self._requests = ()
         self._phase = comm.current_phase
+        self._trace = None  # a RingTrace while comm.timeline records
         self._right, self._left = (comm.rank + 1) % comm.size, (comm.rank - 1) % comm.size
 
     def __repr__(self) -> str:
@@ -94,6 +96,8 @@ class RingAllreduce:
                                  "ring its own tag, or wait() for the other one first")
             in_flight.add(self.tag)
             comm = self.comm
+            if getattr(comm, "timeline", None) is not None:
+                self._trace = RingTrace(comm.timeline, self._phase, self.tag, self.x.nbytes)
             flat = self.x if self.x.ndim == 1 else self.x.reshape(-1)
             # its own buffer (reported as scratch) until done: rings in flight never share
             self._buffer = comm.take_scratch(ring_scratch_count(flat.size, comm.size), flat.dtype)
@@ -105,12 +109,18 @@ class RingAllreduce:
     def _post(self) -> None:
         send, recv = self._steps.buffers(self.step)
         comm = self.comm
+        if self._trace is not None:
+            self._trace.posted()
         with comm.phase(self._phase):
             self._requests = (comm.irecv(recv, self._left, self.tag),
                               comm.isend(send, self._right, self.tag))
 
     def _complete_step(self) -> None:
         self._steps.finish(self.step)
+        if self._trace is not None:
+            send, recv = self._steps.buffers(self.step)
+            self._trace.step_done(self.step, self.total_steps, send.nbytes, recv.nbytes,
+                                  self._right, self._left)
         self.step += 1
         if self.step < self.total_steps:
             self._post()
@@ -120,9 +130,20 @@ class RingAllreduce:
         self.comm.return_scratch(self._buffer)  # back to the cache for the next ring
         self._buffer = None
         _tags_in_flight[self.comm].discard(self.tag)
+        if self._trace is not None:
+            self._trace.done()
 
     def _ready(self, block: bool) -> bool:
         """Whether both requests of the current step are complete (waiting if `block`)."""
+        if self._trace is None:
+            return self._test_or_wait(block)
+        start = self.comm.timeline.now()
+        try:
+            return self._test_or_wait(block)
+        finally:
+            self._trace.inside(start)
+
+    def _test_or_wait(self, block: bool) -> bool:
         try:
             if block:
                 self.comm.waitall(self._requests)
