@@ -50,11 +50,14 @@ import minidist  # noqa: F401  (first: under mpiexec it sets one BLAS thread per
 import numpy as np  # noqa: E402
 
 from minidist.comm import Communicator
+from minidist.comm.clock import synchronize_clocks
+from minidist.comm.timeline import Timeline, trace_method
 from minidist.data import DataLoader, spirals, synthetic_images
 from minidist.optim import SGD, Adam
 from minidist.parallel import build_model, local_shard, shard_sizes, train_step, wrap
 from minidist.parallel.stepcost import describe
 from minidist.report import write_report
+from minidist.report.trace import trace_path, write_trace
 
 VARIANTS = {  # name -> (strategy, wrap options)
     "local": ("local", {}),
@@ -144,12 +147,20 @@ def run(args, comm, variant, batches, reference):
         options = dict(options, bucket_cap_mb=args.bucket_cap_mb)
     if strategy != "local":
         options = dict(options, average=args.average)
+    timeline = None if strategy == "local" else comm.timeline
+    if timeline is not None:
+        timeline.step = "setup"
     model = wrap(net, strategy, None if strategy == "local" else comm, **options)
     opt = make_optimizer(args, model.parameters())
+    if timeline is not None:
+        timeline.settle(comm.mpi)  # the wrap's own collectives (verify, init-broadcast)
+        trace_method(opt, "step", timeline, "optimizer")
     records, snapshots = [], []
     for step, (xg, yg) in enumerate(batches):
         x, y = (xg, yg) if strategy == "local" else local_shard((xg, yg), comm)
         comm.ledger.reset()
+        if timeline is not None:
+            timeline.step = step
         t0 = perf_counter()
         # train_step takes the global batch where rank 0 scatters it or computes the loss
         x_in = xg if options.get("scatter_inputs") else x
@@ -157,6 +168,8 @@ def run(args, comm, variant, batches, reference):
         out, y_local, loss = train_step(model, opt, x_in, y_in)
         y = y if y_local is None else y_local  # this rank's targets, for its accuracy
         wall = perf_counter() - t0
+        if timeline is not None:  # bookkeeping after the step: enter times -> waits in the ledger
+            timeline.settle(comm.mpi, comm.ledger)
         phases = comm.ledger.by_phase() if strategy != "local" else {}
         comm_s = sum(ph["seconds"] for ph in phases.values())
         params = flat_params(net)
@@ -168,6 +181,7 @@ def run(args, comm, variant, batches, reference):
             "accuracy": float((out.data.argmax(axis=1) == y).mean()) if len(y) else None,
             "max_param_diff": float(np.abs(params - reference[step]).max()) if reference else 0.0,
             "phases": phases, "comm_seconds": comm_s, "compute_seconds": max(wall - comm_s, 0.0),
+            "wait_seconds": sum(ph["wait_seconds"] for ph in phases.values()),
             "wall_seconds": wall, "memory": model.memory.as_dict()})
     return records, snapshots
 
@@ -213,14 +227,20 @@ def main(argv=None):
     with comm.fail_together():
         X, y = dataset(args)
         batches = global_batches(args, X, y)
-        records, reference = [], None
+        clock = synchronize_clocks(comm.mpi)  # bookkeeping, charged to no strategy
+        comm.timeline = Timeline(clock, comm.rank)
+        records, reference, spans = [], None, []
         for variant in args.strategies:
             mine, snapshots = run(args, comm, variant, batches, reference)
             if variant == "local":
                 reference = snapshots
             records += mine
-        # reporting only: pickled gather outside every measured phase
+            spans.append({"strategy": variant, "rank": comm.rank, "events": comm.timeline.events})
+            comm.timeline.events = []
+        comm.timeline = None
+        # reporting only: pickled gathers outside every measured phase
         everything = comm.mpi.gather(records, root=0)
+        spans = comm.mpi.gather(spans, root=0)
     if comm.rank != 0:
         return
     records = sorted((r for part in everything for r in part),
@@ -231,6 +251,7 @@ def main(argv=None):
               "parameters": int(flat_params(net).size),
               "model_shape": {"params": [[int(c), str(d)] for c, d in shape.params],
                               "buffers": [[int(c), str(d)] for c, d in shape.buffers]},
+              "clock": clock.header(),
               "strategies": args.strategies, "shard_sizes": shard_sizes(args.batch, comm.size).tolist(),
               "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
@@ -240,6 +261,9 @@ def main(argv=None):
     print(f"{args.model} norm={args.norm} N={comm.size} batch={args.batch} steps={args.steps} "
           f"dtype={args.dtype} optimizer={args.optimizer} -> {args.out}")
     print(summarize(records, args, comm.size))
+    trace = write_trace(trace_path(args.out), [p for part in spans for p in part], args.strategies,
+                        clock.header())
+    print(f"trace: {trace} (open in https://ui.perfetto.dev or chrome://tracing)")
     if args.report:
         print(f"report: {write_report(args.out)}")
     sys.stdout.flush()

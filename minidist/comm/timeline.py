@@ -194,3 +194,15 @@ class RingTrace:
 
     def done(self) -> None:
         self._timeline.end(self.call, blocking=False)
+
+
+def trace_method(obj, method: str, timeline, name: str) -> None:
+    """Record every call of ``obj.method`` as a span `name` (e.g. the optimizer's step,
+    called inside a strategy's ``step``): the instance's method is wrapped in place."""
+    bound = getattr(obj, method)
+
+    @functools.wraps(bound)
+    def wrapper(*args, **kwargs):
+        with span(timeline, name):
+            return bound(*args, **kwargs)
+    setattr(obj, method, wrapper)

@@ -26,6 +26,7 @@ import numpy as np
 
 from ..autograd import Tensor, no_grad
 from ..comm import allreduce
+from ..comm.timeline import span
 from ..data import DataLoader
 from ..nn import functional as F
 from .sampler import DistributedSampler, local_shard
@@ -62,19 +63,23 @@ def train_step(model, optimizer, x, y, loss_fn=None):
     scatter_inputs = getattr(model, "scatter_inputs", False)
     loss_on_root = getattr(model, "loss_on_root", False)
     root = model.comm is None or model.comm.rank == 0
-    if scatter_inputs:
-        out = model(x if root else None)
-        y_local = model.scatter(y if root else None)
-    else:
-        out = model(x if isinstance(x, Tensor) else Tensor(x))
-        y_local = None if loss_on_root else y
-    if loss_on_root:
-        loss = model.loss(loss_fn, out, y if root else None)
-    else:
-        loss = loss_fn(out, y_local)
+    timeline = getattr(model.comm, "timeline", None)  # spans for the trace, when recording
+    with span(timeline, "forward"):
+        if scatter_inputs:
+            out = model(x if root else None)
+            y_local = model.scatter(y if root else None)
+        else:
+            out = model(x if isinstance(x, Tensor) else Tensor(x))
+            y_local = None if loss_on_root else y
+        if loss_on_root:
+            loss = model.loss(loss_fn, out, y if root else None)
+        else:
+            loss = loss_fn(out, y_local)
     model.zero_grad()
-    loss.backward()
-    model.step(optimizer)
+    with span(timeline, "backward"):
+        loss.backward()
+    with span(timeline, "step"):
+        model.step(optimizer)
     return out, y_local, loss
 
 

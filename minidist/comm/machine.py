@@ -1,0 +1,228 @@
+"""This machine's cost profile for compare: alpha, beta, gamma and the per-call overhead of
+a Python collective, measured in about two seconds, robust to noise, cached per host and
+rank count.
+
+Ranks 0 and 1 exchange messages (Sendrecv through a Communicator, as a ring step does)
+while the other ranks sleep, so the pair has a core each; the sweep is repeated in
+several passes, each size's samples are cleaned of outliers (beyond 5 scaled MADs of the
+median) and reduced to their median, and alpha/beta come from `calibrate.fit_alpha_beta`.
+Fitting each pass alone gives the spread of alpha and beta; above `NOISY_SPREAD` the
+result is marked too noisy to trust. The cache file is written atomically; a cached
+profile is reused unless `refresh`. Details: docs/timing.md.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+from time import perf_counter
+
+import numpy as np
+
+from .calibrate import fit_alpha_beta
+from .communicator import Communicator
+from .profiles import Profile
+from .ring import ring_allreduce
+
+SIZES = (8, 64, 512, 4 << 10, 64 << 10, 256 << 10, 1 << 20, 4 << 20)
+GAMMA_SIZES = (256 << 10, 1 << 20, 4 << 20)
+PASSES, REPEATS = 7, 9
+NOISY_SPREAD = 0.5   # relative spread (IQR / median over passes) above which we distrust it
+MAD_CUT = 5.0
+_TAG = 31_600
+
+
+def robust_median(samples, cut: float = MAD_CUT) -> tuple[float, float, int]:
+    """(median of the samples kept, their relative spread IQR/median, outliers dropped).
+    A sample is an outlier when it lies more than `cut` scaled MADs (1.4826 * MAD, the
+    standard deviation of normal noise) from the median; with MAD = 0 none is dropped."""
+    x = np.asarray(samples, dtype=np.float64)
+    if x.size == 0 or not np.all(np.isfinite(x)):
+        raise ValueError(f"robust_median needs finite samples (got {x.tolist()})")
+    med = np.median(x)
+    mad = 1.4826 * np.median(np.abs(x - med))
+    kept = x if mad == 0 else x[np.abs(x - med) <= cut * mad]
+    centre = float(np.median(kept))
+    q1, q3 = np.percentile(kept, [25, 75])
+    return centre, float((q3 - q1) / centre) if centre > 0 else 0.0, int(x.size - kept.size)
+
+
+def fit_passes(sizes, times_per_pass) -> dict:
+    """Robust alpha/beta from ``times_per_pass[p][i]`` (pass p, size i, seconds): per size
+    the robust median over passes, then `fit_alpha_beta`; each pass fitted alone gives the
+    spread. Returns ``{alpha, beta, alpha_spread, beta_spread, outliers, noisy}``."""
+    t = np.asarray(times_per_pass, dtype=np.float64)
+    if t.ndim != 2 or t.shape[1] != len(sizes) or t.shape[0] < 2:
+        raise ValueError(f"need >= 2 passes of {len(sizes)} times each (got shape {t.shape})")
+    medians = [robust_median(t[:, i]) for i in range(t.shape[1])]
+    alpha, beta = fit_alpha_beta(sizes, [m[0] for m in medians])
+    per_pass = np.array([fit_alpha_beta(sizes, row) for row in t])
+    spread = [robust_median(per_pass[:, k])[1] for k in (0, 1)]
+    outliers = sum(m[2] for m in medians)
+    return {"alpha": alpha, "beta": beta, "alpha_spread": spread[0], "beta_spread": spread[1],
+            "outliers": outliers, "noisy": bool(max(spread) > NOISY_SPREAD)}
+
+
+def job_cores(mpi_comm) -> int:
+    """Cores this job may run on: the union of every rank's CPU affinity (bookkeeping
+    allgather), or os.cpu_count() where affinity is unknown."""
+    try:
+        mine = sorted(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        mine = list(range(os.cpu_count() or 1))
+    return len(set().union(*map(set, mpi_comm.allgather(mine))))
+
+
+def _sleep_until_all_arrive(mpi_comm) -> None:
+    """A barrier that sleeps instead of spinning, so idle ranks leave the cores to the pair."""
+    request = mpi_comm.Ibarrier()
+    while not request.Test():
+        time.sleep(2e-4)
+
+
+def _exchange_sweep(pair: Communicator, sbuf, rbuf) -> list[float]:
+    """One pass: per size, the median of REPEATS Sendrecv exchanges (the slower rank's)."""
+    partner = 1 - pair.rank
+    out = []
+    for nbytes in SIZES:
+        send, recv = sbuf[:nbytes], rbuf[:nbytes]
+        times = []
+        for _ in range(REPEATS + 1):
+            pair.mpi.Barrier()
+            t0 = perf_counter()
+            pair.sendrecv(send, partner, recv, partner, _TAG)
+            times.append(perf_counter() - t0)
+            send, recv = recv, send
+        out.append(float(np.median(times[1:])))
+    return [max(a, b) for a, b in zip(*pair.mpi.allgather(out))]
+
+
+def _call_times(pair: Communicator) -> list[float]:
+    """Seconds of a whole 8-byte ring_allreduce on the pair (checks, scratch, ledger and
+    two messages): the per-call overhead is what the two messages' alpha does not explain."""
+    x = np.ones(1)
+    times = []
+    for _ in range(4 * REPEATS + 1):
+        pair.mpi.Barrier()
+        t0 = perf_counter()
+        ring_allreduce(pair, x)
+        times.append(perf_counter() - t0)
+    return [max(a, b) for a, b in zip(*pair.mpi.allgather(times[1:]))]
+
+
+def _gamma() -> tuple[float, float]:
+    """(seconds per byte of np.add(a, b, out=a) on float32, relative spread over sizes)."""
+    per_byte = []
+    for nbytes in GAMMA_SIZES:
+        a = np.ones(nbytes // 4, np.float32)
+        b = np.ones_like(a)
+        times = []
+        for _ in range(REPEATS):
+            t0 = perf_counter()
+            np.add(a, b, out=a)
+            times.append(perf_counter() - t0)
+        per_byte.append(robust_median(times)[0] / nbytes)
+    return robust_median(per_byte)[:2]
+
+
+def _fit_on_rank0(passes, calls) -> dict:
+    from .costmodel import predict  # the model the overhead is measured against
+
+    fit = fit_passes(SIZES, passes)
+    gamma, gamma_spread = _gamma()
+    profile = Profile("calibrated", alpha=fit["alpha"], beta=fit["beta"], gamma=gamma)
+    call, call_spread, call_outliers = robust_median(calls)
+    overhead = max(call - predict("ring_allreduce", 2, 8, profile, itemsize=8), 0.0)
+    spread = {"alpha": fit["alpha_spread"], "beta": fit["beta_spread"], "call": call_spread,
+              "gamma": gamma_spread}
+    noisy = fit["noisy"] or call_spread > NOISY_SPREAD
+    return {"alpha": fit["alpha"], "beta": fit["beta"], "gamma": gamma, "call_overhead": overhead,
+            "spread": spread, "outliers": fit["outliers"] + call_outliers, "noisy": noisy,
+            "verdict": ("too noisy to trust: the machine was busy (relative spread above "
+                        f"{NOISY_SPREAD:.0%}); recalibrate when it is quiet") if noisy else
+                       f"consistent (relative spread at most {max(spread.values()):.0%})"}
+
+
+def measure(comm) -> dict:
+    """Collective: measure alpha, beta (ranks 0 and 1, the others asleep), gamma and the
+    per-call overhead (rank 0); every rank returns the same dict."""
+    mpi = getattr(comm, "mpi", comm)
+    rank, size = mpi.Get_rank(), mpi.Get_size()
+    if size < 2:
+        raise ValueError("measuring alpha and beta needs at least 2 ranks (got 1): run under "
+                         "`mpiexec -n 2` or pick a named profile with --profile")
+    start = perf_counter()
+    sub = mpi.Split(0 if rank < 2 else 1, rank)
+    result = None
+    if rank < 2:
+        pair = Communicator(sub)  # a private ledger: nobody's accounting is touched
+        sbuf = np.ones(max(SIZES), np.uint8)  # written: never the kernel's shared zero page
+        rbuf = np.ones_like(sbuf)
+        passes = [_exchange_sweep(pair, sbuf, rbuf) for _ in range(PASSES)]
+        calls = _call_times(pair)
+        if rank == 0:
+            result = _fit_on_rank0(passes, calls)
+    _sleep_until_all_arrive(mpi)
+    sub.Free()
+    result = mpi.bcast(result, root=0)
+    return dict(result, seconds=perf_counter() - start)
+
+
+def cache_path(size: int, cache_dir=None, host: str | None = None) -> Path:
+    """``$MINIDIST_CACHE`` (else ``$XDG_CACHE_HOME/minidist``, else ``~/.cache/minidist``)
+    ``/profile-HOST-nN.json``."""
+    base = cache_dir or os.environ.get("MINIDIST_CACHE") or Path(
+        os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "minidist"
+    return Path(base) / f"profile-{host or platform.node()}-n{int(size)}.json"
+
+
+def _load_cached(path: Path, size: int) -> dict | None:
+    try:
+        data = json.loads(path.read_text())
+        Profile.from_dict(data["profile"])  # validates
+        return data if data["ranks"] == size else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # absent or unreadable: measure afresh
+
+
+def _write_atomic(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=1)
+    os.replace(tmp, path)
+
+
+def machine_profile(comm, cache_dir=None, refresh: bool = False) -> dict:
+    """This machine's calibration for the job's rank count (collective): read from the
+    cache when present (unless `refresh`), else measured (`measure`) and cached by rank 0.
+
+    Returns ``{"profile": Profile fields, "call_overhead", "spread", "outliers", "noisy",
+    "verdict", "host", "ranks", "cores", "seconds", "created", "cached", "path"}``."""
+    mpi = getattr(comm, "mpi", comm)
+    size = mpi.Get_size()
+    path = cache_path(size, cache_dir)
+    cached = _load_cached(path, size) if mpi.Get_rank() == 0 and not refresh else None
+    cached = mpi.bcast(cached, root=0)
+    if cached is not None:
+        return dict(cached, cached=True, path=str(path))
+    found = measure(mpi)
+    cores = job_cores(mpi)
+    fields = {k: found[k] for k in ("alpha", "beta", "gamma")}
+    data = {"profile": Profile("calibrated", **fields, ranks_per_node=size,
+                               source=f"machine_profile() on {platform.node()}: {size} ranks on "
+                                      f"{cores} cores, {PASSES} passes, robust medians").to_dict(),
+            **{k: found[k] for k in ("call_overhead", "spread", "outliers", "noisy", "verdict", "seconds")},
+            "host": platform.node(), "ranks": size, "cores": cores,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    if mpi.Get_rank() == 0:
+        _write_atomic(path, data)
+    return dict(data, cached=False, path=str(path))
+
+
+def profile_of(calibration: dict) -> Profile:
+    """The `Profile` inside a `machine_profile` result."""
+    return Profile.from_dict(calibration["profile"])
