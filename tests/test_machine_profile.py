@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from minidist.comm.machine import SIZES, cache_path, fit_passes, robust_median
+from minidist.cost.machine import SIZES, cache_path, fit_passes, robust_median
 from mpi_util import run_mpi
 
 ALPHA, BETA = 5e-6, 2e-10

@@ -14,7 +14,8 @@ from time import perf_counter
 
 import numpy as np
 
-TAG_CLOCK = 31_500  # bookkeeping, never counted in a ledger
+from .tags import TAG_CLOCK  # bookkeeping, never counted in a ledger
+
 DEFAULT_ROUNDS = 20
 
 

@@ -2,7 +2,7 @@
 import sys
 
 from minidist.comm import Communicator
-from minidist.comm.machine import machine_profile
+from minidist.cost.machine import machine_profile
 from mpi_util import emit
 
 emit(machine_profile(Communicator(), cache_dir=sys.argv[1]))

@@ -22,17 +22,17 @@ from time import perf_counter
 
 import numpy as np
 
+from ..comm import Communicator, ring_allreduce
+from ..comm.tags import TAG_MACHINE_PROFILE
 from .calibrate import fit_alpha_beta
-from .communicator import Communicator
+from .costmodel import predict
 from .profiles import Profile
-from .ring import ring_allreduce
 
 SIZES = (8, 64, 512, 4 << 10, 64 << 10, 256 << 10, 1 << 20, 4 << 20)
 GAMMA_SIZES = (256 << 10, 1 << 20, 4 << 20)
 PASSES, REPEATS = 7, 9
 NOISY_SPREAD = 0.5   # relative spread (IQR / median over passes) above which we distrust it
 MAD_CUT = 5.0
-_TAG = 31_600
 
 
 def robust_median(samples, cut: float = MAD_CUT) -> tuple[float, float, int]:
@@ -93,7 +93,7 @@ def _exchange_sweep(pair: Communicator, sbuf, rbuf) -> list[float]:
         for _ in range(REPEATS + 1):
             pair.mpi.Barrier()
             t0 = perf_counter()
-            pair.sendrecv(send, partner, recv, partner, _TAG)
+            pair.sendrecv(send, partner, recv, partner, TAG_MACHINE_PROFILE)
             times.append(perf_counter() - t0)
             send, recv = recv, send
         out.append(float(np.median(times[1:])))
@@ -129,8 +129,6 @@ def _gamma() -> tuple[float, float]:
 
 
 def _fit_on_rank0(passes, calls) -> dict:
-    from .costmodel import predict  # the model the overhead is measured against
-
     fit = fit_passes(SIZES, passes)
     gamma, gamma_spread = _gamma()
     profile = Profile("calibrated", alpha=fit["alpha"], beta=fit["beta"], gamma=gamma)
