@@ -55,6 +55,7 @@ from minidist.comm.timeline import Timeline, trace_method
 from minidist.data import DataLoader, spirals, synthetic_images
 from minidist.optim import SGD, Adam
 from minidist.parallel import build_model, local_shard, shard_sizes, train_step, wrap
+from minidist.cost.machine import job_cores, machine_profile
 from minidist.cost.stepcost import describe
 from minidist.report import write_report
 from minidist.report.trace import trace_path, write_trace
@@ -90,6 +91,10 @@ def parse_args(argv=None):
     p.add_argument("--samples", type=int, default=1200, help="dataset size")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/compare.jsonl")
+    p.add_argument("--profile", default="calibrated",
+                   help="cost profile for measured-beside-predicted: 'calibrated' (default: measured "
+                        "here in < 3 s, cached per host and rank count) or a name (shm, ib-hdr, ...)")
+    p.add_argument("--recalibrate", action="store_true", help="measure the profile afresh, ignoring the cache")
     p.add_argument("--no-report", dest="report", action="store_false",
                    help="skip the Markdown report and plots (minidist report RUN.jsonl makes them later)")
     args = p.parse_args(argv)
@@ -168,8 +173,8 @@ def run(args, comm, variant, batches, reference):
         out, y_local, loss = train_step(model, opt, x_in, y_in)
         y = y if y_local is None else y_local  # this rank's targets, for its accuracy
         wall = perf_counter() - t0
-        if timeline is not None:  # bookkeeping after the step: enter times -> waits in the ledger
-            timeline.settle(comm.mpi, comm.ledger)
+        calls = timeline.settle(comm.mpi, comm.ledger) if timeline is not None else []
+        # (bookkeeping after the step: enter times exchanged, waits into the ledger)
         phases = comm.ledger.by_phase() if strategy != "local" else {}
         comm_s = sum(ph["seconds"] for ph in phases.values())
         params = flat_params(net)
@@ -182,6 +187,7 @@ def run(args, comm, variant, batches, reference):
             "max_param_diff": float(np.abs(params - reference[step]).max()) if reference else 0.0,
             "phases": phases, "comm_seconds": comm_s, "compute_seconds": max(wall - comm_s, 0.0),
             "wait_seconds": sum(ph["wait_seconds"] for ph in phases.values()),
+            "call_seconds": sum(c.duration for c in calls),
             "wall_seconds": wall, "memory": model.memory.as_dict()})
     return records, snapshots
 
@@ -228,6 +234,9 @@ def main(argv=None):
         X, y = dataset(args)
         batches = global_batches(args, X, y)
         clock = synchronize_clocks(comm.mpi)  # bookkeeping, charged to no strategy
+        cores = job_cores(comm.mpi)  # ranks outnumbering cores changes what time means
+        calibration = (machine_profile(comm, refresh=args.recalibrate)
+                       if args.profile == "calibrated" and comm.size > 1 else None)
         comm.timeline = Timeline(clock, comm.rank)
         records, reference, spans = [], None, []
         for variant in args.strategies:
@@ -251,7 +260,8 @@ def main(argv=None):
               "parameters": int(flat_params(net).size),
               "model_shape": {"params": [[int(c), str(d)] for c, d in shape.params],
                               "buffers": [[int(c), str(d)] for c, d in shape.buffers]},
-              "clock": clock.header(),
+              "clock": clock.header(), "cores": cores,
+              "calibration": calibration,
               "strategies": args.strategies, "shard_sizes": shard_sizes(args.batch, comm.size).tolist(),
               "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
@@ -265,7 +275,8 @@ def main(argv=None):
                         clock.header())
     print(f"trace: {trace} (open in https://ui.perfetto.dev or chrome://tracing)")
     if args.report:
-        print(f"report: {write_report(args.out)}")
+        profile = None if args.profile == "calibrated" else args.profile
+        print(f"report: {write_report(args.out, profile=profile)}")
     sys.stdout.flush()
 
 

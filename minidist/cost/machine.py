@@ -209,7 +209,7 @@ def machine_profile(comm, cache_dir=None, refresh: bool = False) -> dict:
         return dict(cached, cached=True, path=str(path))
     found = measure(mpi)
     cores = job_cores(mpi)
-    fields = {k: found[k] for k in ("alpha", "beta", "gamma")}
+    fields = {k: found[k] for k in ("alpha", "beta", "gamma", "call_overhead")}
     data = {"profile": Profile("calibrated", **fields, ranks_per_node=size,
                                source=f"machine_profile() on {platform.node()}: {size} ranks on "
                                       f"{cores} cores, {PASSES} passes, robust medians").to_dict(),

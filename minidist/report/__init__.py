@@ -15,8 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..cost.profiles import get_profile
 from ..cost.stepcost import dense, projection
-from . import plots
+from . import plots, timing
+from .trace import trace_path
 from .summary import (human_bytes, load_run, model_shape, phase_rows, predicted_vs_measured,
                       strategy_rows)
 
@@ -42,14 +44,18 @@ def _loss(v):
     return "n/a" if v is None else f"{v:.6f}"
 
 
-def write_report(run, out_dir=None, profile: str = "shm", projection_profile: str = "ib-hdr") -> Path:
+def write_report(run, out_dir=None, profile=None, projection_profile: str = "ib-hdr") -> Path:
     """Write ``report.md`` and its plots for the run at `run`; returns the report's path.
-    `profile` predicts this run's times; `projection_profile` the projections."""
+    `profile` predicts this run's times (default: the profile compare.py calibrated on this
+    machine, else "shm"); `projection_profile` the projections."""
     run = Path(run)
     out = Path(out_dir) if out_dir is not None else run.with_name(run.stem + "-report")
     out.mkdir(parents=True, exist_ok=True)
     header, steps = load_run(run)
     cfg, size = header["config"], header["world_size"]
+    if profile is None:
+        profile = timing.calibrated_profile(header) or "shm"
+    profile_name = getattr(profile, "name", profile)
     rows = strategy_rows(header, steps)
     tol = equal_tolerance(cfg.get("dtype", "float64"))
     lines = [f"# Strategy comparison: {cfg.get('model')} (norm={cfg.get('norm')}), {size} ranks",
@@ -100,14 +106,17 @@ def write_report(run, out_dir=None, profile: str = "shm", projection_profile: st
         lines += ["## Measured beside predicted", "",
                   f"Bytes and messages from the closed forms (`minidist.parallel.stepcost`), which "
                   f"must equal the ledger; time from the alpha-beta-gamma model with profile "
-                  f"`{profile}`. This machine runs {size} ranks on few cores, so measured times "
-                  f"include waiting for a core: read them as an upper bound.", ""]
+                  f"`{profile_name}`. Measured time here is all time inside the communicator's calls, "
+                  f"waiting included; the time section below splits it.", ""]
         lines += _table(["strategy", "rank", "bytes predicted", "bytes measured", "messages predicted",
                          "messages measured", "ms predicted", "ms measured"],
                         [[c["strategy"], c["rank"], c["predicted_bytes"], f"{c['measured_bytes']:.0f}",
                           c["predicted_messages"], f"{c['measured_messages']:.0f}",
                           f"{c['predicted_ms']:.3f}", f"{c['measured_ms']:.3f}"] for c in checks])
         lines.append("")
+
+    trace = out / "trace.json" if (out / "trace.json").exists() else trace_path(run)
+    lines += timing.section(header, steps, out, profile, trace)
 
     shape = model_shape(header)
     for label, model, fname in (("this model", shape, "projection.png"),
@@ -117,7 +126,10 @@ def write_report(run, out_dir=None, profile: str = "shm", projection_profile: st
             continue
         proj = projection(model, sizes=PROJECTION_SIZES, profile=projection_profile)
         lines += [f"## Projection: {label} on `{projection_profile}`", "",
-                  "Predicted communication per training step, one rank per node (SGD with momentum).", ""]
+                  "Predicted communication per training step, one rank per node (SGD with momentum): "
+                  "alpha per message, beta per byte, gamma per byte reduced, summed over the step's "
+                  f"collectives, plus {1e6 * get_profile(projection_profile).call_overhead:.1f} µs of "
+                  "software overhead per call; no compute, no waiting.", ""]
         lines += _table(["strategy", "ranks", "comm time", "rank 0 in + out", "other rank in + out",
                          "rank 0 peak memory"],
                         [[p["strategy"], p["size"], f"{p['seconds'] * 1e3:.3f} ms", human_bytes(p["rank0_bytes"]),
