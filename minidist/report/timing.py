@@ -16,8 +16,7 @@ from pathlib import Path
 from statistics import median
 
 from ..cost.profiles import Profile, get_profile
-from ..cost.stepcost import predict_step
-from .summary import PREDICTABLE, model_shape
+from .summary import PREDICTABLE, _timed, model_shape, predict_variant
 
 GLOSSARY = {
     "forward": "the model's forward pass and the loss, on this rank's shard",
@@ -43,12 +42,6 @@ GLOSSARY = {
     "syncbn": "SyncBatchNorm's exchange of per-rank (count, mean, M2) statistics",
     "eval": "evaluation counts summed across ranks",
 }
-
-
-def _timed(records):
-    steps = sorted({r["step"] for r in records})
-    keep = set(steps[1:]) if len(steps) > 2 else set(steps)
-    return [r for r in records if r["step"] in keep]
 
 
 def _call_seconds(r) -> float:
@@ -90,11 +83,8 @@ def model_rows(header, steps, profile) -> list[dict]:
     for name in header["strategies"]:
         if name not in PREDICTABLE:
             continue
-        strategy, options = PREDICTABLE[name]
-        options = dict(options, average=config.get("average", "samples"))
-        if strategy == "ddp":
-            options["bucket_cap_mb"] = config.get("bucket_cap_mb", 25.0)
-        predicted = 1e3 * predict_step(strategy, size, shape, profile=profile, **options)["seconds"]
+        cost = predict_variant(name, config, size, shape, profile)
+        predicted = 1e3 * cost["seconds"]
         timed = _timed([r for r in steps if r["strategy"] == name])
         per_step = {}
         for r in timed:
@@ -103,9 +93,17 @@ def model_rows(header, steps, profile) -> list[dict]:
         measured = 1e3 * median(per_step.values())
         serialised = predicted * size / cores if size > cores else None
         rows.append({"strategy": name, "measured_ms": measured, "predicted_ms": predicted,
-                     "serialised_ms": serialised,
+                     "serialised_ms": serialised, "rank0_busy_ms": _busy_ms(cost["rank0"], profile),
+                     "other_busy_ms": _busy_ms(cost["other"], profile),
                      "ratio": measured / (serialised or predicted) if predicted > 0 else None})
     return rows
+
+
+def _busy_ms(counts, profile) -> float:
+    """The model's time one rank spends on its own messages: alpha per message and beta per
+    byte on its busier direction (a rank sends and receives at once)."""
+    return 1e3 * (profile.alpha * max(counts["messages_sent"], counts["messages_received"])
+                  + profile.beta * max(counts["bytes_sent"], counts["bytes_received"]))
 
 
 def _series_path(png: Path) -> Path:
@@ -171,11 +169,14 @@ def section(header, steps, out: Path, profile=None, trace=None) -> list[str]:
                   "per byte reduced + the per-call overhead, over the step's collectives, one core per "
                   "rank; it includes no compute and no waiting. Serialised: the same with the ranks "
                   "sharing this machine's cores. The ratio is measured / predicted (serialised "
-                  "where ranks outnumber cores).", ""]
+                  "where ranks outnumber cores). Busy: the model's time each rank spends on its own "
+                  "messages (alpha per message, beta per byte, its busier direction): where rank 0's "
+                  "is far above the others', rank 0 is the hot spot.", ""]
         lines += _table(["strategy", "measured ms", "predicted ms (core per rank)",
-                         "predicted ms (serialised)", "measured / predicted"],
+                         "predicted ms (serialised)", "measured / predicted", "busy ms rank 0 / other"],
                         [[m["strategy"], _ms(m["measured_ms"]), _ms(m["predicted_ms"]),
-                          _ms(m["serialised_ms"]), "n/a" if m["ratio"] is None else f"{m['ratio']:.2f}"]
+                          _ms(m["serialised_ms"]), "n/a" if m["ratio"] is None else f"{m['ratio']:.2f}",
+                          f"{m['rank0_busy_ms']:.3f} / {m['other_busy_ms']:.3f}"]
                          for m in model])
         lines.append("")
     shown = []
