@@ -31,8 +31,10 @@ from .profiles import Profile
 SIZES = (8, 64, 512, 4 << 10, 64 << 10, 256 << 10, 1 << 20, 4 << 20)
 GAMMA_SIZES = (256 << 10, 1 << 20, 4 << 20)
 PASSES, REPEATS = 7, 9
+MIN_PASSES, BUDGET_S = 3, 2.0  # passes stop once the exchanges have taken BUDGET_S (loaded machine)
 NOISY_SPREAD = 0.5   # relative spread (IQR / median over passes) above which we distrust it
 MAD_CUT = 5.0
+VERSION = 2  # cache entries of another version are measured afresh
 
 
 def robust_median(samples, cut: float = MAD_CUT) -> tuple[float, float, int]:
@@ -159,7 +161,9 @@ def measure(comm) -> dict:
         pair = Communicator(sub)  # a private ledger: nobody's accounting is touched
         sbuf = np.ones(max(SIZES), np.uint8)  # written: never the kernel's shared zero page
         rbuf = np.ones_like(sbuf)
-        passes = [_exchange_sweep(pair, sbuf, rbuf) for _ in range(PASSES)]
+        passes = []
+        while len(passes) < PASSES and (len(passes) < MIN_PASSES or not _over_budget(pair, start)):
+            passes.append(_exchange_sweep(pair, sbuf, rbuf))
         calls = _call_times(pair)
         if rank == 0:
             result = _fit_on_rank0(passes, calls)
@@ -167,6 +171,11 @@ def measure(comm) -> dict:
     sub.Free()
     result = mpi.bcast(result, root=0)
     return dict(result, seconds=perf_counter() - start)
+
+
+def _over_budget(pair: Communicator, start: float) -> bool:
+    """Rank 0's verdict, the same on both ranks of the pair."""
+    return bool(pair.mpi.bcast(perf_counter() - start > BUDGET_S if pair.rank == 0 else None, root=0))
 
 
 def cache_path(size: int, cache_dir=None, host: str | None = None) -> Path:
@@ -181,7 +190,7 @@ def _load_cached(path: Path, size: int) -> dict | None:
     try:
         data = json.loads(path.read_text())
         Profile.from_dict(data["profile"])  # validates
-        return data if data["ranks"] == size else None
+        return data if data["ranks"] == size and data.get("version") == VERSION else None
     except (OSError, ValueError, KeyError, TypeError):
         return None  # absent or unreadable: measure afresh
 
@@ -197,6 +206,8 @@ def _write_atomic(path: Path, data: dict) -> None:
 def machine_profile(comm, cache_dir=None, refresh: bool = False) -> dict:
     """This machine's calibration for the job's rank count (collective): read from the
     cache when present (unless `refresh`), else measured (`measure`) and cached by rank 0.
+    A cached result marked noisy is measured again and replaced unless the new one is
+    noisier still.
 
     Returns ``{"profile": Profile fields, "call_overhead", "spread", "outliers", "noisy",
     "verdict", "host", "ranks", "cores", "seconds", "created", "cached", "path"}``."""
@@ -205,7 +216,7 @@ def machine_profile(comm, cache_dir=None, refresh: bool = False) -> dict:
     path = cache_path(size, cache_dir)
     cached = _load_cached(path, size) if mpi.Get_rank() == 0 and not refresh else None
     cached = mpi.bcast(cached, root=0)
-    if cached is not None:
+    if cached is not None and not cached["noisy"]:
         return dict(cached, cached=True, path=str(path))
     found = measure(mpi)
     cores = job_cores(mpi)
@@ -214,8 +225,10 @@ def machine_profile(comm, cache_dir=None, refresh: bool = False) -> dict:
                                source=f"machine_profile() on {platform.node()}: {size} ranks on "
                                       f"{cores} cores, {PASSES} passes, robust medians").to_dict(),
             **{k: found[k] for k in ("call_overhead", "spread", "outliers", "noisy", "verdict", "seconds")},
-            "host": platform.node(), "ranks": size, "cores": cores,
+            "host": platform.node(), "ranks": size, "cores": cores, "version": VERSION,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    if cached is not None and max(cached["spread"].values()) < max(data["spread"].values()):
+        return dict(cached, cached=True, path=str(path))  # a noisy cache, but less noisy than now
     if mpi.Get_rank() == 0:
         _write_atomic(path, data)
     return dict(data, cached=False, path=str(path))
