@@ -56,6 +56,7 @@ from minidist.data import DataLoader, spirals, synthetic_images
 from minidist.optim import SGD, Adam
 from minidist.parallel import build_model, local_shard, shard_sizes, train_step, wrap
 from minidist.cost.machine import job_cores, machine_profile
+from minidist.cost.profiles import get_profile, load_profile
 from minidist.cost.stepcost import describe
 from minidist.report import write_report
 from minidist.report.trace import trace_path, write_trace
@@ -93,9 +94,10 @@ def parse_args(argv=None):
     p.add_argument("--samples", type=int, default=1200, help="dataset size")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/compare.jsonl")
-    p.add_argument("--profile", default="calibrated",
-                   help="cost profile for measured-beside-predicted: 'calibrated' (default: measured "
-                        "here in < 3 s, cached per host and rank count) or a name (shm, ib-hdr, ...)")
+    p.add_argument("--profile", default=os.environ.get("MINIDIST_PROFILE") or "calibrated",
+                   help="cost profile for measured-beside-predicted: 'calibrated' (measured here in "
+                        "< 3 s, cached per host and rank count; the default unless $MINIDIST_PROFILE "
+                        "names another), a name (shm, ib-hdr, ...) or a JSON file from `minidist calibrate`")
     p.add_argument("--recalibrate", action="store_true", help="measure the profile afresh, ignoring the cache")
     p.add_argument("--no-report", dest="report", action="store_false",
                    help="skip the Markdown report and plots (minidist report RUN.jsonl makes them later)")
@@ -107,6 +109,13 @@ def parse_args(argv=None):
     if "local" not in args.strategies:
         args.strategies.insert(0, "local")  # the reference every difference is measured against
     args.lr = (0.1 if args.optimizer == "sgd" else 1e-3) if args.lr is None else args.lr
+    args.cost_profile = None  # the Profile for a named or saved one; None: calibrated here
+    if args.profile != "calibrated":
+        try:
+            args.cost_profile = (load_profile(args.profile) if args.profile.endswith(".json")
+                                 else get_profile(args.profile))
+        except (OSError, ValueError) as exc:
+            p.error(f"--profile {args.profile}: {exc}")
     return args
 
 
@@ -258,7 +267,8 @@ def main(argv=None):
                      key=lambda r: (args.strategies.index(r["strategy"]), r["step"], r["rank"]))
     net = make_model(args, comm, "batch" if args.norm == "sync" else args.norm)
     shape = describe(net)
-    header = {"type": "header", "config": vars(args), "world_size": comm.size,
+    config = {k: v for k, v in vars(args).items() if k != "cost_profile"}
+    header = {"type": "header", "config": config, "world_size": comm.size,
               "parameters": int(flat_params(net).size),
               "model_shape": {"params": [[int(c), str(d)] for c, d in shape.params],
                               "buffers": [[int(c), str(d)] for c, d in shape.buffers]},
@@ -277,8 +287,7 @@ def main(argv=None):
                         clock.header())
     print(f"trace: {trace} (open in https://ui.perfetto.dev or chrome://tracing)")
     if args.report:
-        profile = None if args.profile == "calibrated" else args.profile
-        print(f"report: {write_report(args.out, profile=profile)}")
+        print(f"report: {write_report(args.out, profile=args.cost_profile)}")
     sys.stdout.flush()
 
 

@@ -46,15 +46,16 @@ def _loss(v):
 
 def write_report(run, out_dir=None, profile=None, projection_profile: str = "ib-hdr") -> Path:
     """Write ``report.md`` and its plots for the run at `run`; returns the report's path.
-    `profile` predicts this run's times (default: the profile compare.py calibrated on this
-    machine, else "shm"); `projection_profile` the projections."""
+    `profile` predicts this run's times (default: the one the run used, calibrated on this
+    machine unless --profile named another; "shm" for older runs); `projection_profile` the
+    projections."""
     run = Path(run)
     out = Path(out_dir) if out_dir is not None else run.with_name(run.stem + "-report")
     out.mkdir(parents=True, exist_ok=True)
     header, steps = load_run(run)
     cfg, size = header["config"], header["world_size"]
     if profile is None:
-        profile = timing.calibrated_profile(header) or "shm"
+        profile = timing.run_profile(header)
     profile_name = getattr(profile, "name", profile)
     rows = strategy_rows(header, steps)
     tol = equal_tolerance(cfg.get("dtype", "float64"))

@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from statistics import median
 
-from ..cost.profiles import Profile, get_profile
+from ..cost.profiles import Profile, get_profile, load_profile
 from .summary import PREDICTABLE, _timed, model_shape, predict_variant
 
 GLOSSARY = {
@@ -69,6 +69,20 @@ def calibrated_profile(header) -> Profile | None:
     """The profile compare.py calibrated for this run (None for older runs)."""
     cal = header.get("calibration")
     return None if cal is None else Profile.from_dict(cal["profile"])
+
+
+def run_profile(header) -> Profile:
+    """The profile the run asked for: calibrated here, named (--profile), else "shm"."""
+    calibrated = calibrated_profile(header)
+    if calibrated is not None:
+        return calibrated
+    name = header.get("config", {}).get("profile")
+    try:
+        if name and name != "calibrated":
+            return load_profile(name) if name.endswith(".json") else get_profile(name)
+    except (OSError, ValueError):
+        pass  # a profile file since moved: fall back
+    return get_profile("shm")
 
 
 def model_rows(header, steps, profile) -> list[dict]:
@@ -136,13 +150,15 @@ def _preamble(header, profile) -> list[str]:
         lines += [f"Times are on one clock for all ranks (rank 0's; offsets by ping-pong, error at "
                   f"most {1e6 * clock['bound_seconds']:.1f} µs).", ""]
     cal = header.get("calibration")
-    if cal:
+    where = "nominal figures of a named profile, not measured here"
+    if cal and profile.name == "calibrated":
         spread = ", ".join(f"{k} {v:.0%}" for k, v in cal["spread"].items())
-        lines += [f"Model: profile `{profile.name}`: alpha {1e6 * profile.alpha:.2f} µs, beta "
-                  f"{1e9 * profile.beta:.3f} ns/B, gamma {1e9 * profile.gamma:.3f} ns/B, per-call "
-                  f"overhead {1e6 * profile.call_overhead:.1f} µs. Calibrated on {cal['host']} with "
-                  f"{cal['ranks']} ranks on {cal['cores']} cores ({'cached' if cal.get('cached') else 'measured'} "
-                  f"{cal['created']}); spread {spread}: {cal['verdict']}.", ""]
+        where = (f"calibrated on {cal['host']} with {cal['ranks']} ranks on {cal['cores']} cores "
+                 f"({'cached' if cal.get('cached') else 'measured'} {cal['created']}); spread {spread}: "
+                 f"{cal['verdict']}")
+    lines += [f"Model: profile `{profile.name}`: alpha {1e6 * profile.alpha:.2f} µs, beta "
+              f"{1e9 * profile.beta:.3f} ns/B, gamma {1e9 * profile.gamma:.3f} ns/B, per-call "
+              f"overhead {1e6 * profile.call_overhead:.1f} µs; {where}.", ""]
     return lines
 
 
@@ -151,7 +167,7 @@ def section(header, steps, out: Path, profile=None, trace=None) -> list[str]:
     `trace` (a trace.json path), gantt.png (+ .json)."""
     from . import timeplots
 
-    profile = get_profile(profile) if profile is not None else calibrated_profile(header) or get_profile("shm")
+    profile = get_profile(profile) if profile is not None else run_profile(header)
     lines = _preamble(header, profile)
     split = split_rows(header, steps)
     lines += ["Medians over steps (the first left out). Per rank and step: compute (outside "
