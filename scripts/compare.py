@@ -22,6 +22,8 @@ torch.nn.DataParallel's flow), hub, ddp, ddp-no-overlap, ddp-fp16.
 Output (--out, JSONL; written by rank 0): a header record
 
     {"type": "header", "config": {...arguments...}, "world_size": N, "parameters": P,
+     "clock": {offsets and their error bound, docs/timing.md}, "cores": C,
+     "calibration": {this machine's profile, spread, verdict; null with a named --profile},
      "strategies": [...], "shard_sizes": [...], "created": "..."}
 
 then one record per strategy, step and rank:
@@ -30,12 +32,15 @@ then one record per strategy, step and rank:
      for dp-root off rank 0, where the global loss is), "accuracy" (shard, before the
      update), "max_param_diff" (max |param - local reference| after the step),
      "phases": {phase: {bytes_sent, bytes_received, messages_sent, messages_received,
-     seconds}}, "comm_seconds", "compute_seconds" (step wall time minus communication),
-     "wall_seconds", "memory": {parameters, gradients, optimizer, comm_buffers, comm_peak,
-     total, peak}}
+     seconds, wait_seconds}}, "comm_seconds", "compute_seconds" (step wall time minus
+     communication), "wait_seconds" (of the collective calls' time, waiting for the last
+     rank to enter), "call_seconds" (time inside collective calls), "wall_seconds",
+     "memory": {parameters, gradients, optimizer, comm_buffers, comm_peak, total, peak}}
 
-a summary table on rank 0's stdout, and (unless --no-report) a Markdown report with PNG
-plots beside the run (`minidist.report`: runs/compare-report/report.md by default).
+a summary table on rank 0's stdout, trace.json (Chrome trace events: one process per
+strategy, one track per rank) and (unless --no-report) a Markdown report with PNG plots,
+both beside the run (runs/compare-report/ by default). Time, clock and calibration:
+docs/timing.md.
 """
 from __future__ import annotations
 
@@ -283,6 +288,9 @@ def main(argv=None):
     print(f"{args.model} norm={args.norm} N={comm.size} batch={args.batch} steps={args.steps} "
           f"dtype={args.dtype} optimizer={args.optimizer} -> {args.out}")
     print(summarize(records, args, comm.size))
+    if calibration is not None:
+        print(f"cost profile calibrated here ({'cached' if calibration['cached'] else 'measured'}, "
+              f"{calibration['path']}): {calibration['verdict']}")
     trace = write_trace(trace_path(args.out), [p for part in spans for p in part], args.strategies,
                         clock.header())
     print(f"trace: {trace} (open in https://ui.perfetto.dev or chrome://tracing)")
