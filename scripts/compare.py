@@ -208,6 +208,21 @@ def run(args, comm, variant, batches, reference):
     return records, snapshots
 
 
+def run_all(args, comm, batches, timeline):
+    """Every strategy in turn, `timeline` recording; (step records, spans) of this rank."""
+    comm.timeline = timeline
+    records, reference, spans = [], None, []
+    for variant in args.strategies:
+        mine, snapshots = run(args, comm, variant, batches, reference)
+        if variant == "local":
+            reference = snapshots
+        records += mine
+        spans.append({"strategy": variant, "rank": comm.rank, "events": timeline.events})
+        timeline.events = []
+    comm.timeline = None
+    return records, spans
+
+
 def summarize(records, args, size):
     """Per strategy: the numbers a reader compares (rank 0's view of all ranks)."""
     rows = []
@@ -253,16 +268,7 @@ def main(argv=None):
         cores = job_cores(comm.mpi)  # ranks outnumbering cores changes what time means
         calibration = (machine_profile(comm, refresh=args.recalibrate)
                        if args.profile == "calibrated" and comm.size > 1 else None)
-        comm.timeline = Timeline(clock, comm.rank)
-        records, reference, spans = [], None, []
-        for variant in args.strategies:
-            mine, snapshots = run(args, comm, variant, batches, reference)
-            if variant == "local":
-                reference = snapshots
-            records += mine
-            spans.append({"strategy": variant, "rank": comm.rank, "events": comm.timeline.events})
-            comm.timeline.events = []
-        comm.timeline = None
+        records, spans = run_all(args, comm, batches, Timeline(clock, comm.rank))
         # reporting only: pickled gathers outside every measured phase
         everything = comm.mpi.gather(records, root=0)
         spans = comm.mpi.gather(spans, root=0)
@@ -277,8 +283,7 @@ def main(argv=None):
               "parameters": int(flat_params(net).size),
               "model_shape": {"params": [[int(c), str(d)] for c, d in shape.params],
                               "buffers": [[int(c), str(d)] for c, d in shape.buffers]},
-              "clock": clock.header(), "cores": cores,
-              "calibration": calibration,
+              "clock": clock.header(), "cores": cores, "calibration": calibration,
               "strategies": args.strategies, "shard_sizes": shard_sizes(args.batch, comm.size).tolist(),
               "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
