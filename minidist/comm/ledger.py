@@ -12,6 +12,10 @@ A combined call (``Sendrecv``) is recorded as one send and one receive; its seco
 the receive side only, so that ``totals()["seconds"]`` is the wall time spent inside
 communication calls, never counted twice.
 
+Waiting: `add_wait` records, per phase, the part of the collective calls' time spent
+before their last participant entered; `Timeline.settle` (timeline.py) computes it after
+the step, and ``totals()["wait_seconds"]`` reports it beside ``seconds``.
+
 Temporary buffers: collectives report the scratch space they use with `alloc` / `free`
 (or the `temporary` context manager); the ledger keeps the current total and its peak
 (``peak_temp_bytes``), so a memory report can show what each strategy costs beyond
