@@ -103,6 +103,8 @@ class RingAllreduce:
             self._buffer = comm.take_scratch(ring_scratch_count(flat.size, comm.size), flat.dtype)
             self._steps = RingSteps(flat, comm.rank, comm.size, self.op, self._ufunc, self._buffer)
             self._post()
+            if self._trace is not None:
+                self._trace.inside(self._trace.call.enter)  # setting up and posting step 0
         self._started = True
         return self
 
@@ -130,20 +132,9 @@ class RingAllreduce:
         self.comm.return_scratch(self._buffer)  # back to the cache for the next ring
         self._buffer = None
         _tags_in_flight[self.comm].discard(self.tag)
-        if self._trace is not None:
-            self._trace.done()
 
     def _ready(self, block: bool) -> bool:
         """Whether both requests of the current step are complete (waiting if `block`)."""
-        if self._trace is None:
-            return self._test_or_wait(block)
-        start = self.comm.timeline.now()
-        try:
-            return self._test_or_wait(block)
-        finally:
-            self._trace.inside(start)
-
-    def _test_or_wait(self, block: bool) -> bool:
         try:
             if block:
                 self.comm.waitall(self._requests)
@@ -164,9 +155,16 @@ class RingAllreduce:
         at least one). Returns `done`."""
         if not self._started:
             raise RuntimeError(f"{self!r} has not been started; call start() first")
+        trace = self._trace
+        start = None if trace is None else trace.now()
         while not self.done and self._ready(block):
             block = False
             self._complete_step()
+        if trace is not None:  # the time inside this call: tests, waits, additions, posts
+            trace.inside(start)
+            if self.done:
+                trace.done()
+                self._trace = None
         return self.done
 
     def advance_to(self, steps: int) -> bool:

@@ -169,8 +169,8 @@ class span:
 
 class RingTrace:
     """What a non-blocking ring (`RingAllreduce`) records: the call from `start` to done,
-    the time inside its tests and waits, and one span per step (posted -> applied) with
-    its bytes and peers."""
+    the time inside its `start` and `advance` calls (posts, tests, waits, additions), and
+    one span per step (posted -> applied) with its bytes and peers."""
 
     __slots__ = ("_timeline", "call", "_posted")
 
@@ -179,6 +179,9 @@ class RingTrace:
         self.call = timeline.begin("ring_allreduce bucket", phase, tag, {"bytes": nbytes, "tag": tag},
                                    blocking=False)
         self._posted = self.call.enter
+
+    def now(self) -> float:
+        return self._timeline.now()
 
     def posted(self) -> None:
         self._posted = self._timeline.now()
