@@ -8,6 +8,8 @@
         fit alpha, beta, gamma and the node bandwidth on this machine
     minidist report runs/compare.jsonl --out runs/report
         Markdown report and PNG plots of a `scripts/compare.py` run
+    minidist exercise list | start NAME DIR | check DIR [NAME ...]
+        write and grade the BatchNorm, LayerNorm and ring all-reduce exercises
 
 The strategy comparison itself runs under MPI: ``mpiexec -n 4 python scripts/compare.py``.
 """
@@ -98,6 +100,9 @@ def main(argv=None) -> int:
     p.add_argument("run", help="the JSONL file compare.py wrote")
     p.add_argument("--out", default=None, help="folder (default: beside the run)")
     p.set_defaults(fn=cmd_report)
+    from .exercises.cli import add_parser as add_exercise_parser  # list | start | check
+
+    add_exercise_parser(sub)
     args = parser.parse_args(argv)
     return args.fn(args)
 

@@ -3,7 +3,7 @@ one rank against torch, the wrappers' argument errors, models, memory, drift dig
 the trainer. (The multi-rank behaviour is in test_parallel_equivalence/features/errors.)"""
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 
 import minidist.nn as nn
 from minidist import Tensor
@@ -79,8 +79,13 @@ def test_rank_batches_together_are_the_single_process_global_batch(problem):
     samplers = [DistributedSampler(n, ranks, r, seed=seed, pad=False) for r in range(ranks)]
     try:
         steps = samplers[0].num_batches(b)
-    except ValueError:
-        return  # ranks would disagree: the sampler refuses, identically on every rank
+    except ValueError as refusal:  # ranks would disagree: every rank's sampler refuses alike
+        for other in samplers[1:]:
+            with pytest.raises(ValueError) as same:
+                other.num_batches(b)
+            assert str(same.value) == str(refusal)
+        steps = None
+    assume(steps is not None)
     loaders = [list(DataLoader(X, y, batch_size=b, sampler=s)) for s in samplers]
     single = list(DataLoader(X, y, batch_size=b * ranks, shuffle=True, seed=seed))
     assert all(len(batches) == steps for batches in loaders)

@@ -310,7 +310,7 @@ def matmul(a, b):
     return MatMul.apply(*_pair(a, b))
 
 
-def sum(a, axis=None, keepdims=False):  # noqa: A001 - mirrors numpy's name
+def reduce_sum(a, axis=None, keepdims=False):
     """Sum over `axis` (int, tuple of ints, or None for all); keepdims as NumPy."""
     return Sum.apply(a, axis=axis, keepdims=keepdims)
 
@@ -320,7 +320,7 @@ def mean(a, axis=None, keepdims=False):
     return Mean.apply(a, axis=axis, keepdims=keepdims)
 
 
-def max(a, axis=None, keepdims=False):  # noqa: A001 - mirrors numpy's name
+def reduce_max(a, axis=None, keepdims=False):
     r"""Largest entry over `axis` (int, tuple of ints, or None for all), as ``torch.amax``.
 
     The gradient goes to the maximal entries, split evenly among ties:

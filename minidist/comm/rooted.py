@@ -19,7 +19,7 @@ from .checks import (SUPPORTED_DTYPES, check_array, check_choice, check_op, chec
                      chunk_bounds, mismatch_error)
 from .timeline import traced
 
-ALGORITHMS = ("linear", "binomial")
+ROOTED_ALGORITHMS = ("linear", "binomial")
 HEADER_LEN = 10  # scatter header: [dtype index, ndim, up to 8 dims] as int64
 HEADER_BYTES = HEADER_LEN * 8
 _ERROR = -1  # dtype index the root sends when its own arguments were wrong
@@ -75,7 +75,7 @@ def reduce_to_root(comm, x: np.ndarray, root: int = 0, op: str = "sum",
     check_array(x, writable=False)
     root = check_root(root, comm.size)
     ufunc = check_op(op, x.dtype)
-    check_choice("algorithm", algorithm, ALGORITHMS)
+    check_choice("algorithm", algorithm, ROOTED_ALGORITHMS)
     if algorithm == "linear":
         result = _reduce_linear(comm, x, root, ufunc)
     else:
@@ -159,7 +159,7 @@ def broadcast(comm, x: np.ndarray, root: int = 0, algorithm: str = "linear") -> 
     """
     check_array(x)
     root = check_root(root, comm.size)
-    check_choice("algorithm", algorithm, ALGORITHMS)
+    check_choice("algorithm", algorithm, ROOTED_ALGORITHMS)
     rank, size = comm.rank, comm.size
     if algorithm == "linear":
         if rank == root:
