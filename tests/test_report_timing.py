@@ -104,11 +104,51 @@ def test_the_time_plots_draw_the_numbers_of_their_tables(run):
         assert (row["strategy"], int(row["rank"])) == (bar["strategy"], bar["rank"])
         for col, key in (("compute ms", "compute_ms"), ("transfer ms", "transfer_ms"), ("wait ms", "wait_ms")):
             assert float(row[col]) == pytest.approx(bar[key], abs=5e-4)
-    drawn = json.loads((run["dir"] / "gantt.json").read_text())
-    trace_spans = {(e["tid"], e["name"], round(e["ts"], 3)) for e in run["trace"]["traceEvents"] if e["ph"] == "X"}
-    assert drawn["spans"] and len(drawn["steps"]) == 2
     assert "![timeline](gantt.png)" in text and "### Glossary" in text
     for phase in {ph for r in run["steps"] for ph in r["phases"]}:
         assert re.search(rf"\*\*{re.escape(phase)}\*\*: ", text), phase
-    assert trace_spans  # the chart's spans come from these events (checked by name and track)
-    assert {(s["rank"], s["name"]) for s in drawn["spans"]} <= {(t, n) for t, n, _ in trace_spans}
+
+
+@pytest.mark.mpi
+def test_the_gantt_draws_the_trace_events_of_two_steps(run):
+    drawn = json.loads((run["dir"] / "gantt.json").read_text())
+    assert drawn["spans"] and len(drawn["steps"]) == 2
+    names = {e["pid"]: e["args"]["name"] for e in run["trace"]["traceEvents"] if e["name"] == "process_name"}
+    events = {(names[e["pid"]], e["tid"], e["name"], e["ts"], e["dur"]): e["args"]["step"]
+              for e in run["trace"]["traceEvents"] if e["ph"] == "X"}
+    for s in drawn["spans"]:
+        assert events[s["strategy"], s["rank"], s["name"], s["ts"], s["dur"]] in drawn["steps"]
+        assert s["dur_ms"] == pytest.approx(s["dur"] / 1e3)
+
+
+def _bytes(text):
+    value, unit = text.split()
+    return float(value) * 1024 ** ["B", "KiB", "MiB", "GiB", "TiB"].index(unit)
+
+
+@pytest.mark.mpi
+def test_the_training_cost_and_projection_plots_draw_the_numbers_of_their_tables(run):
+    text = (run["dir"] / "report.md").read_text()
+    table = _table_after(text, "## What each costs")
+    bars = json.loads((run["dir"] / "per_rank.json").read_text())["bars"]
+    assert len(table) == len(bars)
+    for row, bar in zip(table, bars):
+        assert (row["strategy"], int(row["rank"])) == (bar["strategy"], bar["rank"])
+        assert float(row["comm ms"]) == pytest.approx(bar["comm_ms"], abs=5e-3)
+        assert float(row["compute ms"]) == pytest.approx(bar["compute_ms"], abs=5e-3)
+        assert _bytes(row["sent"]) == pytest.approx(bar["bytes_sent"], rel=5e-3)
+        assert _bytes(row["peak memory"]) == pytest.approx(bar["peak_bytes"], rel=5e-3)
+    table = _table_after(text, "## Do they compute the same thing?")
+    curves = json.loads((run["dir"] / "training.json").read_text())
+    for row in table:  # the table's final loss and worst difference are the curves' last and largest
+        curve = curves[row["strategy"]]
+        assert float(row["final loss"]) == pytest.approx(curve["loss"][-1], abs=5e-7)
+        assert float(row["max parameter difference"]) == pytest.approx(max(curve["max_param_diff"]), rel=1e-2)
+    for heading, name in (("## Projection: this model", "projection"), ("## Projection: a 125M", "projection_large")):
+        table = _table_after(text, heading)
+        lines = json.loads((run["dir"] / f"{name}.json").read_text())["lines"]
+        assert len(table) == len(lines)
+        for row, line in zip(table, lines):
+            assert (row["strategy"], int(row["ranks"])) == (line["strategy"], line["size"])
+            assert float(row["comm time"].split()[0]) == pytest.approx(1e3 * line["seconds"], abs=5e-4)
+            assert _bytes(row["rank 0 in + out"]) == pytest.approx(line["rank0_bytes"], rel=5e-3)

@@ -7,6 +7,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from .summary import global_losses  # noqa: E402
+from .timing import write_series  # noqa: E402
 
 
 def _worst_diff(steps, name):
@@ -23,10 +24,12 @@ def training(header, steps, path) -> None:
     """Loss over the global batch per step and the largest parameter difference from the
     local reference, per strategy."""
     fig, (ax_loss, ax_diff) = plt.subplots(1, 2, figsize=(11, 4))
+    series = {}
     for name in header["strategies"]:
         x, loss = global_losses(steps, name)
         ax_loss.plot(x, loss, label=name, marker=".", linestyle="-" if name == "local" else "--")
         x, diff = _worst_diff(steps, name)
+        series[name] = {"steps": x, "loss": loss, "max_param_diff": diff}
         if name != "local":
             ax_diff.plot(x, [max(d, 1e-18) for d in diff], label=name, marker=".")
     ax_loss.set(title="training loss on the global batch", xlabel="step", ylabel="loss")
@@ -37,6 +40,7 @@ def training(header, steps, path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+    write_series(path, series)
 
 
 def per_rank(rows, path) -> None:
@@ -64,6 +68,9 @@ def per_rank(rows, path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+    write_series(path, {"bars": [{"strategy": r["strategy"], **{k: k_rank[k] for k in (
+        "rank", "bytes_sent", "bytes_received", "comm_ms", "compute_ms", "peak_bytes")}}
+        for r in rows for k_rank in r["ranks"]]})
 
 
 def projection(rows, path, title) -> None:
@@ -76,6 +83,8 @@ def projection(rows, path, title) -> None:
     ax_t.set(xscale="log", yscale="log", xlabel="ranks", ylabel="seconds per step", title=title)
     ax_b.set(xscale="log", yscale="log", xlabel="ranks", ylabel="bytes in + out of rank 0 per step",
              title="rank 0's traffic")
+    write_series(path, {"lines": [{k: r[k] for k in ("strategy", "size", "seconds", "rank0_bytes")}
+                                  for r in rows]})
     for ax in (ax_t, ax_b):
         ax.legend(fontsize=8)
         ax.grid(True, which="both", alpha=0.3)

@@ -72,7 +72,7 @@ def gantt(trace_path, path) -> list:
             ax.broken_barh([(start, dur)], (rank + low - 0.4, height), facecolors=colour,
                            hatch="//" if lane == "wait" else None, edgecolor="none")
             drawn.append({"strategy": strategy, "rank": rank, "name": e["name"], "start_ms": start,
-                          "dur_ms": dur})
+                          "dur_ms": dur, "ts": e["ts"], "dur": e["dur"]})
         ax.set_yticks(sorted(ranks), [f"rank {r}" for r in sorted(ranks)])
         ax.invert_yaxis()
         ax.set_title(strategy, fontsize=9, loc="left")
