@@ -245,10 +245,11 @@ def summarize(records, args, size):
         rows.append([variant, f"{final:.6f}", f"{max(r['max_param_diff'] for r in mine):.1e}",
                      _kib(sent[0]), _kib(max(sent[1:], default=0)), f"{msgs[0]:.0f}",
                      f"{1e3 * np.mean([per_rank('comm_seconds', k) for k in range(size)]):.2f}",
+                     f"{1e3 * np.mean([per_rank('wait_seconds', k) for k in range(size)]):.2f}",
                      f"{1e3 * np.mean([per_rank('compute_seconds', k) for k in range(size)]):.2f}",
                      _kib(peak[0]), _kib(max(peak[1:], default=0))])
     head = ["strategy", "final loss", "max|dp|", "sent/step r0", "sent/step max(r>0)",
-            "msgs/step r0", "comm ms", "compute ms", "peak mem r0", "peak mem max(r>0)"]
+            "msgs/step r0", "comm ms", "of it wait", "compute ms", "peak mem r0", "peak mem max(r>0)"]
     widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
     line = lambda cells: "  ".join(str(c).rjust(w) for c, w in zip(cells, widths))  # noqa: E731
     return "\n".join([line(head), line(["-" * w for w in widths])] + [line(r) for r in rows])
