@@ -65,3 +65,22 @@ def test_calibration_is_fast_cached_and_reused(tmp_path):
     assert saved["cores"] >= 1 and saved["call_overhead"] >= 0
     assert set(saved["spread"]) == {"alpha", "beta", "call", "gamma"}
     assert isinstance(saved["noisy"], bool) and saved["verdict"]
+
+
+def test_the_per_call_overhead_is_charged_once_per_collective_call():
+    from minidist.cost.costmodel import cost_terms
+    from minidist.cost.profiles import PROFILES
+    from minidist.cost.stepcost import dense, predict_step
+
+    base = PROFILES["shm"]
+    slow = base.with_(call_overhead=1e-3)
+    for collective in ("ring_allreduce", "broadcast", "gather_to_root"):
+        plain, charged = cost_terms(collective, 4, 4096, base), cost_terms(collective, 4, 4096, slow)
+        assert charged["call_s"] == 1e-3 and charged["total_s"] == pytest.approx(plain["total_s"] + 1e-3)
+        assert cost_terms(collective, 1, 4096, slow)["total_s"] == 0.0  # one rank: no call at all
+    shape = dense(1_000_000, n_tensors=4)
+    for strategy in ("dp", "hub", "ddp"):
+        plain = predict_step(strategy, 4, shape, profile=base)
+        calls = sum(1 for _ in plain["phases"])  # at least one call per phase
+        extra = predict_step(strategy, 4, shape, profile=slow)["seconds"] - plain["seconds"]
+        assert extra >= calls * 1e-3 - 1e-12 and extra == pytest.approx(round(extra / 1e-3) * 1e-3)

@@ -102,8 +102,8 @@ class Ledger:
     # ---- queries -------------------------------------------------------------------------
     def totals(self, phase: str | None = None) -> dict:
         """``{bytes_sent, bytes_received, messages_sent, messages_received, seconds,
-        wait_seconds}`` for this rank, over one phase or (``phase=None``) all of them. An unknown phase gives
-        zeros."""
+        wait_seconds}`` for this rank, over one phase or (``phase=None``) all of them. An
+        unknown phase gives zeros."""
         t = _empty_totals()
         for (ph, _peer, direction), (messages, nbytes, seconds) in self._counters.items():
             if phase is not None and ph != phase:
