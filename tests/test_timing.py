@@ -56,3 +56,55 @@ def test_ring_steps_nest_in_their_bucket_span_with_bytes_and_peers(results):
             assert bucket[2] <= start <= end <= bucket[3], (name, bucket)
             assert args["to"] == (rank + 1) % n and args["from"] == (rank - 1) % n
             assert args["bytes_sent"] > 0 and args["bytes_received"] > 0
+
+
+class _FakeWorld:
+    """Stands in for the MPI communicator in `settle`: the other rank's enter times are given."""
+
+    def __init__(self, other):
+        self.other = other
+
+    def Get_size(self):
+        return 2
+
+    def allgather(self, mine):
+        return [mine, self.other]
+
+
+def _timeline(times):
+    from minidist.comm.clock import ClockSync
+    from minidist.comm.timeline import Timeline
+
+    clock = iter(times)
+    return Timeline(ClockSync(0.5, 0.0, (0.0, 0.5), (0.0, 0.0), 1, lambda: next(clock)), rank=1)
+
+
+def test_settle_splits_blocking_and_non_blocking_calls_on_the_common_clock():
+    from minidist.comm.ledger import Ledger
+
+    # local clock = common + 0.5; a blocking call entered at common 1.0, left at 3.0; a
+    # non-blocking ring from 4.0 to 9.0, inside its calls during [4, 4.5], [6, 7], [8, 9]
+    tl = _timeline([1.5, 3.5, 4.5])
+    call = tl.begin("broadcast", "p")
+    tl.end(call)
+    ring = tl.begin("ring_allreduce bucket", "q", tag=7, blocking=False)
+    ring.inside += [(4.5, 5.0), (6.5, 7.5), (8.5, 9.5)]
+    ring.exit = 9.5
+    ledger = Ledger()
+    other = {call.key: 2.5, ring.key: 6.5}  # the other rank entered at common 2.5 and 6.5
+    calls = tl.settle(_FakeWorld(other), ledger)
+    assert [c.wait for c in calls] == [pytest.approx(1.5), pytest.approx(0.5 + 0.5)]
+    assert [c.duration for c in calls] == [pytest.approx(2.0), pytest.approx(2.5)]
+    assert all(c.wait + c.transfer == pytest.approx(c.duration) for c in calls)
+    assert ledger.totals("p")["wait_seconds"] == pytest.approx(1.5)
+    assert ledger.totals()["wait_seconds"] == pytest.approx(2.5)
+    waits = [(s, e) for name, _cat, s, e, _a in tl.events if name == "wait"]
+    assert waits == [(pytest.approx(1.0), pytest.approx(2.5)), (pytest.approx(4.0), pytest.approx(4.5)),
+                     (pytest.approx(6.0), pytest.approx(6.5))]
+
+
+def test_settle_refuses_open_calls():
+    tl = _timeline([1.0])
+    tl.begin("broadcast", "p")
+    with pytest.raises(RuntimeError, match="still open"):
+        tl.settle(_FakeWorld({}))
