@@ -7,6 +7,8 @@ and record, step by step and rank by rank, what each one computes and what it co
     mpiexec -n 3 python scripts/compare.py --batch 50 --strategies local,dp,dp-root,hub,ddp,ddp-fp16
     mpiexec -n 2 python scripts/compare.py --optimizer adam --out runs/adam.jsonl
     python scripts/compare.py --steps 5                                     # one rank works too
+    mpiexec -n 2 python scripts/compare.py --steps 3 --checkpoint runs/ck    # then, in a new job:
+    mpiexec -n 2 python scripts/compare.py --steps 3 --resume runs/ck       # steps 3..5, bitwise as 0..5
 
 Every strategy starts from the same parameters (built from --seed on every rank; the
 distributed ones also broadcast rank 0's) and sees the same global batch at each step:
@@ -54,6 +56,8 @@ from time import perf_counter
 import minidist  # noqa: F401  (first: under mpiexec it sets one BLAS thread per rank before NumPy loads)
 import numpy as np  # noqa: E402
 
+from minidist.atomic import write_lines
+from minidist.checkpoint import load_checkpoint, save_checkpoint
 from minidist.comm import Communicator
 from minidist.comm.clock import synchronize_clocks
 from minidist.comm.timeline import Timeline, trace_method
@@ -104,6 +108,11 @@ def parse_args(argv=None):
                         "< 3 s, cached per host and rank count; the default unless $MINIDIST_PROFILE "
                         "names another), a name (shm, ib-hdr, ...) or a JSON file from `minidist calibrate`")
     p.add_argument("--recalibrate", action="store_true", help="measure the profile afresh, ignoring the cache")
+    p.add_argument("--checkpoint", metavar="DIR", default=None,
+                   help="after training, save each strategy's checkpoint to DIR/<strategy>.npz")
+    p.add_argument("--resume", metavar="DIR", default=None,
+                   help="start each strategy from DIR/<strategy>.npz (a --checkpoint of an earlier run "
+                        "with the same options) and train --steps more")
     p.add_argument("--no-report", dest="report", action="store_false",
                    help="skip the Markdown report and plots (minidist report RUN.jsonl makes them later)")
     args = p.parse_args(argv)
@@ -121,6 +130,11 @@ def parse_args(argv=None):
                                  else get_profile(args.profile))
         except (OSError, ValueError) as exc:
             p.error(f"--profile {args.profile}: {exc}")
+    missing = [v for v in args.strategies
+               if args.resume and not os.path.isfile(os.path.join(args.resume, f"{v}.npz"))]
+    if missing:
+        p.error(f"--resume {args.resume}: no checkpoint for {missing}; expected {args.resume}/<strategy>.npz "
+                "for every strategy, written by a run with --checkpoint")
     return args
 
 
@@ -132,15 +146,31 @@ def dataset(args):
     return X.astype(args.dtype), y
 
 
-def global_batches(args, X, y):
-    """--steps global batches, cycling through shuffled epochs (the same on every rank)."""
+def global_batches(args, X, y, start=0):
+    """The global batches of steps start..start+steps-1, cycling through shuffled epochs
+    (the same on every rank)."""
     batches, epoch = [], 0
-    while len(batches) < args.steps:
+    while len(batches) < start + args.steps:
         loader = DataLoader(X, y, batch_size=args.batch, shuffle=True, seed=args.seed, drop_last=True)
         loader.set_epoch(epoch)
         batches += [(xb.data, yb) for xb, yb in loader]
         epoch += 1
-    return batches[: args.steps]
+    return batches[start: start + args.steps]
+
+
+def resume_or_start(args, variant, model, opt) -> int:
+    """The first step: 0, or with --resume the step saved in DIR/<variant>.npz, whose model,
+    optimizer and RNG states are loaded (on every rank, from the same file)."""
+    if args.resume is None:
+        return 0
+    return load_checkpoint(os.path.join(args.resume, f"{variant}.npz"), model, opt)["step"]
+
+
+def save_if_asked(args, comm, variant, model, opt, step) -> None:
+    """With --checkpoint, save DIR/<variant>.npz (rank 0 writes; "local" runs on every
+    rank with no communicator, so only rank 0 calls it there)."""
+    if args.checkpoint is not None and (VARIANTS[variant][0] != "local" or comm.rank == 0):
+        save_checkpoint(os.path.join(args.checkpoint, f"{variant}.npz"), model, opt, step=step)
 
 
 def make_model(args, comm, norm):
@@ -159,7 +189,7 @@ def flat_params(net):
     return np.concatenate([p.data.ravel() for p in net.parameters()])
 
 
-def run(args, comm, variant, batches, reference):
+def run(args, comm, variant, X, y, reference):
     """Train one strategy; returns (this rank's step records, parameter snapshots)."""
     strategy, options = VARIANTS[variant]
     norm = "batch" if strategy == "local" and args.norm == "sync" else args.norm
@@ -173,11 +203,13 @@ def run(args, comm, variant, batches, reference):
         timeline.step = "setup"
     model = wrap(net, strategy, None if strategy == "local" else comm, **options)
     opt = make_optimizer(args, model.parameters())
+    start = resume_or_start(args, variant, model, opt)
     if timeline is not None:
         timeline.settle(comm.mpi)  # the wrap's own collectives (verify, init-broadcast)
         trace_method(opt, "step", timeline, "optimizer")
     records, snapshots = [], []
-    for step, (xg, yg) in enumerate(batches):
+    for i, (xg, yg) in enumerate(global_batches(args, X, y, start)):
+        step = start + i
         x, y = (xg, yg) if strategy == "local" else local_shard((xg, yg), comm)
         comm.ledger.reset()
         if timeline is not None:
@@ -200,20 +232,21 @@ def run(args, comm, variant, batches, reference):
             "type": "step", "strategy": variant, "step": step, "rank": comm.rank, "samples": len(y),
             "loss": None if np.isnan(value) else value,
             "accuracy": float((out.data.argmax(axis=1) == y).mean()) if len(y) else None,
-            "max_param_diff": float(np.abs(params - reference[step]).max()) if reference else 0.0,
+            "max_param_diff": float(np.abs(params - reference[i]).max()) if reference else 0.0,
             "phases": phases, "comm_seconds": comm_s, "compute_seconds": max(wall - comm_s, 0.0),
             "wait_seconds": sum(ph["wait_seconds"] for ph in phases.values()),
             "call_seconds": sum(c.duration for c in calls),
             "wall_seconds": wall, "memory": model.memory.as_dict()})
+    save_if_asked(args, comm, variant, model, opt, start + args.steps)
     return records, snapshots
 
 
-def run_all(args, comm, batches, timeline):
+def run_all(args, comm, X, y, timeline):
     """Every strategy in turn, `timeline` recording; (step records, spans) of this rank."""
     comm.timeline = timeline
     records, reference, spans = [], None, []
     for variant in args.strategies:
-        mine, snapshots = run(args, comm, variant, batches, reference)
+        mine, snapshots = run(args, comm, variant, X, y, reference)
         if variant == "local":
             reference = snapshots
         records += mine
@@ -228,7 +261,8 @@ def summarize(records, args, size):
     rows = []
     for variant in args.strategies:
         mine = [r for r in records if r["strategy"] == variant]
-        last = [r for r in mine if r["step"] == args.steps - 1]
+        final_step = max(r["step"] for r in mine)  # --resume: steps go on from the checkpoint's
+        last = [r for r in mine if r["step"] == final_step]
         losses = [(r["loss"], r["samples"]) for r in last if r["loss"] is not None]
         if variant == "local":
             final = last[0]["loss"]
@@ -264,12 +298,11 @@ def main(argv=None):
     comm = Communicator()
     with comm.fail_together():
         X, y = dataset(args)
-        batches = global_batches(args, X, y)
         clock = synchronize_clocks(comm.mpi)  # bookkeeping, charged to no strategy
         cores = job_cores(comm.mpi)  # ranks outnumbering cores changes what time means
         calibration = (machine_profile(comm, refresh=args.recalibrate)
                        if args.profile == "calibrated" and comm.size > 1 else None)
-        records, spans = run_all(args, comm, batches, Timeline(clock, comm.rank))
+        records, spans = run_all(args, comm, X, y, Timeline(clock, comm.rank))
         # reporting only: pickled gathers outside every measured phase
         everything = comm.mpi.gather(records, root=0)
         spans = comm.mpi.gather(spans, root=0)
@@ -287,10 +320,7 @@ def main(argv=None):
               "clock": clock.header(), "cores": cores, "calibration": calibration,
               "strategies": args.strategies, "shard_sizes": shard_sizes(args.batch, comm.size).tolist(),
               "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-    with open(args.out, "w") as f:
-        for record in [header] + records:
-            f.write(json.dumps(record) + "\n")
+    write_lines(args.out, (json.dumps(record) for record in [header] + records))  # atomically
     print(f"{args.model} norm={args.norm} N={comm.size} batch={args.batch} steps={args.steps} "
           f"dtype={args.dtype} optimizer={args.optimizer} -> {args.out}")
     print(summarize(records, args, comm.size))

@@ -116,7 +116,9 @@ class ReLU(Function):
 
     @staticmethod
     def backward(ctx, grad):
-        return grad * (ctx.saved_tensors[0] > 0)  # 0 at a == 0, as PyTorch
+        # PyTorch's threshold_backward: 0 where out <= 0 (so at a == 0), the gradient
+        # itself elsewhere, NaN inputs included
+        return grad * ~(ctx.saved_tensors[0] <= 0)
 
 
 class Sigmoid(Function):

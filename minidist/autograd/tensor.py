@@ -15,12 +15,9 @@ DEFAULT_DTYPE = np.float32
 def _as_array(data, dtype=None) -> np.ndarray:
     if isinstance(data, Tensor):
         data = data.data
-    if isinstance(data, (np.ndarray, np.generic)):
-        arr = np.asarray(data, dtype=dtype)  # keep the dtype the caller gave
-    else:
-        arr = np.asarray(data, dtype=dtype)
-        if dtype is None and arr.dtype == np.float64:
-            arr = arr.astype(DEFAULT_DTYPE)  # Python floats: float32 by default
+    arr = np.asarray(data, dtype=dtype)  # arrays keep the dtype the caller gave
+    if dtype is None and arr.dtype == np.float64 and not isinstance(data, (np.ndarray, np.generic)):
+        arr = arr.astype(DEFAULT_DTYPE)  # Python floats: float32 by default
     return arr
 
 

@@ -15,13 +15,13 @@ from __future__ import annotations
 import json
 import os
 import platform
-import tempfile
 import time
 from pathlib import Path
 from time import perf_counter
 
 import numpy as np
 
+from ..atomic import write_text
 from ..comm import Communicator, ring_allreduce
 from ..comm.tags import TAG_MACHINE_PROFILE
 from .calibrate import fit_alpha_beta
@@ -195,14 +195,6 @@ def _load_cached(path: Path, size: int) -> dict | None:
         return None  # absent or unreadable: measure afresh
 
 
-def _write_atomic(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=1)
-    os.replace(tmp, path)
-
-
 def machine_profile(comm, cache_dir=None, refresh: bool = False) -> dict:
     """This machine's calibration for the job's rank count (collective): read from the
     cache when present (unless `refresh`), else measured (`measure`) and cached by rank 0.
@@ -230,7 +222,7 @@ def machine_profile(comm, cache_dir=None, refresh: bool = False) -> dict:
     if cached is not None and max(cached["spread"].values()) < max(data["spread"].values()):
         return dict(cached, cached=True, path=str(path))  # a noisy cache, but less noisy than now
     if mpi.Get_rank() == 0:
-        _write_atomic(path, data)
+        write_text(path, json.dumps(data, indent=1))  # atomically
     return dict(data, cached=False, path=str(path))
 
 

@@ -19,7 +19,7 @@ from ..autograd import Tensor
 from ..autograd.function import is_grad_enabled
 from ..comm import allreduce, broadcast
 from ..comm.tags import TAG_SAMPLES_QUESTION, TAG_SAMPLES_VERDICT
-from .drift import check_replicas
+from .drift import ReplicaDriftError, check_replicas
 from .flat import layouts_by_dtype
 from .memory import ScratchMeter, measure, reset_ledger_peak
 
@@ -81,7 +81,17 @@ class ParallelModel:
         return self.module.state_dict()
 
     def load_state_dict(self, state_dict, strict: bool = True):
-        return self.module.load_state_dict(state_dict, strict)
+        """A collective: every rank loads the same state, then the parameter hashes are compared
+        (`ReplicaDriftError` on every rank, naming the ranks that differ from rank 0)."""
+        result = self.module.load_state_dict(state_dict, strict)
+        try:
+            check_replicas(self.module, self.comm)
+        except ReplicaDriftError as exc:
+            raise ReplicaDriftError(f"load_state_dict: after loading, the parameters of rank(s) {exc.ranks} "
+                                    "differ from rank 0's: every rank must load the same state (e.g. "
+                                    "minidist.load_checkpoint(path, model, optimizer) on every rank)",
+                                    None, exc.ranks) from None
+        return result
 
     def train(self, mode: bool = True):
         self.module.train(mode)
@@ -245,15 +255,20 @@ def verify_same_model(module, comm, who: str = "DDP") -> None:
     mine = _signature(module)
     with comm.phase("verify"):
         root_sig = json.loads(broadcast_text(comm, json.dumps(mine) if comm.rank == 0 else None, 0))
-        problem = _describe_mismatch(mine, root_sig, comm.rank)
-        first_bad = np.array([comm.rank if problem else comm.size], dtype=np.int64)
-        allreduce(comm, first_bad, op="min", algorithm="ring")
-        bad = int(first_bad[0])
-        if bad == comm.size:
-            return
-        message = broadcast_text(comm, problem if comm.rank == bad else None, bad)
-    raise RuntimeError(f"{who}: the model differs across ranks: {message}. Every rank must build the "
-                       f"same model (same layers, sizes and dtypes) before wrap()")
+        found = first_problem(comm, _describe_mismatch(mine, root_sig, comm.rank))
+    if found is not None:
+        raise RuntimeError(f"{who}: the model differs across ranks: {found[1]}. Every rank must build the "
+                           f"same model (same layers, sizes and dtypes) before wrap()")
+
+
+def first_problem(comm, problem: str):
+    """``(rank, problem)`` of the lowest rank whose `problem` is not '', or None, on every rank."""
+    first_bad = np.array([comm.rank if problem else comm.size], dtype=np.int64)
+    allreduce(comm, first_bad, op="min", algorithm="ring")
+    bad = int(first_bad[0])
+    if bad == comm.size:
+        return None
+    return bad, broadcast_text(comm, problem if comm.rank == bad else None, bad)
 
 
 def broadcast_tensors(comm, tensors, root: int = 0, algorithm: str = "linear", scratch=None) -> None:

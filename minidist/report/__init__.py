@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..cost.profiles import get_profile
+from ..atomic import write_text
 from ..cost.stepcost import dense, projection
 from . import plots, timing
 from .trace import trace_path
@@ -141,5 +142,5 @@ def write_report(run, out_dir=None, profile=None, projection_profile: str = "ib-
     plots.training(header, steps, out / "training.png")
     plots.per_rank(rows, out / "per_rank.png")
     path = out / "report.md"
-    path.write_text("\n".join(lines) + "\n")
+    write_text(path, "\n".join(lines) + "\n")  # atomically: a killed run leaves the old report
     return path

@@ -6,8 +6,16 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from ..atomic import atomic_open  # noqa: E402
 from .summary import global_losses  # noqa: E402
 from .timing import write_series  # noqa: E402
+
+
+def _save(fig, path) -> None:
+    """Write `fig` as a PNG at `path` atomically (a killed run leaves the old plot), then close it."""
+    with atomic_open(path, "wb") as f:
+        fig.savefig(f, dpi=110, format="png")
+    plt.close(fig)
 
 
 def _worst_diff(steps, name):
@@ -38,8 +46,7 @@ def training(header, steps, path) -> None:
     for ax in (ax_loss, ax_diff):
         ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
     write_series(path, series)
 
 
@@ -66,8 +73,7 @@ def per_rank(rows, path) -> None:
         ax.set_title(title, fontsize=10)
         ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
     write_series(path, {"bars": [{"strategy": r["strategy"], **{k: k_rank[k] for k in (
         "rank", "bytes_sent", "bytes_received", "comm_ms", "compute_ms", "peak_bytes")}}
         for r in rows for k_rank in r["ranks"]]})
@@ -89,5 +95,4 @@ def projection(rows, path, title) -> None:
         ax.legend(fontsize=8)
         ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)

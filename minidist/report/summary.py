@@ -9,6 +9,7 @@ the same steps by `minidist.parallel.stepcost`.
 from __future__ import annotations
 
 import json
+import warnings
 from statistics import median
 
 import numpy as np
@@ -21,22 +22,44 @@ PREDICTABLE = {"dp": ("dp", {}), "hub": ("hub", {}), "ddp": ("ddp", {}),
                "ddp-no-overlap": ("ddp", {})}
 
 
+def _records(path):
+    """``(line number, record)`` of each JSON line of `path`. A corrupt line raises
+    ValueError naming the file and the line; a truncated LAST line (no newline: a writer
+    killed while appending) is skipped with a warning that says so."""
+    try:
+        with open(path) as f:
+            lines = f.read().split("\n")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not a text JSONL run file ({exc})") from None
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            if lineno == len(lines):  # the text after the last newline
+                warnings.warn(f"{path}:{lineno}: skipped a truncated last line ({exc.msg}); the run "
+                              "was cut short while writing", stacklevel=3)
+                return
+            raise ValueError(f"{path}:{lineno}: not a JSON record ({exc.msg} at column {exc.colno}); "
+                             "the run file is damaged: run scripts/compare.py again") from None
+        if not isinstance(record, dict):
+            raise ValueError(f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}")
+        yield lineno, record
+
+
 def load_run(path) -> tuple[dict, list[dict]]:
     """(header, step records) of a compare.py JSONL file, with a clear error otherwise."""
     header, steps = None, []
-    with open(path) as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            record = json.loads(line)
-            kind = record.get("type")
-            if kind == "header":
-                header = record
-            elif kind == "step":
-                steps.append(record)
-            else:
-                raise ValueError(f"{path}:{lineno}: unknown record type {kind!r}; expected "
-                                 "'header' or 'step' (is this a scripts/compare.py run?)")
+    for lineno, record in _records(path):
+        kind = record.get("type")
+        if kind == "header":
+            header = record
+        elif kind == "step":
+            steps.append(record)
+        else:
+            raise ValueError(f"{path}:{lineno}: unknown record type {kind!r}; expected "
+                             "'header' or 'step' (is this a scripts/compare.py run?)")
     if header is None or not steps:
         raise ValueError(f"{path}: needs a header record and step records (got header="
                          f"{header is not None}, {len(steps)} steps); run scripts/compare.py first")

@@ -8,6 +8,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from .plots import _save  # noqa: E402
 from .timing import write_series  # noqa: E402
 from .trace import load_trace  # noqa: E402
 
@@ -37,8 +38,7 @@ def split_bars(rows, path) -> None:
     ax.set(ylabel="ms per step (median)", title="per rank (number above the bar): compute, transfer, wait")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
     write_series(path, {"bars": [{k: r[k] for k in ("strategy", "rank", "compute_ms", "transfer_ms",
                                                      "wait_ms")} for r in rows]})
 
@@ -82,8 +82,7 @@ def gantt(trace_path, path) -> list:
                 (("comm", "collective call"), ("ring", "ring step"), ("wait", "wait"))]
     axes[0, 0].legend(handles=handles, fontsize=7, ncol=6, loc="lower right", bbox_to_anchor=(1, 1.1))
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
     write_series(path, {"steps": shown, "spans": drawn})
     return shown
 

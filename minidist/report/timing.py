@@ -15,6 +15,7 @@ import json
 from pathlib import Path
 from statistics import median
 
+from ..atomic import write_text
 from ..cost.profiles import Profile, get_profile, load_profile
 from .summary import PREDICTABLE, _timed, model_shape, predict_variant
 
@@ -126,7 +127,7 @@ def _series_path(png: Path) -> Path:
 
 def write_series(png: Path, series: dict) -> None:
     """The numbers a plot draws, beside it (tests compare them with the table's)."""
-    _series_path(png).write_text(json.dumps(series, indent=1))
+    write_text(_series_path(png), json.dumps(series, indent=1))
 
 
 def _table(head, rows) -> list[str]:

@@ -9,9 +9,9 @@ transfer_us), each wait, each ring step (args: bytes, peers). Written atomically
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
+
+from ..atomic import write_text
 
 __all__ = ["write_trace", "load_trace", "trace_path"]
 
@@ -20,14 +20,6 @@ def trace_path(run) -> Path:
     """Where compare.py writes the trace of the run at `run`: beside its report."""
     run = Path(run)
     return run.with_name(run.stem + "-report") / "trace.json"
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def trace_events(parts, strategies) -> list[dict]:
@@ -56,7 +48,7 @@ def write_trace(path, parts, strategies, clock: dict | None = None) -> Path:
     path = Path(path)
     doc = {"traceEvents": trace_events(parts, strategies), "displayTimeUnit": "ms",
            "otherData": {"clock": clock or {}, "time_unit": "microseconds on rank 0's clock"}}
-    _atomic_write(path, json.dumps(doc))
+    write_text(path, json.dumps(doc))
     return path
 
 
