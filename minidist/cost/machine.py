@@ -69,13 +69,16 @@ def fit_passes(sizes, times_per_pass) -> dict:
 
 
 def job_cores(mpi_comm) -> int:
-    """Cores this job may run on: the union of every rank's CPU affinity (bookkeeping
-    allgather), or os.cpu_count() where affinity is unknown."""
+    """Cores this job may run on: per host, the union of its ranks' CPU affinity (or
+    os.cpu_count() where affinity is unknown), summed over hosts (bookkeeping allgather)."""
     try:
         mine = sorted(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         mine = list(range(os.cpu_count() or 1))
-    return len(set().union(*map(set, mpi_comm.allgather(mine))))
+    per_host: dict = {}
+    for host, cores in mpi_comm.allgather((platform.node(), mine)):
+        per_host.setdefault(host, set()).update(cores)
+    return sum(len(cores) for cores in per_host.values())
 
 
 def _sleep_until_all_arrive(mpi_comm) -> None:
