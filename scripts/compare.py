@@ -198,7 +198,7 @@ def run(args, comm, variant, X, y, reference):
         options = dict(options, bucket_cap_mb=args.bucket_cap_mb)
     if strategy != "local":
         options = dict(options, average=args.average)
-    timeline = None if strategy == "local" else comm.timeline
+    timeline = comm.timeline  # local too: its spans are the reference's compute
     if timeline is not None:
         timeline.step = "setup"
     model = wrap(net, strategy, None if strategy == "local" else comm, **options)
@@ -218,10 +218,11 @@ def run(args, comm, variant, X, y, reference):
         # train_step takes the global batch where rank 0 scatters it or computes the loss
         x_in = xg if options.get("scatter_inputs") else x
         y_in = yg if options.get("scatter_inputs") or options.get("loss_on_root") else y
-        out, y_local, loss = train_step(model, opt, x_in, y_in)
+        out, y_local, loss = train_step(model, opt, x_in, y_in, timeline=timeline)
         y = y if y_local is None else y_local  # this rank's targets, for its accuracy
         wall = perf_counter() - t0
-        calls = timeline.settle(comm.mpi, comm.ledger) if timeline is not None else []
+        calls = timeline.settle(comm.mpi, comm.ledger if strategy != "local" else None) \
+            if timeline is not None else []
         # (bookkeeping after the step: enter times exchanged, waits into the ledger)
         phases = comm.ledger.by_phase() if strategy != "local" else {}
         comm_s = sum(ph["seconds"] for ph in phases.values())

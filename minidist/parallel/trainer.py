@@ -44,7 +44,7 @@ def distributed_loader(X, y, batch_size: int, comm=None, *, seed: int = 0, shuff
     return DataLoader(X, y, batch_size=batch_size, drop_last=drop_last, sampler=sampler)
 
 
-def train_step(model, optimizer, x, y, loss_fn=None):
+def train_step(model, optimizer, x, y, loss_fn=None, timeline=None):
     """One training step of a wrapped model: forward, loss, ``zero_grad``, backward,
     ``model.step(optimizer)``. What `x` and `y` are depends on the flow:
 
@@ -57,13 +57,16 @@ def train_step(model, optimizer, x, y, loss_fn=None):
     `loss_fn(out, y)` defaults to ``F.cross_entropy``. Returns ``(out, y_local, loss)``:
     this rank's outputs, its targets (None under ``loss_on_root`` without
     ``scatter_inputs``: only rank 0 has targets there) and the loss (a `RootLoss` under
-    ``loss_on_root``: the global loss on rank 0, nan elsewhere).
+    ``loss_on_root``: the global loss on rank 0, nan elsewhere). `timeline` (a
+    `minidist.comm.timeline.Timeline`; default: the model's communicator's, if any) gets
+    forward, backward and step spans.
     """
     loss_fn = F.cross_entropy if loss_fn is None else loss_fn
     scatter_inputs = getattr(model, "scatter_inputs", False)
     loss_on_root = getattr(model, "loss_on_root", False)
     root = model.comm is None or model.comm.rank == 0
-    timeline = getattr(model.comm, "timeline", None)  # spans for the trace, when recording
+    if timeline is None:  # spans for the trace, when the communicator records them
+        timeline = getattr(model.comm, "timeline", None)
     with span(timeline, "forward"):
         if scatter_inputs:
             out = model(x if root else None)
