@@ -34,7 +34,7 @@ PASSES, REPEATS = 7, 9
 MIN_PASSES, BUDGET_S = 3, 2.0  # passes stop once the exchanges have taken BUDGET_S (loaded machine)
 NOISY_SPREAD = 0.5   # relative spread (IQR / median over passes) above which we distrust it
 MAD_CUT = 5.0
-VERSION = 2  # cache entries of another version are measured afresh
+VERSION = 3  # cache entries of another version are measured afresh
 
 
 def robust_median(samples, cut: float = MAD_CUT) -> tuple[float, float, int]:
@@ -173,7 +173,23 @@ def measure(comm) -> dict:
     _sleep_until_all_arrive(mpi)
     sub.Free()
     result = mpi.bcast(result, root=0)
-    return dict(result, seconds=perf_counter() - start)
+    return dict(result, step_latency_all=_step_latency_all(mpi), seconds=perf_counter() - start)
+
+
+def _step_latency_all(mpi) -> float:
+    """Seconds per ring step of an 8-byte ring_allreduce with every rank of the job taking
+    part at once (where ranks outnumber cores, a step waits for its neighbour to get a
+    core): the slowest rank's median over the calls, divided by the 2(N-1) steps."""
+    everyone = Communicator(mpi)  # a private ledger
+    x = np.ones(1)
+    times = []
+    for _ in range(2 * REPEATS + 1):
+        mpi.Barrier()
+        t0 = perf_counter()
+        ring_allreduce(everyone, x)
+        times.append(perf_counter() - t0)
+    slowest = max(robust_median(t[1:])[0] for t in mpi.allgather(times))
+    return slowest / (2 * (mpi.Get_size() - 1))
 
 
 def _over_budget(pair: Communicator, start: float) -> bool:
@@ -204,7 +220,8 @@ def machine_profile(comm, cache_dir=None, refresh: bool = False) -> dict:
     A cached result marked noisy is measured again and replaced unless the new one is
     noisier still.
 
-    Returns ``{"profile": Profile fields, "call_overhead", "spread", "outliers", "noisy",
+    Returns ``{"profile": Profile fields, "call_overhead", "step_latency_all" (seconds per
+    ring step with every rank running: `_step_latency_all`), "spread", "outliers", "noisy",
     "verdict", "host", "ranks", "cores", "seconds", "created", "cached", "path"}``."""
     mpi = getattr(comm, "mpi", comm)
     size = mpi.Get_size()
@@ -219,7 +236,8 @@ def machine_profile(comm, cache_dir=None, refresh: bool = False) -> dict:
     data = {"profile": Profile("calibrated", **fields, ranks_per_node=size,
                                source=f"machine_profile() on {platform.node()}: {size} ranks on "
                                       f"{cores} cores, {PASSES} passes, robust medians").to_dict(),
-            **{k: found[k] for k in ("call_overhead", "spread", "outliers", "noisy", "verdict", "seconds")},
+            **{k: found[k] for k in ("call_overhead", "step_latency_all", "spread", "outliers", "noisy",
+                                     "verdict", "seconds")},
             "host": platform.node(), "ranks": size, "cores": cores, "version": VERSION,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
     if cached is not None and max(cached["spread"].values()) < max(data["spread"].values()):

@@ -5,8 +5,8 @@ Waiting is the part of a collective call spent before its last participant enter
 the common clock, see minidist.comm.timeline); transfer is the rest of the call; compute
 is the step's wall time outside collective calls. The model predicts transfer: it
 assumes every rank enters together, on a core of its own. When ranks outnumber cores it
-also gives the serialised time, the one-core-per-rank time times ranks / cores (waiting
-ranks spin on a core as MPICH's waits do). Each plot writes its series to a JSON file
+also gives the serialised time (`shared_profile`: bytes and calls N/C times slower, each
+message at least the step latency measured with every rank running). Each plot writes its series to a JSON file
 beside the PNG, taken from the very rows of the table beside it.
 """
 from __future__ import annotations
@@ -109,12 +109,27 @@ def model_rows(header, steps, profile) -> list[dict]:
             transfer = _call_seconds(r) - r.get("wait_seconds", 0.0)
             per_step[r["step"]] = max(per_step.get(r["step"], 0.0), transfer)
         measured = 1e3 * median(per_step.values())
-        serialised = predicted * size / cores if size > cores else None
+        serialised = (1e3 * predict_variant(name, config, size, shape, shared_profile(header, profile))["seconds"]
+                      if size > cores else None)
         rows.append({"strategy": name, "measured_ms": measured, "predicted_ms": predicted,
                      "serialised_ms": serialised, "rank0_busy_ms": _busy_ms(cost["rank0"], profile),
                      "other_busy_ms": _busy_ms(cost["other"], profile),
                      "ratio": measured / (serialised or predicted) if predicted > 0 else None})
     return rows
+
+
+def shared_profile(header, profile) -> Profile:
+    """`profile` with N ranks sharing C < N cores: each byte and each call's software work
+    takes N/C times as long (every rank runs, or spins, on a share of a core), and a
+    message at least the per-step latency measured with every rank running, where the
+    calibration has it (a step waits for its neighbour to be scheduled)."""
+    size, cores = header["world_size"], header.get("cores") or header["world_size"]
+    share = size / cores
+    latency = (header.get("calibration") or {}).get("step_latency_all", 0.0)
+    return profile.with_(alpha=max(profile.alpha, latency), beta=profile.beta * share,
+                         gamma=profile.gamma * share, call_overhead=profile.call_overhead * share,
+                         rendezvous_alpha=None if profile.rendezvous_alpha is None
+                         else max(profile.rendezvous_alpha, latency))
 
 
 def _busy_ms(counts, profile) -> float:
@@ -148,7 +163,7 @@ def _preamble(header, profile) -> list[str]:
     if cores and size > cores:
         lines += [f"**{size} ranks share {cores} cores**: a rank often waits for a core, not for "
                   "data, so measured times are inflated; the model's times for one core per rank "
-                  f"stand beside them, with the serialised time ({size}/{cores} of it).", ""]
+                  f"stand beside them, with the serialised time (the ranks sharing the cores).", ""]
     clock = header.get("clock")
     if clock:
         lines += [f"Times are on one clock for all ranks (rank 0's; offsets by ping-pong, error at "
