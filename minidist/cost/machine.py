@@ -24,7 +24,7 @@ import numpy as np
 from ..atomic import write_text
 from ..comm import Communicator, ring_allreduce
 from ..comm.tags import TAG_MACHINE_PROFILE
-from .calibrate import fit_alpha_beta
+from .calibrate import _reduce_in_ring, fit_alpha_beta
 from .costmodel import predict
 from .profiles import Profile
 
@@ -133,9 +133,10 @@ def _gamma() -> tuple[float, float]:
     return robust_median(per_byte)[:2]
 
 
-def _fit_on_rank0(passes, calls) -> dict:
+def _fit_on_rank0(passes, calls, in_ring) -> dict:
     fit = fit_passes(SIZES, passes)
     gamma, gamma_spread = _gamma()
+    gamma = max(gamma, robust_median(in_ring)[0])  # the add also writes what the next step sends
     profile = Profile("calibrated", alpha=fit["alpha"], beta=fit["beta"], gamma=gamma)
     call, call_spread, call_outliers = robust_median(calls)
     overhead = max(call - predict("ring_allreduce", 2, 8, profile, itemsize=8), 0.0)
@@ -168,8 +169,9 @@ def measure(comm) -> dict:
         while len(passes) < PASSES and (len(passes) < MIN_PASSES or not _over_budget(pair, start)):
             passes.append(_exchange_sweep(pair, sbuf, rbuf))
         calls = _call_times(pair)
+        in_ring = _reduce_in_ring(pair, GAMMA_SIZES, REPEATS)  # what the ring's adds cost it
         if rank == 0:
-            result = _fit_on_rank0(passes, calls)
+            result = _fit_on_rank0(passes, calls, in_ring)
     _sleep_until_all_arrive(mpi)
     sub.Free()
     result = mpi.bcast(result, root=0)

@@ -174,7 +174,8 @@ def _preamble(header, profile) -> list[str]:
         spread = ", ".join(f"{k} {v:.0%}" for k, v in cal["spread"].items())
         where = (f"calibrated on {cal['host']} with {cal['ranks']} ranks on {cal['cores']} cores "
                  f"({'cached' if cal.get('cached') else 'measured'} {cal['created']}); spread {spread}: "
-                 f"{cal['verdict']}")
+                 f"{cal['verdict']}; a ring step with every rank running took "
+                 f"{1e6 * cal.get('step_latency_all', 0.0):.1f} µs")
     lines += [f"Model: profile `{profile.name}`: alpha {1e6 * profile.alpha:.2f} µs, beta "
               f"{1e9 * profile.beta:.3f} ns/B, gamma {1e9 * profile.gamma:.3f} ns/B, per-call "
               f"overhead {1e6 * profile.call_overhead:.1f} µs; {where}.", ""]
