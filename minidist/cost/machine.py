@@ -5,7 +5,8 @@ rank count.
 Ranks 0 and 1 exchange messages (Sendrecv through a Communicator, as a ring step does)
 while the other ranks sleep, so the pair has a core each; the sweep is repeated in
 several passes, each size's samples are cleaned of outliers (beyond 5 scaled MADs of the
-median) and reduced to their median, and alpha/beta come from `calibrate.fit_alpha_beta`.
+median) and reduced to their median, and alpha/beta come from `calibrate.fit_alpha_beta`;
+gamma is the larger of np.add alone and the adds inside ring steps.
 Fitting each pass alone gives the spread of alpha and beta; above `NOISY_SPREAD` the
 result is marked too noisy to trust. The cache file is written atomically; a cached
 profile is reused unless `refresh`. Details: docs/timing.md.
