@@ -119,4 +119,4 @@ def _load_strategy(model, saved) -> None:
         return  # a plain module, or another strategy: nothing of the strategy's to restore
     model.steps = int(saved["steps"])
     if saved.get("static_graph_order") is not None and hasattr(model, "_graph"):
-        model._graph = list(saved["static_graph_order"])  # ddp(static_graph): already checked
+        model._graph.order = list(saved["static_graph_order"])  # ddp(static_graph): already checked

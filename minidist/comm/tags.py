@@ -6,7 +6,6 @@
     40_000-        later DDP instances, one span of 10_000 each, up to the MPI_TAG_UB
 """
 # parallel: the strategies
-TAG_SAMPLES_QUESTION, TAG_SAMPLES_VERDICT = 19_001, 19_002
 TAG_OUTPUT_GATHER = 19_500  # dp's loss_on_root: outputs gathered to rank 0
 
 # parallel: DDP's buckets

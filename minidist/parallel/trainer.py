@@ -1,8 +1,7 @@
 """`Trainer`: the small training loop the scripts and labs share.
 
-It runs the one loop every strategy has (forward, loss, zero_grad, backward,
-``model.step(opt)``) over a loader that yields this rank's shard, evaluates accuracy over
-a global evaluation set split across ranks, and shows a tqdm bar on rank 0 only::
+The one loop every strategy has (forward, loss, zero_grad, backward, ``model.step(opt)``)
+over this rank's shard; accuracy over a global evaluation set split across ranks::
 
     comm = Communicator()
     net = MLP(2, 64, 3, rng=0)
@@ -11,12 +10,9 @@ a global evaluation set split across ranks, and shows a tqdm bar on rank 0 only:
     loader = distributed_loader(X, y, batch_size=32, comm=comm, seed=0)
     history = Trainer(model, opt, comm=comm).fit(loader, epochs=5, eval_data=(X_test, y_test))
 
-`train_step` is one step of that loop for any wrapped model, dp's ``scatter_inputs`` and
-``loss_on_root`` flows included.
-
-Seeds: the trainer draws no random numbers. The model's initial weights come from the
-Generator/seed given to the model, the shuffle from the loader's seed (with
-`distributed_loader`: ``DistributedSampler(seed=...)``, one permutation per epoch).
+`train_step` is one step of that loop for any wrapped model (dp's ``scatter_inputs`` and
+``loss_on_root`` included). The trainer draws no random numbers: the seeds are the
+model's and the loader's (``DistributedSampler(seed=...)``, one permutation per epoch).
 """
 from __future__ import annotations
 

@@ -37,7 +37,7 @@ def first(comm, folder):
         model, opt = job(comm, strategy)
         train(model, opt, 0, 6, shard)
         out[strategy] = digest(model, opt)
-        out[f"{strategy}_graph"] = getattr(model, "_graph", None)
+        out[f"{strategy}_graph"] = getattr(getattr(model, "_graph", None), "order", None)
         model, opt = job(comm, strategy)
         train(model, opt, 0, 3, shard)
         save_checkpoint(f"{folder}/{strategy}.npz", model, opt, step=3)
@@ -73,7 +73,7 @@ def resume(comm, folder):
     for strategy in STRATEGIES:
         model, opt = job(comm, strategy, seed=7)
         info = load_checkpoint(f"{folder}/{strategy}.npz", model, opt)
-        out[f"{strategy}_graph"] = getattr(model, "_graph", None)  # restored, not relearnt
+        out[f"{strategy}_graph"] = getattr(getattr(model, "_graph", None), "order", None)  # restored, not relearnt
         train(model, opt, info["step"], 6, shard)
         out[strategy] = digest(model, opt)
         out[f"{strategy}_steps"] = model.steps

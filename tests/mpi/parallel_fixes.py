@@ -104,7 +104,7 @@ def static_nosync_first(comm, steps=3):
             F.cross_entropy(model(Tensor(x[a:b])), y[a:b]).backward()
         model.step(opt)
         local_step(ref, ropt, x, y)
-    return {"diff": param_diff(net, ref), "graph_length": len(model._graph or []),
+    return {"diff": param_diff(net, ref), "graph_length": len(model._graph.order or []),
             "parameters": len(list(net.parameters()))}
 
 
