@@ -6,8 +6,9 @@ communication time, per strategy, for an MLP of >= 1 M parameters (a benchmark, 
 
 Each run is ``mpiexec -n N python scripts/compare.py`` (float32 MLP, SGD) in its own
 processes; the calibrated profile is the cached one for this host and N (measured in the
-first run when absent). Measured: the slowest rank's transfer per step (time inside
-collective calls after their last participant entered), median over steps; predicted:
+first run when absent), and the first run's profile predicts every run. Measured: the
+slowest rank's transfer per step (time inside collective calls after their last
+participant entered), median over steps; predicted:
 alpha-beta-gamma plus per-call overhead over the step's collectives, serialised when ranks
 outnumber cores. Prints, per strategy, the median ratio over runs with its min-max, and
 the machine's load (a loaded machine's numbers say so).
@@ -29,7 +30,7 @@ from minidist.report.summary import load_run  # noqa: E402
 from minidist.report.timing import calibrated_profile, model_rows  # noqa: E402
 
 
-def one_run(args, out: Path, first: bool) -> list[dict]:
+def one_run(args, out: Path, first: bool, profile=None):
     mpiexec = Path(sys.executable).parent / "mpiexec"
     cmd = [str(mpiexec if mpiexec.exists() else "mpiexec"), "-n", str(args.ranks), sys.executable,
            str(ROOT / "scripts" / "compare.py"), "--hidden", str(args.hidden), "--steps", str(args.steps),
@@ -40,7 +41,8 @@ def one_run(args, out: Path, first: bool) -> list[dict]:
                OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
     subprocess.run(cmd, check=True, env=env, capture_output=True, text=True, timeout=600)
     header, steps = load_run(out)
-    return header, model_rows(header, steps, calibrated_profile(header))
+    profile = profile or calibrated_profile(header)  # the first run's, for every run
+    return header, profile, model_rows(header, steps, profile)
 
 
 def main(argv=None):
@@ -53,12 +55,14 @@ def main(argv=None):
     p.add_argument("--recalibrate", action="store_true")
     args = p.parse_args(argv)
     ratios: dict = {}
+    profile = first = None
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(args.runs):
-            header, rows = one_run(args, Path(tmp) / f"run{i}.jsonl", i == 0)
+            header, profile, rows = one_run(args, Path(tmp) / f"run{i}.jsonl", i == 0, profile)
+            first = first or header
             for r in rows:
                 ratios.setdefault(r["strategy"], []).append((r["ratio"], r["measured_ms"], r["predicted_ms"]))
-    cal = header["calibration"]
+    cal = first["calibration"]
     load = os.getloadavg()[0]
     print(f"{header['parameters']:,} parameters (float32), N = {args.ranks} on {header['cores']} cores, "
           f"{args.runs} runs of {args.steps} steps; load average {load:.1f} "

@@ -137,13 +137,15 @@ def _gamma() -> tuple[float, float]:
 def _fit_on_rank0(passes, calls, in_ring) -> dict:
     fit = fit_passes(SIZES, passes)
     gamma, gamma_spread = _gamma()
-    gamma = max(gamma, robust_median(in_ring)[0])  # the add also writes what the next step sends
+    ring_gamma, ring_spread, _ = robust_median(in_ring)
+    if ring_gamma > gamma:  # the add also writes what the next step sends
+        gamma, gamma_spread = ring_gamma, ring_spread
     profile = Profile("calibrated", alpha=fit["alpha"], beta=fit["beta"], gamma=gamma)
     call, call_spread, call_outliers = robust_median(calls)
     overhead = max(call - predict("ring_allreduce", 2, 8, profile, itemsize=8), 0.0)
     spread = {"alpha": fit["alpha_spread"], "beta": fit["beta_spread"], "call": call_spread,
               "gamma": gamma_spread}
-    noisy = fit["noisy"] or call_spread > NOISY_SPREAD
+    noisy = fit["noisy"] or max(call_spread, gamma_spread) > NOISY_SPREAD
     return {"alpha": fit["alpha"], "beta": fit["beta"], "gamma": gamma, "call_overhead": overhead,
             "spread": spread, "outliers": fit["outliers"] + call_outliers, "noisy": noisy,
             "verdict": ("too noisy to trust: the machine was busy (relative spread above "
