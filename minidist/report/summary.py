@@ -4,7 +4,7 @@ A run is a header record and one ``"step"`` record per strategy, step and rank (
 layout is in compare.py's docstring). Everything here is plain Python over those dicts:
 medians over steps (the machine is shared and noisy; the first step is left out of the
 timings as warm-up when there are more than two), sums over phases, and the prediction of
-the same steps by `minidist.parallel.stepcost`.
+the same steps by `minidist.cost.stepcost`.
 """
 from __future__ import annotations
 
@@ -16,6 +16,9 @@ import numpy as np
 
 from ..cost.stepcost import ModelShape, predict_step
 
+PROJECTION_SIZES = (2, 8, 64, 512, 4096)
+LARGE_MODEL = 125_000_000  # a GPT-2-small-sized model, for the projections
+LARGE_MODEL_TENSORS = 148  # GPT-2 small's parameter tensors: `minidist predict`'s default too
 COUNT_KEYS = ("messages_sent", "messages_received", "bytes_sent", "bytes_received")
 # compare.py's variants -> the options the predictor models (None: not modelled)
 PREDICTABLE = {"dp": ("dp", {}), "hub": ("hub", {}), "ddp": ("ddp", {}),

@@ -1,6 +1,6 @@
 """The time section's PNGs: compute/transfer/wait bars per rank, and a Gantt chart of two
 steps per strategy drawn from trace.json. Each writes the numbers it draws to a JSON file
-beside the PNG (`timing.write_series`)."""
+beside the PNG (`plots._save`)."""
 from __future__ import annotations
 
 import matplotlib
@@ -9,7 +9,6 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from .plots import _save  # noqa: E402
-from .timing import write_series  # noqa: E402
 from .trace import load_trace  # noqa: E402
 
 SEGMENTS = (("compute_ms", "compute", "#9ecae1", None), ("transfer_ms", "transfer", "#3182bd", None),
@@ -38,9 +37,8 @@ def split_bars(rows, path) -> None:
     ax.set(ylabel="ms per step (median)", title="per rank (number above the bar): compute, transfer, wait")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    _save(fig, path)
-    write_series(path, {"bars": [{k: r[k] for k in ("strategy", "rank", "compute_ms", "transfer_ms",
-                                                     "wait_ms")} for r in rows]})
+    _save(fig, path, {"bars": [{k: r[k] for k in ("strategy", "rank", "compute_ms", "transfer_ms",
+                                                  "wait_ms")} for r in rows]})
 
 
 def _shown_steps(trace) -> list:
@@ -82,8 +80,7 @@ def gantt(trace_path, path) -> list:
                 (("comm", "collective call"), ("ring", "ring step"), ("wait", "wait"))]
     axes[0, 0].legend(handles=handles, fontsize=7, ncol=6, loc="lower right", bbox_to_anchor=(1, 1.1))
     fig.tight_layout()
-    _save(fig, path)
-    write_series(path, {"steps": shown, "spans": drawn})
+    _save(fig, path, {"steps": shown, "spans": drawn})
     return shown
 
 

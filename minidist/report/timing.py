@@ -11,11 +11,9 @@ beside the PNG, taken from the very rows of the table beside it.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from statistics import median
 
-from ..atomic import write_text
 from ..cost.profiles import Profile, get_profile, load_profile
 from .summary import PREDICTABLE, _timed, model_shape, predict_variant
 
@@ -139,15 +137,6 @@ def _busy_ms(counts, profile) -> float:
                   + profile.beta * max(counts["bytes_sent"], counts["bytes_received"]))
 
 
-def _series_path(png: Path) -> Path:
-    return png.with_suffix(".json")
-
-
-def write_series(png: Path, series: dict) -> None:
-    """The numbers a plot draws, beside it (tests compare them with the table's)."""
-    write_text(_series_path(png), json.dumps(series, indent=1))
-
-
 def _table(head, rows) -> list[str]:
     return (["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
             + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows])
@@ -169,8 +158,9 @@ def _preamble(header, profile) -> list[str]:
         lines += [f"Times are on one clock for all ranks (rank 0's; offsets by ping-pong, error at "
                   f"most {1e6 * clock['bound_seconds']:.1f} µs).", ""]
     cal = header.get("calibration")
-    where = "nominal figures of a named profile, not measured here"
-    if cal and profile.name == "calibrated":
+    where = ("a profile given to the run or the report, not the one compare measured here"
+             if profile.name == "calibrated" else "nominal figures of a named profile, not measured here")
+    if cal and Profile.from_dict(cal["profile"]) == profile:  # the one compare measured here
         spread = ", ".join(f"{k} {v:.0%}" for k, v in cal["spread"].items())
         where = (f"calibrated on {cal['host']} with {cal['ranks']} ranks on {cal['cores']} cores "
                  f"({'cached' if cal.get('cached') else 'measured'} {cal['created']}); spread {spread}: "
