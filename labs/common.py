@@ -119,6 +119,32 @@ def train_curve(model, optimizer, loader, steps: int, points: int = 20) -> list[
     return [float(np.mean(part)) for part in np.array_split(np.array(losses), min(points, steps))]
 
 
+def train_local(net, data, test, *, batch: int, budget: int, lr: float, seed: int, points: int = 20,
+                momentum: float = 0.9) -> dict:
+    """Train `net` in one process on `budget` samples (SGD); ``{curve, final_loss,
+    accuracy, steps, samples}``: `curve` the loss over `points` stretches, `samples` the
+    samples seen at the end of each stretch."""
+    from minidist.optim import SGD
+    from minidist.parallel import Trainer, distributed_loader, wrap
+
+    model = wrap(net, "local")
+    opt = SGD(model.parameters(), lr=lr, momentum=momentum)
+    steps = steps_for(budget, batch)
+    curve = train_curve(model, opt, distributed_loader(*data, batch, None, seed=seed, drop_last=True),
+                        steps, points)
+    ends = [len(part) for part in np.array_split(np.arange(steps), len(curve))]
+    return {"curve": curve, "samples": (np.cumsum(ends) * batch).tolist(), "final_loss": curve[-1],
+            "accuracy": Trainer(model, opt, progress=False).evaluate(*test), "steps": steps}
+
+
+def spiral_data(seed: int, classes: int = 3, per_class: int = 200):
+    """float64 spirals (train) and a held-out set drawn with another seed."""
+    from minidist.data import spirals
+    X, y = spirals(per_class, classes, seed=seed)
+    Xt, yt = spirals(100, classes, seed=seed + 1000)
+    return (X.astype(np.float64), y), (Xt.astype(np.float64), yt)
+
+
 def flat_parameters(module) -> np.ndarray:
     return np.concatenate([p.data.ravel() for p in module.parameters()])
 
@@ -168,18 +194,19 @@ def across_seeds(per_seed) -> tuple[bool, str]:
 def verdict(checks: list[Check]) -> dict:
     """``{"word", "holds", "text", "checks"}``: the word is computed from the checks."""
     required = [c for c in checks if c.when is None]
-    cases = [c for c in checks if c.when is not None]
     failed = [c for c in required if not c.ok]
-    good, bad = [c for c in cases if c.ok], [c for c in cases if not c.ok]
-    if failed or (cases and not good):
+    whens = dict.fromkeys(c.when for c in checks if c.when is not None)  # a condition holds when all its checks do
+    good = [w for w in whens if all(c.ok for c in checks if c.when == w)]
+    bad = [w for w in whens if w not in good]
+    if failed or (whens and not good):
         word = "does not hold"
     elif bad:
-        word = "holds only when " + "; ".join(dict.fromkeys(c.when for c in good))
+        word = "holds only when " + "; ".join(good)
     else:
         word = "holds"
     lines = [f"Verdict: the claim {word}."]
     if good and bad and not failed:
-        lines.append("Mixed evidence: it fails when " + "; ".join(dict.fromkeys(c.when for c in bad)) + ".")
+        lines.append("Mixed evidence: it fails when " + "; ".join(bad) + ".")
     for c in checks:
         where = f" [{c.when}]" if c.when else ""
         lines.append(f"  {'yes' if c.ok else 'NO '} {c.name}{where}: {c.numbers}")
