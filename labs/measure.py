@@ -89,6 +89,8 @@ def summary(per_seed: list, size: int, strategy: str) -> dict:
     for k in MEMORY:
         row[f"rank0_{k}"] = first[0][k]
         row[f"other_{k}"] = max(r[k] for r in first[1:]) if size > 1 else 0.0
+    row["updating_ranks"] = sum(r["optimizer"] > 0 for r in first)  # ranks holding optimizer state
+    row["optimizer_total"] = sum(r["optimizer"] for r in first)
     row["ms_mean"], row["ms_spread"] = common.mean_spread(row["ms"])
     row["same_bytes_every_seed"] = all(
         [r["bytes_sent"] for r in ranks] == [r["bytes_sent"] for r in first] for ranks in per_seed)
