@@ -227,6 +227,7 @@ def draw(axes):
     from plots import lines
 
     def fig(figure):
+        figure.set_size_inches(9, 7)
         for i, kind in enumerate(("FC", "conv")):
             for j, key in enumerate(("feature", "sample")):
                 ax = figure.add_subplot(2, 2, 2 * i + j + 1)

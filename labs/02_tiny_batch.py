@@ -156,6 +156,8 @@ def draw(rows):
 
     def fig(figure):
         groups = sorted({(r["model"], r["classes"]) for r in rows})
+        figure.set_size_inches(4 * len(groups) + 1, 4)
+        groups = sorted({(r["model"], r["classes"]) for r in rows})
         for i, (model, classes) in enumerate(groups):
             ax = figure.add_subplot(1, len(groups), i + 1)
             sub = [r for r in rows if (r["model"], r["classes"]) == (model, classes)]

@@ -83,6 +83,7 @@ def draw(rows):
     from plots import lines
 
     def fig(figure):
+        figure.set_size_inches(9, 4)
         for i, act in enumerate(ACTS):
             ax = figure.add_subplot(1, 2, i + 1)
             series = {r["placement"]: (r["samples"], r["curve"]) for r in rows if r["act"] == act}

@@ -165,6 +165,7 @@ def draw(rows):
     from plots import lines
 
     def fig(figure):
+        figure.set_size_inches(9, 4)
         for i, placement in enumerate(("before", "after")):
             ax = figure.add_subplot(1, 2, i + 1)
             series = {r["variant"]: (r["samples"], r["curve"]) for r in rows if r["placement"] == placement}

@@ -121,6 +121,7 @@ def draw(rows):
     dashed = {r["case"]: "--" for r in rows if r["placement"] == "none"}
 
     def fig(figure):
+        figure.set_size_inches(10, 4)
         ax = figure.add_subplot(1, 2, 1)
         lines(ax, {r["case"]: (r["samples"], np.mean(r["curves"], axis=0)) for r in rows},
               "samples seen", "training loss (nats, mean over seeds)", "convergence", logy=True,

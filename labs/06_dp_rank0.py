@@ -112,6 +112,7 @@ def draw(measured, projected, profile):
     from plots import lines
 
     def fig(figure):
+        figure.set_size_inches(12, 4)
         ax = figure.add_subplot(1, 3, 1)
         series = {}
         for s in STRATEGIES:

@@ -122,6 +122,7 @@ def draw(rows, profile):
     from plots import lines
 
     def fig(figure):
+        figure.set_size_inches(12, 4)
         panels = (("rank0_bytes", 2**10, "rank-0 KiB per step (ledger)"),
                   ("rank0_peak", 2**10, "rank-0 peak memory (KiB, memory report)"),
                   ("modelled_s", 1e-3, f"modelled ms per step ({profile})"))

@@ -114,6 +114,7 @@ def draw(measured, projected, profile):
     from plots import lines
 
     def fig(figure):
+        figure.set_size_inches(10, 4)
         ax = figure.add_subplot(1, 2, 1)
         lines(ax, {s: ([r["size"] for r in projected if r["strategy"] == s],
                        [1e3 * r["modelled_s"] for r in projected if r["strategy"] == s]) for s in STRATEGIES},
