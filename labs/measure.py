@@ -81,7 +81,7 @@ def summary(per_seed: list, size: int, strategy: str) -> dict:
     first = per_seed[0]
     traffic = [r["bytes_sent"] + r["bytes_received"] for r in first]
     row = {"size": size, "strategy": strategy, "rank0_bytes": traffic[0],
-           "other_bytes": max(traffic[1:]) if size > 1 else 0.0,
+           "other_bytes": max(traffic[1:]) if size > 1 else 0.0, "rank1_bytes": traffic[1] if size > 1 else 0.0,
            "rank0_messages": first[0]["messages_sent"] + first[0]["messages_received"],
            "ms": [1e3 * max(r["seconds"] for r in ranks) for ranks in per_seed],
            "rank0_phases": {p: first[0][f"phase:{p}"] for p in PHASES if first[0][f"phase:{p}"]},
