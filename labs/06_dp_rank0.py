@@ -38,7 +38,7 @@ def parse_args(argv=None):
     p.add_argument("--steps", type=int, default=4)
     p.add_argument("--hidden", type=int, default=256, help="MLP width (the model is ~hidden^2 floats)")
     p.add_argument("--batch", type=int, default=16, help="samples per rank per step")
-    p.add_argument("--project", type=common.int_list, default=[2, 4, 8, 16, 64, 256, 1024])
+    p.add_argument("--project", type=common.int_list, default=[2, 3, 4, 8, 16, 64, 256, 1024])
     p.add_argument("--profile", choices=sorted(common.PROFILES), default="ib-hdr")
     p.add_argument("--project-params", type=float, default=None,
                    help="project a dense float32 model of this many parameters (default: the lab's MLP)")
@@ -95,10 +95,10 @@ def conclude(measured, projected) -> dict:
            if r["rank0_bytes"] != r["predicted_rank0_bytes"] or r["rank1_bytes"] != r["predicted_other_bytes"]]
     checks = [common.Check("the ledger's bytes equal stepcost's prediction (ranks 0 and 1, every N measured)",
                            not off, "; ".join(off) or f"all {len(measured)} measured rows equal")]
-    grows = [ratio[n] for n in sorted(dp_m)]
-    checks.append(common.Check("measured: dp's rank-0 / other bytes ratio grows with N", len(grows) > 1 and
-                               all(b > a for a, b in zip(grows, grows[1:])),
-                               fmt(sorted(dp_m)) if len(grows) > 1 else "only N=2 measured: no trend"))
+    grows = [ratio[n] for n in sizes]
+    measured_note = "" if len(dp_m) > 1 else " (only N=2 measured here: the trend is stepcost's)"
+    checks.append(common.Check("dp's rank-0 / other bytes ratio grows with N (measured, then predicted)",
+                               all(b > a for a, b in zip(grows, grows[1:])), fmt(sizes) + measured_note))
     if start is not None:
         checks.append(common.Check("rank 0 moves > 1.5x any other rank's bytes and holds more memory", True,
                                    fmt([n for n in sizes if n >= start]), when=f"N >= {start}"))
