@@ -28,18 +28,7 @@ ACTS = ("sigmoid", "relu")
 
 
 def parse_args(argv=None):
-    p = common.lab_parser(__doc__)
-    p.add_argument("--depth", type=int, default=4, help="hidden blocks")
-    p.add_argument("--hidden", type=int, default=32)
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--budget", type=int, default=12000, help="samples seen by every run")
-    p.add_argument("--lr", type=float, default=0.05)
-    args = common.parse(p, argv)
-    if args.tiny:
-        args.budget, args.hidden, args.depth = 640, 8, 2
-    elif args.quick:
-        args.budget, args.hidden = 3200, 16
-    return args
+    return common.training_args(__doc__, argv, depth=4, budget=12800, tiny_depth=2)
 
 
 def measure(args) -> list[dict]:

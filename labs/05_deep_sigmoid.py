@@ -33,18 +33,7 @@ LARGE = 2.0  # a speed-up of 2x or more is "large"
 
 
 def parse_args(argv=None):
-    p = common.lab_parser(__doc__)
-    p.add_argument("--depth", type=int, default=8, help="hidden blocks (>= 8 for the claim)")
-    p.add_argument("--hidden", type=int, default=32)
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--budget", type=int, default=16000, help="samples seen by every run")
-    p.add_argument("--lr", type=float, default=0.05)
-    args = common.parse(p, argv)
-    if args.tiny:
-        args.budget, args.hidden = 960, 8
-    elif args.quick:
-        args.budget, args.hidden = 4800, 16
-    return args
+    return common.training_args(__doc__, argv, depth=8, budget=19200, tiny_depth=None)
 
 
 def label(act, placement) -> str:

@@ -19,12 +19,9 @@ from __future__ import annotations
 
 import common  # first: it limits BLAS threads before NumPy loads
 
-import sys
-
 import numpy as np
 
 import measure
-from minidist.comm import Communicator
 from minidist.data import spirals
 from minidist.parallel import MLP
 
@@ -140,15 +137,11 @@ def draw(measured, projected, profile):
 
 def main(argv=None):
     args = parse_args(argv)
-    world = Communicator()
-    if world.size < 2:
-        print("lab 6 needs ranks: mpiexec -n 4 python labs/06_dp_rank0.py", file=sys.stderr)
-        raise SystemExit(2)
+    world = measure.world("06_dp_rank0.py")
     measured = measured_rows(args, world)
     if world.rank != 0:
         return
-    shape = common.describe(MLP(2, args.hidden, 3)) if args.project_params is None else common.dense(
-        int(args.project_params))
+    shape = measure.projection_shape(args, MLP(2, args.hidden, 3))
     projected = projected_rows(args, shape)
     result = conclude(measured, projected)
     kib = "{:.1f}"

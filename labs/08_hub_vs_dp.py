@@ -24,10 +24,7 @@ from __future__ import annotations
 import common  # first: it limits BLAS threads before NumPy loads
 
 import dataclasses
-import sys
-
 import measure
-from minidist.comm import Communicator
 from minidist.comm.profiles import get_profile
 from minidist.data import spirals
 from minidist.parallel import MLP
@@ -137,15 +134,11 @@ def draw(measured, projected, profile):
 
 def main(argv=None):
     args = parse_args(argv)
-    world = Communicator()
-    if world.size < 2:
-        print("lab 8 needs ranks: mpiexec -n 4 python labs/08_hub_vs_dp.py", file=sys.stderr)
-        raise SystemExit(2)
+    world = measure.world("08_hub_vs_dp.py")
     measured = measured_rows(args, world)
     if world.rank != 0:
         return
-    shape = common.describe(MLP(2, args.hidden, 3)) if args.project_params is None else common.dense(
-        int(args.project_params))
+    shape = measure.projection_shape(args, MLP(2, args.hidden, 3))
     projected = projected_rows(args, shape)
     result = conclude(measured, projected)
     kib = "{:.1f}"

@@ -55,6 +55,26 @@ def parse(p: argparse.ArgumentParser, argv=None):
     return args
 
 
+def training_args(doc: str, argv=None, *, depth: int, budget: int, tiny_depth: int | None = None,
+                  extra=None):
+    """Parse the single-process training labs' options: --depth, --hidden, --batch,
+    --budget (samples seen by every run), --lr; `extra(parser)` adds a lab's own."""
+    p = lab_parser(doc)
+    p.add_argument("--depth", type=int, default=depth, help="hidden blocks")
+    p.add_argument("--hidden", type=int, default=32)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--budget", type=int, default=budget, help="samples seen by every run")
+    p.add_argument("--lr", type=float, default=0.05)
+    if extra is not None:
+        extra(p)
+    args = parse(p, argv)
+    if args.tiny:
+        args.budget, args.hidden, args.depth = budget // 20, 8, tiny_depth or args.depth
+    elif args.quick:
+        args.budget, args.hidden = budget // 4, 16
+    return args
+
+
 def int_list(text: str) -> list[int]:
     """'2,4,8' -> [2, 4, 8] (for argparse)."""
     try:
@@ -232,6 +252,9 @@ def write_atomic(path: str, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
     with os.fdopen(fd, "wb") as f:
         f.write(data)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would hide the file from others
     os.replace(tmp, path)
 
 

@@ -95,3 +95,20 @@ def summary(per_seed: list, size: int, strategy: str) -> dict:
     row["same_bytes_every_seed"] = all(
         [r["bytes_sent"] for r in ranks] == [r["bytes_sent"] for r in first] for ranks in per_seed)
     return row
+
+
+def world(lab: str):
+    """COMM_WORLD's Communicator; with one rank, say how to launch `lab` and exit 2."""
+    import sys
+
+    from minidist.comm import Communicator
+    comm = Communicator()
+    if comm.size < 2:
+        print(f"this lab needs ranks: mpiexec -n 4 python labs/{lab}", file=sys.stderr)
+        raise SystemExit(2)
+    return comm
+
+
+def projection_shape(args, net):
+    """The model to project: `net`'s shape, or a dense float32 one of --project-params."""
+    return common.describe(net) if args.project_params is None else common.dense(int(args.project_params))
