@@ -54,10 +54,8 @@ def measured_rows(args, world) -> list[dict]:
                 lambda seed: spirals(64, 3, seed=seed), batch=args.batch, steps=args.steps)
             if comm.rank == 0:
                 row = measure.summary(per_seed, n, strategy)
-                cost = common.predict_step(strategy, n, common.describe(MLP(2, args.hidden, 3)), optimizer_slots=1)
-                row["predicted_rank0_bytes"] = cost["rank0"]["bytes_sent"] + cost["rank0"]["bytes_received"]
-                row["predicted_other_bytes"] = cost["other"]["bytes_sent"] + cost["other"]["bytes_received"]
-                row["predicted_rank0_peak"] = cost["memory"]["rank0"]["peak"]
+                cost = measure.predicted(common.predict_step(strategy, n, common.describe(MLP(2, args.hidden, 3))))
+                row.update({f"predicted_{k}": cost[k] for k in ("rank0_bytes", "other_bytes", "rank0_peak")})
                 rows.append(row)
     return rows
 
@@ -67,10 +65,7 @@ def projected_rows(args, shape) -> list[dict]:
     for n in args.project:
         for strategy in STRATEGIES:
             cost = common.predict_step(strategy, n, shape, profile=args.profile, optimizer_slots=1)
-            rows.append({"size": n, "strategy": strategy, "seconds": cost["seconds"],
-                         "rank0_bytes": cost["rank0"]["bytes_sent"] + cost["rank0"]["bytes_received"],
-                         "other_bytes": cost["other"]["bytes_sent"] + cost["other"]["bytes_received"],
-                         "rank0_peak": cost["memory"]["rank0"]["peak"], "other_peak": cost["memory"]["other"]["peak"]})
+            rows.append({"size": n, "strategy": strategy, **measure.predicted(cost)})
     return rows
 
 
@@ -137,12 +132,10 @@ def draw(measured, projected, profile):
 
 def main(argv=None):
     args = parse_args(argv)
-    world = measure.world("06_dp_rank0.py")
-    measured = measured_rows(args, world)
+    world, measured, projected = measure.measure_and_project(args, "06_dp_rank0.py", measured_rows, projected_rows,
+                                                             MLP(2, args.hidden, 3))
     if world.rank != 0:
         return
-    shape = measure.projection_shape(args, MLP(2, args.hidden, 3))
-    projected = projected_rows(args, shape)
     result = conclude(measured, projected)
     kib = "{:.1f}"
     table_m = [dict(r, ms_pm=f"{r['ms_mean']:.1f} ± {r['ms_spread']:.1f}", ratio=r["rank0_bytes"] / r["other_bytes"],
@@ -158,7 +151,8 @@ def main(argv=None):
             ("predicted_rank0_bytes", "pred", "{}"), ("other_bytes", "other B (max)", "{:.0f}"),
             ("ratio", "rank0/other", "{:.2f}"), ("rank0_peak", "rank-0 peak KiB", kib),
             ("predicted_rank0_peak", "pred", kib), ("other_peak", "other peak KiB", kib), ("ms_pm", "ms/step", "{}")]),
-        "", f"Predicted (stepcost, {args.profile}) for {shape.param_bytes / 2**20:.1f} MiB of parameters",
+        "", f"Predicted (stepcost, {args.profile}) for "
+        f"{measure.projection_shape(args, MLP(2, args.hidden, 3)).param_bytes / 2**20:.1f} MiB of parameters",
         common.format_table([dict(r, ms=1e3 * r["seconds"], r0=r["rank0_bytes"] / 2**20, ot=r["other_bytes"] / 2**20,
                                   p0=r["rank0_peak"] / 2**20, po=r["other_peak"] / 2**20) for r in projected], [
             ("size", "N", "{}"), ("strategy", "strategy", "{}"), ("r0", "rank-0 MiB", "{:.2f}"),

@@ -76,11 +76,10 @@ def projected_rows(args, shape) -> list[dict]:
     out = []
     for n in args.project:
         for strategy in STRATEGIES:
-            cost = common.predict_step(strategy, n, shape, profile=args.profile, optimizer_slots=2)
+            cost = measure.predicted(common.predict_step(strategy, n, shape, profile=args.profile, optimizer_slots=2))
             seconds, arithmetic = modelled(strategy, n, shape, args.profile)
             out.append({"size": n, "strategy": strategy, "modelled_s": seconds, "arithmetic_s": arithmetic,
-                        "rank0_bytes": cost["rank0"]["bytes_sent"] + cost["rank0"]["bytes_received"],
-                        "rank0_peak": cost["memory"]["rank0"]["peak"]})
+                        "rank0_bytes": cost["rank0_bytes"], "rank0_peak": cost["rank0_peak"]})
     return out
 
 
@@ -134,12 +133,11 @@ def draw(measured, projected, profile):
 
 def main(argv=None):
     args = parse_args(argv)
-    world = measure.world("08_hub_vs_dp.py")
-    measured = measured_rows(args, world)
+    world, measured, projected = measure.measure_and_project(args, "08_hub_vs_dp.py", measured_rows, projected_rows,
+                                                             MLP(2, args.hidden, 3))
     if world.rank != 0:
         return
     shape = measure.projection_shape(args, MLP(2, args.hidden, 3))
-    projected = projected_rows(args, shape)
     result = conclude(measured, projected)
     kib = "{:.1f}"
     table = [dict(r, r0=r["rank0_bytes"] / 1024, ot=r["other_bytes"] / 1024,

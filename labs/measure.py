@@ -112,3 +112,22 @@ def world(lab: str):
 def projection_shape(args, net):
     """The model to project: `net`'s shape, or a dense float32 one of --project-params."""
     return common.describe(net) if args.project_params is None else common.dense(int(args.project_params))
+
+
+def predicted(cost: dict) -> dict:
+    """A `predict_step` result as a row: rank 0's and rank 1's bytes (sent + received) and
+    peak memory, and the step's seconds."""
+    return {"seconds": cost["seconds"],
+            **{f"{who}_bytes": cost[key]["bytes_sent"] + cost[key]["bytes_received"]
+               for who, key in (("rank0", "rank0"), ("other", "other"))},
+            "rank0_peak": cost["memory"]["rank0"]["peak"], "other_peak": cost["memory"]["other"]["peak"]}
+
+
+def measure_and_project(args, lab: str, measured_rows, projected_rows, net):
+    """(world, measured rows, projected rows) of a lab measuring on the ranks of this
+    launch (rows on rank 0; None elsewhere) and projecting `net` or --project-params."""
+    comm = world(lab)
+    measured = measured_rows(args, comm)
+    if comm.rank != 0:
+        return comm, None, None
+    return comm, measured, projected_rows(args, projection_shape(args, net))
