@@ -134,7 +134,8 @@ def conclude(rows, size) -> dict:
         checks.append(common.Check(
             f"b {'<' if tiny else '>='} {MUCH_LARGER}K: {expect}", ok,
             f"acc BN {common.pm(r['acc_batch'])}, SyncBN {common.pm(r['acc_sync'])}, "
-            f"LN {common.pm(r['acc_layer'])}, none {common.pm(r['acc_none'])}; SyncBN - BN {m:+.3f} ± {s:.3f}", when=where))
+            f"LN {common.pm(r['acc_layer'])}, none {common.pm(r['acc_none'])}; SyncBN - BN {m:+.3f} ± {s:.3f}",
+            when=where))
     if size > 1:
         worst_sync = max(max(r["sync_diff"]) for r in rows)
         worst_layer = max(max(r["layer_diff"]) for r in rows)

@@ -100,8 +100,9 @@ def conclude(rows) -> dict:
     roots = [r for r in rows if r["strategy"] == "dp-root"]
     counted = all(r["rank0_comm_peak"] >= r["outputs_and_grads"] for r in roots)
     checks.append(common.Check("rank 0's memory report counts the gathered outputs and their gradients", counted,
-                               "; ".join(f"N={r['size']}: comm peak {r['rank0_comm_peak'] / 1024:.0f} KiB, outputs + gradients "
-                                         f"{r['outputs_and_grads'] / 1024:.0f} KiB" for r in roots)))
+                               "; ".join(f"N={r['size']}: comm peak {r['rank0_comm_peak'] / 1024:.0f} KiB, "
+                                         f"outputs + gradients {r['outputs_and_grads'] / 1024:.0f} KiB"
+                                         for r in roots)))
     for n in sorted({r["size"] for r in rows}):
         dp, root = by["dp", n], by["dp-root", n]
         ok = (root["rank0_bytes"] > dp["rank0_bytes"] and root["rank0_peak"] > dp["rank0_peak"]
@@ -109,7 +110,8 @@ def conclude(rows) -> dict:
         checks.append(common.Check(
             "dp-root costs rank 0 more bytes, memory and modelled time than dp", ok,
             f"rank-0 bytes {root['rank0_bytes'] / dp['rank0_bytes']:.2f}x, peak memory "
-            f"{root['rank0_peak'] / dp['rank0_peak']:.2f}x, modelled time {root['modelled_s'] / dp['modelled_s']:.2f}x; "
+            f"{root['rank0_peak'] / dp['rank0_peak']:.2f}x, "
+            f"modelled time {root['modelled_s'] / dp['modelled_s']:.2f}x; "
             f"measured {root['ms_mean']:.1f} ± {root['ms_spread']:.1f} vs {dp['ms_mean']:.1f} ± {dp['ms_spread']:.1f} "
             "ms/step (loaded machine, not decisive)", when=f"N={n}"))
     return common.verdict(checks)

@@ -71,7 +71,7 @@ def training_args(doc: str, argv=None, *, depth: int, budget: int, tiny_depth: i
     if args.tiny:
         args.budget, args.hidden, args.depth = budget // 20, 8, tiny_depth or args.depth
     elif args.quick:
-        args.budget, args.hidden = budget // 4, 16
+        args.budget, args.hidden = budget // 6, 16
     return args
 
 

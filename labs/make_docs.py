@@ -65,6 +65,22 @@ loaded machine, bytes and modelled times are not):
 """
 
 
+def write_index() -> None:
+    """docs/labs/README.md: one line per lab page present, with the verdict of its run."""
+    from common import write_atomic
+    rows = []
+    for number, (script, _) in LABS.items():
+        target = DOCS / f"{NOTES[number]['page']}.md"
+        if target.exists():
+            verdicts = [line for line in target.read_text().splitlines() if line.startswith("Verdict:")]
+            word = verdicts[-1].removeprefix("Verdict: the claim ").rstrip(".") if verdicts else "(no verdict)"
+            rows.append(f"| [{number}]({target.name}) | {claim_of(script)} | {word} |")
+    text = ("# Labs: the claims and what a run here found\n\nWritten by `python labs/make_docs.py` from the "
+            "pages' runs (see `labs/README.md`).\n\n| lab | claim | verdict of the run here |\n| --- | --- | --- |\n"
+            + "\n".join(rows) + "\n")
+    write_atomic(str(DOCS / "README.md"), text.encode())
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--only", default=None, help="lab numbers, comma-separated (default: all)")
@@ -88,6 +104,7 @@ def main(argv=None) -> int:
         from common import write_atomic
         write_atomic(str(target), page(number, script, notes, proc.stdout, seconds, shown).encode())
         print(f"{target.relative_to(HERE.parent)} ({seconds:.0f} s)", flush=True)
+    write_index()
     return 0
 
 
