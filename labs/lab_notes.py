@@ -18,7 +18,7 @@ NOTES = {
             "Under DDP, plain BatchNorm drifts but the replicas still agree with each other. Why?",
         ]},
     "02": {
-        "page": "02-tiny-batch", "ranks": 4, "args": [],
+        "page": "02-tiny-batch", "ranks": 2, "args": ["--budget", "1536", "--batches", "2,8,48"],
         "look": "Per row, compare BatchNorm with SyncBatchNorm (which equals BatchNorm on the global batch, "
                 "column 'BN, 1 proc, global') and with LayerNorm, at the same number of samples seen. The "
                 "verdict lists the (model, K, b) where the claim's prediction matched and where it did not.",
