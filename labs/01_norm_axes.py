@@ -23,7 +23,7 @@ import common  # first: it limits BLAS threads before NumPy loads
 
 import numpy as np
 
-from minidist import Tensor, no_grad, nn
+from minidist import Tensor, nn
 from minidist.comm import Communicator
 from minidist.data import spirals
 from minidist.optim import SGD

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import common  # first: it limits BLAS threads before NumPy loads
 
-import numpy as np
+import sys
 
 import measure
 from minidist.data import spirals
@@ -32,6 +32,8 @@ BOTTLENECK = 1.5  # rank 0 moves more than 1.5x the bytes of any other rank
 
 def parse_args(argv=None):
     p = common.lab_parser(__doc__)
+    p.add_argument("--sizes", type=common.int_list, default=None,
+                   help="rank counts to measure, each in [2, the mpiexec -n] (default: 2, 3, ..., n)")
     p.add_argument("--steps", type=int, default=4)
     p.add_argument("--hidden", type=int, default=256, help="MLP width (the model is ~hidden^2 floats)")
     p.add_argument("--batch", type=int, default=16, help="samples per rank per step")
@@ -47,7 +49,12 @@ def parse_args(argv=None):
 
 def measured_rows(args, world) -> list[dict]:
     rows = []
-    for n, comm in common.sub_communicators(world, range(2, world.size + 1)):
+    sizes = args.sizes or range(2, world.size + 1)
+    if min(sizes) < 2 or max(sizes) > world.size:  # every rank stops; rank 0 says why
+        if world.rank == 0:
+            print(f"--sizes must lie in [2, {world.size}] (got {list(sizes)})", file=sys.stderr)
+        raise SystemExit(2)
+    for n, comm in common.sub_communicators(world, sizes):
         for strategy in STRATEGIES:
             per_seed = measure.seeds_loop(
                 args, comm, strategy, lambda seed: MLP(2, args.hidden, 3, rng=seed),

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import common  # first: it limits BLAS threads before NumPy loads
 
-import numpy as np
 
 CLAIM = "DP is nearly obsolete next to DDP."
 FACTORS = (2, 10)

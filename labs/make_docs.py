@@ -14,7 +14,6 @@ import platform
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 from lab_notes import NOTES
 from run_all import HERE, LABS, launch
