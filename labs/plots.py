@@ -19,14 +19,22 @@ STYLES = {  # name: (colour, marker)
     "before": ("tab:blue", "o"), "after": ("tab:orange", "s"),
     "affine": ("tab:blue", "o"), "no-affine": ("tab:orange", "s"),
     "input": ("tab:gray", "x"), "BatchNorm": ("tab:blue", "o"), "LayerNorm": ("tab:purple", "D"),
+    "sigmoid no BN": ("tab:olive", "o"), "sigmoid + BN": ("tab:blue", "o"),
+    "relu no BN": ("tab:red", "s"), "relu + BN": ("tab:green", "s"),
+    "shm": ("black", "x"), "pcie": ("tab:brown", "P"), "nvlink": ("tab:green", "^"),
+    "10gbe": ("tab:red", "v"), "100gbe": ("tab:orange", "s"), "ib-hdr": ("tab:blue", "o"),
 }
 _EXTRA = [("tab:brown", "P"), ("tab:pink", "*"), ("tab:olive", "h"), ("tab:cyan", "<"), ("navy", ">")]
+_ASSIGNED: dict = {}  # other names: the next unused extra style, the same all run long
 
 
 def style(name: str) -> dict:
-    """Matplotlib keywords for `name`: its colour and marker (a fixed fallback by hash)."""
+    """Matplotlib keywords for `name`: its colour and marker (its own, its first word's, or
+    the next unused extra one)."""
     base = name.split(" ")[0]
-    colour, marker = STYLES.get(name) or STYLES.get(base) or _EXTRA[sum(map(ord, name)) % len(_EXTRA)]
+    if name not in STYLES and base not in STYLES and name not in _ASSIGNED:
+        _ASSIGNED[name] = _EXTRA[len(_ASSIGNED) % len(_EXTRA)]
+    colour, marker = STYLES.get(name) or STYLES.get(base) or _ASSIGNED[name]
     return {"color": colour, "marker": marker, "label": name}
 
 
