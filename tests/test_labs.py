@@ -163,3 +163,18 @@ def test_rank0_verdict_needs_a_growing_ratio():
                   "other_peak": 1.0}]
     result = lab.conclude(flat, projected)
     assert result["word"] == "does not hold" and "N=4: 1.00x" in result["text"]
+
+
+def test_every_lab_is_run_documented_and_taught():
+    import lab_notes
+    import run_all
+    files = sorted(p.name for p in LABS.glob("[0-9][0-9]_*.py"))
+    assert files == [f"{n}.py" for n in sorted(SINGLE + MPI)]
+    assert sorted(script for script, _ in run_all.LABS.values()) == files
+    for number, (script, _) in run_all.LABS.items():
+        notes = lab_notes.NOTES[number]
+        assert 3 <= len(notes["questions"]) <= 5 and notes["look"]
+        page = ROOT / "docs" / "labs" / f"{notes['page']}.md"
+        text = page.read_text()  # written by labs/make_docs.py from a run
+        assert "Verdict: the claim " in text and f"python labs/{script}" in text
+        assert (page.parent / "img" / script.replace(".py", ".png")).read_bytes()[:8] == PNG_SIGNATURE
