@@ -52,7 +52,7 @@ def parse_args(argv=None):
     if args.tiny:
         args.models, args.classes, args.batches, args.budget, args.hidden = ["mlp"], [3], [2, 16], 128, 8
     elif args.quick:
-        args.models, args.classes, args.batches, args.budget, args.hidden = ["mlp"], [3], [2, 16], 256, 16
+        args.models, args.classes, args.batches, args.budget, args.hidden = ["mlp"], [3], [2, 12], 192, 16
     if min(args.batches) < 2:
         p.error(f"every per-rank batch must be >= 2: BatchNorm cannot normalise one sample (got {args.batches})")
     return args

@@ -34,17 +34,7 @@ def parse_args(argv=None):
     p = common.lab_parser(__doc__)
     p.add_argument("--sizes", type=common.int_list, default=None,
                    help="rank counts to measure, each in [2, the mpiexec -n] (default: 2, 3, ..., n)")
-    p.add_argument("--steps", type=int, default=4)
-    p.add_argument("--hidden", type=int, default=256, help="MLP width (the model is ~hidden^2 floats)")
-    p.add_argument("--batch", type=int, default=16, help="samples per rank per step")
-    p.add_argument("--project", type=common.int_list, default=[2, 3, 4, 8, 16, 64, 256, 1024])
-    p.add_argument("--profile", choices=sorted(common.PROFILES), default="ib-hdr")
-    p.add_argument("--project-params", type=float, default=None,
-                   help="project a dense float32 model of this many parameters (default: the lab's MLP)")
-    args = common.parse(p, argv)
-    if args.quick:
-        args.steps, args.hidden, args.batch = 2, 32, 8
-    return args
+    return measure.parse_options(p, argv, [2, 3, 4, 8, 16, 64, 256, 1024])
 
 
 def measured_rows(args, world) -> list[dict]:

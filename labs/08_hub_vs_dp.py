@@ -37,17 +37,7 @@ MUCH = 1.5
 
 def parse_args(argv=None):
     p = common.lab_parser(__doc__)
-    p.add_argument("--steps", type=int, default=4)
-    p.add_argument("--hidden", type=int, default=256)
-    p.add_argument("--batch", type=int, default=16, help="samples per rank per step")
-    p.add_argument("--project", type=common.int_list, default=[2, 8, 64, 512, 1024])
-    p.add_argument("--profile", choices=sorted(common.PROFILES), default="ib-hdr")
-    p.add_argument("--project-params", type=float, default=None,
-                   help="project a dense float32 model of this many parameters (default: the lab's MLP)")
-    args = common.parse(p, argv)
-    if args.quick:
-        args.steps, args.hidden, args.batch = 2, 32, 8
-    return args
+    return measure.parse_options(p, argv, [2, 8, 64, 512, 1024])
 
 
 def modelled(strategy, n, shape, profile) -> tuple[float, float]:

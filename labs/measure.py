@@ -97,6 +97,22 @@ def summary(per_seed: list, size: int, strategy: str) -> dict:
     return row
 
 
+def parse_options(p, argv, project: list[int]):
+    """Add labs 06 and 08's options to parser `p` and parse: --steps, --hidden, --batch
+    (an MLP trained a few steps per N), --project, --profile, --project-params."""
+    p.add_argument("--steps", type=int, default=4)
+    p.add_argument("--hidden", type=int, default=256, help="MLP width (the model is ~hidden^2 floats)")
+    p.add_argument("--batch", type=int, default=16, help="samples per rank per step")
+    p.add_argument("--project", type=common.int_list, default=project, help="rank counts to project to")
+    p.add_argument("--profile", choices=sorted(common.PROFILES), default="ib-hdr")
+    p.add_argument("--project-params", type=float, default=None,
+                   help="project a dense float32 model of this many parameters (default: the lab's MLP)")
+    args = common.parse(p, argv)
+    if args.quick:
+        args.steps, args.hidden, args.batch = 2, 32, 8
+    return args
+
+
 def world(lab: str):
     """COMM_WORLD's Communicator; with one rank, say how to launch `lab` and exit 2."""
     import sys
