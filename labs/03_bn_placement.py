@@ -59,12 +59,14 @@ def conclude(rows) -> dict:
     checks = []
     for act in ACTS:
         none, before, after = (by[act, p]["loss"] for p in ("none", "before", "after"))
+        acc = {p: common.pm(by[act, p]["accuracy"]) for p in ("none", "before", "after")}
         ok_before, gb, sb = better(before, none)
         ok_after, ga, sa = better(after, none)
         checks.append(common.Check(
             "BN before the activation helps, BN after it does not", ok_before and not ok_after,
             f"final loss none {common.pm(none)}, before {common.pm(before)}, after {common.pm(after)}; "
-            f"gain over none: before {gb:+.3f} ± {sb:.3f}, after {ga:+.3f} ± {sa:.3f}", when=act))
+            f"gain over none: before {gb:+.3f} ± {sb:.3f}, after {ga:+.3f} ± {sa:.3f} (held-out accuracy "
+            f"none {acc['none']}, before {acc['before']}, after {acc['after']})", when=act))
     return common.verdict(checks)
 
 
