@@ -118,24 +118,31 @@ def _wrapped(args, comm, variant):
 
 def run(args, comm, variant, X, y, reference):
     """Train one strategy; returns (this rank's step records, parameter snapshots)."""
+    from .comm.timeline import trace_method
     from .parallel import local_shard, train_step
 
     local = VARIANTS[variant][0] == "local"
+    timeline = comm.timeline  # spans and collective calls on the common clock (docs/timing.md)
+    timeline.step = "setup"
     net, model, options = _wrapped(args, comm, variant)
     opt = make_optimizer(args, model.parameters())
     start = resume_or_start(args, variant, model, opt)
+    timeline.settle(comm.mpi)  # the wrap's own collectives (verify, init-broadcast)
+    trace_method(opt, "step", timeline, "optimizer")
     records, snapshots = [], []
     for i, (xg, yg) in enumerate(global_batches(args, X, y, start)):
         step = start + i
         x, y = (xg, yg) if local else local_shard((xg, yg), comm)
         comm.ledger.reset()
+        timeline.step = step
         t0 = perf_counter()
         # train_step takes the global batch where rank 0 scatters it or computes the loss
         x_in = xg if options.get("scatter_inputs") else x
         y_in = yg if options.get("scatter_inputs") or options.get("loss_on_root") else y
-        out, y_local, loss = train_step(model, opt, x_in, y_in)
+        out, y_local, loss = train_step(model, opt, x_in, y_in, timeline=timeline)
         y = y if y_local is None else y_local  # this rank's targets, for its accuracy
         wall = perf_counter() - t0
+        calls = timeline.settle(comm.mpi, None if local else comm.ledger)  # bookkeeping: waits
         phases = {} if local else comm.ledger.by_phase()
         comm_s = sum(ph["seconds"] for ph in phases.values())
         params = flat_params(net)
@@ -147,7 +154,8 @@ def run(args, comm, variant, X, y, reference):
             "accuracy": float((out.data.argmax(axis=1) == y).mean()) if len(y) else None,
             "max_param_diff": float(np.abs(params - reference[i]).max()) if reference else 0.0,
             "phases": phases, "comm_seconds": comm_s, "compute_seconds": max(wall - comm_s, 0.0),
-            "wall_seconds": wall, "memory": model.memory.as_dict()})
+            "wait_seconds": sum(ph["wait_seconds"] for ph in phases.values()),
+            "call_seconds": sum(c.duration for c in calls), "wall_seconds": wall, "memory": model.memory.as_dict()})
     save_if_asked(args, comm, variant, model, opt, start + args.steps)
     return records, snapshots
 
@@ -162,51 +170,80 @@ def environment(comm) -> dict:
             "platform": platform.platform(terse=True)}
 
 
-def header_record(args, comm) -> dict:
+def header_record(args, comm, timing=None) -> dict:
     from .parallel import shard_sizes
     from .cost.stepcost import describe
 
     net = make_model(args, comm, "batch" if args.norm == "sync" else args.norm)
     shape = describe(net)
-    config = {k: v for k, v in vars(args).items() if k not in ("profile_obj", "debug")}
+    config = {k: v for k, v in vars(args).items() if k not in ("profile_obj", "debug", "clock")}
     return {"type": "header", "config": config, "world_size": comm.size,
             "parameters": int(flat_params(net).size),
             "model_shape": {"params": [[int(c), str(d)] for c, d in shape.params],
                             "buffers": [[int(c), str(d)] for c, d in shape.buffers]},
             "strategies": args.strategies, "shard_sizes": shard_sizes(args.batch, comm.size).tolist(),
-            "profile": args.profile_obj.to_dict(), "environment": environment(comm),
+            "profile": args.profile_obj.to_dict(), "environment": environment(comm), **(timing or {}),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
 
-def train_all(args, comm) -> list:
-    """Every strategy in turn; rank 0 gets all ranks' records (None elsewhere)."""
+def train_all(args, comm):
+    """Every strategy in turn, a timeline recording; rank 0 gets all ranks' (records, spans)
+    (None elsewhere)."""
+    from .comm.timeline import Timeline
+
     X, y = dataset(args)
-    records, reference = [], None
+    timeline = comm.timeline = Timeline(args.clock, comm.rank)
+    records, reference, spans = [], None, []
     for variant in args.strategies:
         mine, snapshots = run(args, comm, variant, X, y, reference)
         if variant == "local":
             reference = snapshots
         records += mine
-    # reporting only: pickled gather outside every measured phase
-    everything = comm.mpi.gather(records, root=0)
+        spans.append({"strategy": variant, "rank": comm.rank, "events": timeline.events})
+        timeline.events = []
+    comm.timeline = None
+    # reporting only: pickled gathers outside every measured phase
+    everything, spans = comm.mpi.gather(records, root=0), comm.mpi.gather(spans, root=0)
     if everything is None:
         return None
-    return sorted((r for part in everything for r in part),
-                  key=lambda r: (args.strategies.index(r["strategy"]), r["step"], r["rank"]))
+    return (sorted((r for part in everything for r in part),
+                   key=lambda r: (args.strategies.index(r["strategy"]), r["step"], r["rank"])),
+            [p for part in spans for p in part])
 
 
-def save_and_report(args, comm, records) -> None:
+def time_setup(args, comm) -> dict:
+    """Collective, charged to no strategy: the common clock, the job's cores, and (unless
+    --profile or $MINIDIST_PROFILE names one) this machine's calibrated profile."""
+    from .comm.clock import synchronize_clocks
+    from .cost.machine import job_cores, machine_profile, profile_of
+
+    args.clock = synchronize_clocks(comm.mpi)
+    calibration = None
+    if args.profile is None and not os.environ.get("MINIDIST_PROFILE") and comm.size > 1:
+        calibration = machine_profile(comm, refresh=args.recalibrate)
+        args.profile_obj = profile_of(calibration)
+    return {"clock": args.clock.header(), "cores": job_cores(comm.mpi), "calibration": calibration}
+
+
+def save_and_report(args, comm, records, spans, timing) -> None:
     """Rank 0: the run file, the summary table, the report, and where they are."""
     from .atomic import write_lines
     from .report import write_report
     from .report.console import comparison_table
+    from .report.trace import write_trace
 
     run_file, report_dir = run_paths(args.out)
-    header = header_record(args, comm)
+    header = header_record(args, comm, timing)
     write_lines(run_file, (json.dumps(r) for r in [header] + records))  # atomically
     print(f"{args.model} norm={args.norm} N={comm.size} batch={args.batch} steps={args.steps} "
           f"dtype={args.dtype} optimizer={args.optimizer} -> {run_file}")
     print(comparison_table(records, args.strategies, comm.size))
+    if timing["calibration"] is not None:
+        cal = timing["calibration"]
+        print(f"cost profile calibrated here ({'cached' if cal['cached'] else 'measured'}, {cal['path']}): "
+              f"{cal['verdict']}")
+    trace = write_trace(report_dir / "trace.json", spans, args.strategies, timing["clock"])
+    print(f"trace: {trace} (open in https://ui.perfetto.dev or chrome://tracing)")
     if args.report:
         report = write_report(run_file, report_dir, profile=args.profile_obj)
         print(f"report: {report} (and {report.with_suffix('.html').name} beside it)")
@@ -225,9 +262,10 @@ def main(argv=None) -> int:
     comm = Communicator()
     if comm.rank == 0:
         warn_about(args, comm.size)
-    records = train_all(args, comm)  # an error on any rank ends the job (comm/failstop.py)
+    timing = time_setup(args, comm)  # an error on any rank ends the job (comm/failstop.py)
+    result = train_all(args, comm)
     if comm.rank == 0:
-        save_and_report(args, comm, records)
+        save_and_report(args, comm, *result, timing)
     return 0
 
 

@@ -42,7 +42,9 @@ def add_arguments(p) -> None:
     p.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd", help="SGD with momentum, or Adam")
     p.add_argument("--lr", default=None, help="learning rate (default: 0.1 for sgd, 1e-3 for adam)")
     p.add_argument("--momentum", default="0.9", help="SGD momentum, in [0, 1)")
-    p.add_argument("--hidden", default="64", help="MLP hidden width")
+    p.add_argument("--hidden", default="512",
+                   help="MLP hidden width (512: 265 k parameters, enough bytes for dp's rank-0 hot spot "
+                        "to show against DDP's even load)")
     p.add_argument("--bucket-cap-mb", default="25", help="DDP bucket size in MiB")
     p.add_argument("--average", choices=("samples", "ranks"), default="samples",
                    help="weight each rank's gradient by its samples, or PyTorch's equal rank weights")
@@ -50,7 +52,10 @@ def add_arguments(p) -> None:
     p.add_argument("--seed", default="0", help="seed of the weights and of the shuffle")
     p.add_argument("--profile", default=None,
                    help="cost profile (name or calibrated JSON) for the report's predicted times; "
-                        "default: $MINIDIST_PROFILE, else shm")
+                        "default: $MINIDIST_PROFILE, else calibrated here in < 3 s (cached per host "
+                        "and rank count; docs/timing.md)")
+    p.add_argument("--recalibrate", action="store_true",
+                   help="measure this machine's profile afresh instead of using the cached one")
     p.add_argument("--checkpoint", metavar="DIR", default=None,
                    help="after training, save each strategy's checkpoint to DIR/<strategy>.npz")
     p.add_argument("--resume", metavar="DIR", default=None,

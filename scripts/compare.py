@@ -17,6 +17,8 @@ The run file (JSONL, written atomically by rank 0) is a header record
     {"type": "header", "config": {...arguments...}, "world_size": N, "parameters": P,
      "model_shape": {...}, "strategies": [...], "shard_sizes": [...], "profile": {...},
      "environment": {mpi_library, mpi_standard, ranks, cores, host, python, numpy, platform},
+     "clock": {offsets against rank 0 and their error bound}, "cores": C,
+     "calibration": {this machine's profile, spread, verdict; null when a profile is named},
      "created": "..."}
 
 then one record per strategy, step and rank:
@@ -25,9 +27,12 @@ then one record per strategy, step and rank:
      for dp-root off rank 0, where the global loss is), "accuracy" (shard, before the
      update), "max_param_diff" (max |param - local reference| after the step),
      "phases": {phase: {bytes_sent, bytes_received, messages_sent, messages_received,
-     seconds}}, "comm_seconds", "compute_seconds" (step wall time minus communication),
-     "wall_seconds", "memory": {parameters, gradients, optimizer, comm_buffers, comm_peak,
-     total, peak}}
+     seconds, wait_seconds}}, "comm_seconds", "compute_seconds" (step wall time minus
+     communication), "wait_seconds" (waiting for the last rank to enter a collective),
+     "call_seconds" (time inside collective calls), "wall_seconds", "memory": {parameters,
+     gradients, optimizer, comm_buffers, comm_peak, total, peak}}
+
+and trace.json beside the report (Chrome trace events; docs/timing.md).
 
 Configuration errors print one line on rank 0 and every rank exits with status 2
 (--debug or MINIDIST_DEBUG=1 for the traceback).

@@ -2,10 +2,13 @@ import importlib.util
 import inspect
 import os
 import sys
+import tempfile
 
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))  # tests/strategies.py, tests/mpi_util.py
+# compare.py calibrates and caches a cost profile: keep the tests' cache out of the user's home
+os.environ.setdefault("MINIDIST_CACHE", tempfile.mkdtemp(prefix="minidist-test-cache-"))
 
 HAS_TORCH = importlib.util.find_spec("torch") is not None
 

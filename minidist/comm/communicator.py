@@ -113,10 +113,8 @@ class Communicator:
         rank (int), size (int): this process's rank and the number of ranks.
         ledger (Ledger): this rank's record of messages and scratch memory.
         mpi (mpi4py.MPI.Comm): the raw communicator (for the reference MPI calls).
-        debug (bool): compare every collective call across ranks first (``debug=None``:
-            ``$MINIDIST_DEBUG``).
-        timeout (float): the watchdog's limit on one wait, seconds (0: none; ``None``:
-            ``$MINIDIST_TIMEOUT``, default 300).
+        debug (bool): compare each collective call across ranks first ($MINIDIST_DEBUG).
+        timeout (float): the watchdog's limit on one wait, s (0: none; $MINIDIST_TIMEOUT: 300).
         yielding (bool): waits give the core away (``$MINIDIST_YIELD``, watchdog.py).
         step (int | None): the training step in progress (1-based), set by wrapped models.
         model (int | None): the wrapped model stepping now; both name what a message is about.
@@ -125,6 +123,8 @@ class Communicator:
     Point-to-point calls take C-contiguous NumPy arrays; `recv` and `sendrecv` return the
     number of bytes that arrived. Tags default to 0; the collectives use tags >= 30000.
     """
+
+    timeline = None  # a timeline.Timeline records collective calls and spans when set
 
     def __init__(self, mpi_comm=None, detailed: bool = False, *, debug: bool | None = None,
                  timeout: float | None = None):

@@ -17,6 +17,7 @@ import numpy as np
 
 from .tags import TAG_ALLGATHER, TAG_REDUCE_SCATTER
 from .checks import RING_DTYPES, chunk_bounds, check_array, check_op, mismatch_error
+from .timeline import traced
 
 _FLOAT16 = np.dtype(np.float16)
 
@@ -70,6 +71,7 @@ def _exchange(comm, send: np.ndarray, recv: np.ndarray, tag: int, what: str) -> 
         raise mismatch_error(what, comm.rank, left, got, recv.nbytes)
 
 
+@traced("ring_reduce_scatter")
 def ring_reduce_scatter(comm, x: np.ndarray, op: str = "sum") -> np.ndarray:
     r"""Reduce `x` over all ranks and return this rank's share of the result.
 
@@ -117,6 +119,7 @@ def _allgather_inplace(comm, flat: np.ndarray) -> None:
         _exchange(comm, flat[send], flat[recv], TAG_ALLGATHER, "ring_allgather")
 
 
+@traced("ring_allgather")
 def ring_allgather(comm, chunk: np.ndarray, out: np.ndarray | None = None,
                    count: int | None = None) -> np.ndarray:
     """Every rank's chunk, concatenated in rank order, on every rank: the inverse of
@@ -157,6 +160,7 @@ def ring_allgather(comm, chunk: np.ndarray, out: np.ndarray | None = None,
     return result
 
 
+@traced("ring_allreduce")
 def ring_allreduce(comm, x: np.ndarray, op: str = "sum") -> np.ndarray:
     r"""All-reduce `x` in place by ring: reduce-scatter, then all-gather; returns `x`.
 

@@ -20,6 +20,7 @@ import numpy as np
 from .checks import RING_DTYPES, check_array, check_op, mismatch_error
 from .ring import combine, ring_schedule, ring_scratch_count, wire
 from .tags import TAG_RING_ALLREDUCE
+from .timeline import RingTrace
 
 _tags_in_flight: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # comm -> {tag}
 
@@ -73,6 +74,7 @@ class RingAllreduce:
         self._started = False
         self._requests = ()
         self._phase = comm.current_phase
+        self._trace = None  # a RingTrace while comm.timeline records
         self._right, self._left = (comm.rank + 1) % comm.size, (comm.rank - 1) % comm.size
 
     def __repr__(self) -> str:
@@ -91,10 +93,14 @@ class RingAllreduce:
                                  "ring its own tag, or wait() for the other one first")
             in_flight.add(self.tag)
             comm, flat = self.comm, self._flat
+            if getattr(comm, "timeline", None) is not None:
+                self._trace = RingTrace(comm.timeline, self._phase, self.tag, self.x.nbytes)
             # its own buffer (reported as scratch) until done: rings in flight never share
             self._buffer = comm.take_scratch(ring_scratch_count(flat.size, comm.size), flat.dtype)
             self._schedule = list(ring_schedule(comm.size, comm.rank, flat.size))
             self._post()
+            if self._trace is not None:
+                self._trace.inside(self._trace.call.enter)  # setting up and posting step 0
         self._started = True
         return self
 
@@ -102,12 +108,14 @@ class RingAllreduce:
         send, recv, reduce = self._schedule[self.step]
         flat, comm = self._flat, self.comm
         self._incoming = self._buffer[: recv.stop - recv.start] if reduce else flat[recv]
+        if self._trace is not None:
+            self._trace.posted()
         with comm.phase(self._phase):
             self._requests = (comm.irecv(wire(self._incoming), self._left, self.tag),
                               comm.isend(wire(flat[send]), self._right, self.tag))
 
     def _complete_step(self) -> None:
-        _, recv, reduce = self._schedule[self.step]
+        send, recv, reduce = self._schedule[self.step]
         arrived = self._requests[0].posted[2]
         if arrived != self._incoming.nbytes:
             raise mismatch_error("RingAllreduce", self.comm.rank, self._left, arrived,
@@ -117,6 +125,10 @@ class RingAllreduce:
             combine(self._ufunc, self._incoming, own, out=own)
             if self.step == self.comm.size - 2 and self.op == "mean":  # chunk `rank`, final here
                 np.divide(own, self.comm.size, out=own)
+        if self._trace is not None:
+            sent = (send.stop - send.start) * self._flat.itemsize
+            self._trace.step_done(self.step, self.total_steps, sent, self._incoming.nbytes,
+                                  self._right, self._left)
         self.step += 1
         if self.step < self.total_steps:
             self._post()
@@ -144,6 +156,8 @@ class RingAllreduce:
         comm, named = self.comm, self.comm.operation is None
         if named:  # what the watchdog names if a wait here never ends
             comm.operation = f"RingAllreduce (tag {self.tag}, step {self.step}/{self.total_steps})"
+        trace = self._trace
+        start = None if trace is None else trace.now()
         try:
             while not self.done and self._ready(block):
                 block = False
@@ -151,6 +165,11 @@ class RingAllreduce:
         finally:
             if named:
                 comm.operation = None
+        if trace is not None:  # the time inside this call: tests, waits, additions, posts
+            trace.inside(start)
+            if self.done:
+                trace.done()
+                self._trace = None
         return self.done
 
     def advance_to(self, steps: int) -> bool:

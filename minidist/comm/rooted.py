@@ -17,6 +17,7 @@ import numpy as np
 from .tags import TAG_BCAST, TAG_GATHER, TAG_REDUCE, TAG_SCATTER
 from .checks import (SUPPORTED_DTYPES, check_array, check_choice, check_op, check_root,
                      chunk_bounds, mismatch_error)
+from .timeline import traced
 
 ROOTED_ALGORITHMS = ("linear", "binomial")
 HEADER_LEN = 10  # scatter header: [dtype index, ndim, up to 8 dims] as int64
@@ -30,6 +31,7 @@ def _recv_exact(comm, buf, source, tag, what):
         raise mismatch_error(what, comm.rank, source, got, buf.nbytes)
 
 
+@traced("gather_to_root")
 def gather_to_root(comm, x: np.ndarray, root: int = 0):
     """Every rank's `x`, stacked in rank order, on the root; None on the other ranks.
 
@@ -58,6 +60,7 @@ def _gather(comm, x, root):
     return out
 
 
+@traced("reduce_to_root")
 def reduce_to_root(comm, x: np.ndarray, root: int = 0, op: str = "sum",
                    algorithm: str = "linear"):
     r"""The reduction of every rank's `x` on the root; None on the other ranks.
@@ -149,6 +152,7 @@ def _reduce_binomial(comm, x, root, ufunc):
             comm.return_scratch(array)
 
 
+@traced("broadcast")
 def broadcast(comm, x: np.ndarray, root: int = 0, algorithm: str = "linear") -> np.ndarray:
     """Copy the root's `x` into `x` on every rank, in place; returns `x`.
 
@@ -191,6 +195,7 @@ def _broadcast(comm, x, root, algorithm):
     return x
 
 
+@traced("scatter")
 def scatter(comm, x, root: int = 0, out: np.ndarray | None = None) -> np.ndarray:
     """Split the root's `x` along axis 0 as ``np.array_split(x, N)`` does and give piece r
     to rank r (the first ``len(x) % N`` pieces have one more row).

@@ -20,6 +20,8 @@ TAG_REDUCE_SCATTER, TAG_ALLGATHER, TAG_RING_ALLREDUCE = 30_100, 30_101, 30_102
 TAG_GATHER, TAG_REDUCE, TAG_BCAST, TAG_SCATTER = 30_200, 30_201, 30_202, 30_203
 TAG_ALLREDUCE = 30_300
 TAG_CALIBRATE = 31_000
+TAG_CLOCK = 31_500            # clock.py: ping-pong offsets (bookkeeping)
+TAG_MACHINE_PROFILE = 31_600  # cost/machine.py: the quick calibration's exchanges
 TAG_DEBUG = 30_900  # debug mode's call records (debug.py), outside the ledger
 TAG_EXITING = 30_901  # fail-stop: "this rank exits with a failure" (failstop.py), outside the ledger
 

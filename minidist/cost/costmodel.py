@@ -268,7 +268,8 @@ def cost_terms(collective, size, nbytes, profile="shm", algorithm=None, ranks_pe
     it), ``reduce_bytes``, ``alpha_s`` (each message's ``profile.alpha_for(m)``, summed:
     ``rounds * alpha`` for a profile with one alpha), ``beta_s = bytes * beta``,
     ``gamma_s = reduce_bytes * gamma``, ``node_s`` (extra time where the node's shared
-    bandwidth, not the link, is the limit) and ``total_s``, their sum."""
+    bandwidth, not the link, is the limit), ``call_s`` (the profile's per-call overhead)
+    and ``total_s``, their sum."""
     prof = get_profile(profile)
     rpn = prof.ranks_per_node if ranks_per_node is None else int(ranks_per_node)
     if rpn < 1:
@@ -288,7 +289,9 @@ def cost_terms(collective, size, nbytes, profile="shm", algorithm=None, ranks_pe
         terms["beta_s"] += step.repeat * step.nbytes * prof.beta
         terms["gamma_s"] += step.repeat * step.reduce_bytes * prof.gamma
         terms["node_s"] += step.repeat * max(0.0, node - link)
-    terms["total_s"] = terms["alpha_s"] + terms["beta_s"] + terms["gamma_s"] + terms["node_s"]
+    terms["call_s"] = prof.call_overhead if size > 1 else 0.0  # the Python call around the messages
+    terms["total_s"] = (terms["alpha_s"] + terms["beta_s"] + terms["gamma_s"] + terms["node_s"]
+                        + terms["call_s"])
     return terms
 
 

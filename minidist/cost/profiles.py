@@ -47,6 +47,9 @@ class Profile:
         eager_max: largest message (bytes) that costs `alpha`; larger ones cost
             `rendezvous_alpha`. ``None``: `alpha` for every size.
         rendezvous_alpha: seconds per message above `eager_max` (set with it).
+        call_overhead: seconds per collective call beyond its messages (a Python
+            collective's checks, scratch and bookkeeping; 0 for the named profiles,
+            measured by `minidist.cost.machine`).
     """
 
     name: str
@@ -58,9 +61,10 @@ class Profile:
     source: str = ""
     eager_max: int | None = None
     rendezvous_alpha: float | None = None
+    call_overhead: float = 0.0
 
     def __post_init__(self):
-        for field in ("alpha", "beta", "gamma"):
+        for field in ("alpha", "beta", "gamma", "call_overhead"):
             value = getattr(self, field)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
                 raise ValueError(f"profile {self.name!r}: {field} must be a finite number >= 0 "

@@ -8,6 +8,8 @@ Both are printed once, by rank 0, from the same reductions as the report
 """
 from __future__ import annotations
 
+from statistics import median
+
 from .summary import human_bytes, strategy_rows
 
 
@@ -30,12 +32,22 @@ def comparison_table(records, strategies, size: int) -> str:
                      f"{r['max_param_diff']:.1e}", human_bytes(ranks[0]["bytes_sent"]),
                      human_bytes(max(k["bytes_sent"] for k in others)),
                      f"{ranks[0]['messages_sent']:.0f}",
-                     f"{sum(k['comm_ms'] for k in ranks) / size:.2f}",
+                     f"{sum(k['comm_ms'] for k in ranks) / size:.2f}", f"{_wait_ms(records, r['strategy']):.2f}",
                      f"{sum(k['compute_ms'] for k in ranks) / size:.2f}",
                      human_bytes(ranks[0]["peak_bytes"]), human_bytes(max(k["peak_bytes"] for k in others))])
     head = ["strategy", "final loss", "max|dp|", "sent/step r0", "sent/step max(r>0)",
-            "msgs/step r0", "comm ms", "compute ms", "peak mem r0", "peak mem max(r>0)"]
+            "msgs/step r0", "comm ms", "of it wait", "compute ms", "peak mem r0", "peak mem max(r>0)"]
     return format_table(head, rows)
+
+
+def _wait_ms(records, strategy) -> float:
+    """Mean over ranks of the median milliseconds per step spent waiting for the last rank
+    to enter a collective call (docs/timing.md)."""
+    by_rank: dict = {}
+    for r in records:
+        if r["strategy"] == strategy:
+            by_rank.setdefault(r["rank"], []).append(r.get("wait_seconds", 0.0))
+    return 1e3 * sum(median(v) for v in by_rank.values()) / max(len(by_rank), 1)
 
 
 def rank_summary(per_rank) -> str:

@@ -103,9 +103,8 @@ def measured_vs_predicted(ctx) -> list[str]:
     lines = ["## Measured beside predicted", "",
              f"Bytes and messages from the closed forms (`minidist.cost.stepcost`), which "
              f"must equal the ledger; time from the alpha-beta-gamma model with profile "
-             f"`{ctx.profile.name}`. This machine runs {ctx.header['world_size']} ranks on "
-             f"{ctx.header.get('environment', {}).get('cores', 'few')} cores, so measured times "
-             f"include waiting for a core: read them as an upper bound.", ""]
+             f"`{ctx.profile.name}`. Measured time here is all time inside the communicator's calls, "
+             f"waiting included; the time section below splits it and puts the model beside it.", ""]
     lines += table(["strategy", "rank", "bytes predicted", "bytes measured", "messages predicted",
                     "messages measured", "ms predicted", "ms measured"],
                    [[c["strategy"], c["rank"], c["predicted_bytes"], f"{c['measured_bytes']:.0f}",
@@ -126,8 +125,11 @@ def projections(ctx) -> list[str]:
             continue
         proj = projection(model, sizes=PROJECTION_SIZES, profile=ctx.projection_profile)
         lines += [f"## Projection: {label} on `{name}`", "",
-                  "Predicted communication per training step (compute excluded), one rank per node, "
-                  "SGD with momentum (`minidist predict` prints the same numbers).", ""]
+                  "Predicted communication per training step, one rank per node, SGD with momentum "
+                  "(`minidist predict` prints the same numbers): alpha per message, beta per byte, "
+                  "gamma per byte reduced, summed over the step's collectives, plus "
+                  f"{1e6 * ctx.projection_profile.call_overhead:.1f} µs of software overhead per "
+                  "call; no compute, no waiting.", ""]
         lines += table(["strategy", "ranks", "comm time", "rank 0 in + out", "other rank in + out",
                         "rank 0 peak memory"],
                        [[p["strategy"], p["size"], f"{p['seconds'] * 1e3:.3f} ms", human_bytes(p["rank0_bytes"]),
@@ -137,4 +139,15 @@ def projections(ctx) -> list[str]:
     return lines
 
 
-SECTIONS = [title, equality, costs, phases, measured_vs_predicted, projections]
+def time_split(ctx) -> list[str]:
+    """Compute, transfer and waiting per rank, the calibrated model beside, the timeline
+    (`timing.section`; docs/timing.md)."""
+    from . import resolve_run, timing
+
+    trace = ctx.out / "trace.json"
+    if not trace.exists():
+        trace = resolve_run(ctx.run)[1] / "trace.json"
+    return timing.section(ctx.header, ctx.steps, ctx.out, ctx.profile, trace)
+
+
+SECTIONS = [title, equality, costs, phases, measured_vs_predicted, time_split, projections]

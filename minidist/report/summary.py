@@ -140,6 +140,15 @@ def model_shape(header) -> ModelShape | None:
                       [(c, np.dtype(d)) for c, d in shape["buffers"]])
 
 
+def predict_variant(name, config, size, shape, profile) -> dict:
+    """`predict_step` for compare.py's variant `name` (in PREDICTABLE) with the run's options."""
+    strategy, options = PREDICTABLE[name]
+    options = dict(options, average=config.get("average", "samples"))
+    if strategy == "ddp":
+        options["bucket_cap_mb"] = config.get("bucket_cap_mb", 25.0)
+    return predict_step(strategy, size, shape, profile=profile, **options)
+
+
 def predicted_vs_measured(header, steps, profile="shm") -> list[dict]:
     """For each strategy the predictor models: rank 0's and rank 1's predicted and measured
     counts per step (equal, when the implementation matches its closed forms), and the
@@ -153,11 +162,7 @@ def predicted_vs_measured(header, steps, profile="shm") -> list[dict]:
     for name in header["strategies"]:
         if name not in PREDICTABLE:
             continue
-        strategy, options = PREDICTABLE[name]
-        options = dict(options, average=config.get("average", "samples"))
-        if strategy == "ddp":
-            options["bucket_cap_mb"] = config.get("bucket_cap_mb", 25.0)
-        cost = predict_step(strategy, size, shape, profile=profile, **options)
+        cost = predict_variant(name, config, size, shape, profile)
         for who, rank in (("rank0", 0), ("other", 1)):
             measured = rows[name]["ranks"][rank]
             out.append({"strategy": name, "rank": rank,

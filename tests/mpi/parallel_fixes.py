@@ -135,7 +135,7 @@ class Headed(nn.Module):
 
 def phase_counts(comm) -> dict:
     """{phase: {messages_sent, bytes_sent, ...}} recorded so far."""
-    return {phase: {k: int(v) for k, v in t.items() if k != "seconds"}
+    return {phase: {k: int(v) for k, v in t.items() if not k.endswith("seconds")}
             for phase, t in comm.ledger.by_phase().items()}
 
 

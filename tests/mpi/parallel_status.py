@@ -44,7 +44,8 @@ def train(strategy, steps, poison_step=None, **options):
         model.step(opt)
         if strategy == "dp":
             model.row_addresses += [rows.__array_interface__["data"][0] for _, rows, _ in model._buffers]
-    ledger = {ph: {k: int(v) for k, v in t.items() if k != "seconds"} for ph, t in comm.ledger.by_phase().items()}
+    ledger = {ph: {k: int(v) for k, v in t.items() if not k.endswith("seconds")}
+              for ph, t in comm.ledger.by_phase().items()}
     return net, model, ledger, before
 
 

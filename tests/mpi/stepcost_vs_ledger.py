@@ -67,7 +67,7 @@ for strategy, options in CASES:
         wrapped.zero_grad()
         loss.backward()
         wrapped.step(opt)
-    measured = {phase: {k: int(v) for k, v in t.items() if k != "seconds"}
+    measured = {phase: {k: int(v) for k, v in t.items() if not k.endswith("seconds")}
                 for phase, t in comm.ledger.by_phase().items()}
     who = "rank0" if comm.rank == 0 else "other"
     wrap_only = {"overlap", "frozen", "base"}  # options the predictor does not need
