@@ -32,28 +32,35 @@ def _recv_exact(comm, buf, source, tag, what):
 
 
 @traced("gather_to_root")
-def gather_to_root(comm, x: np.ndarray, root: int = 0):
+def gather_to_root(comm, x: np.ndarray, root: int = 0, out: np.ndarray | None = None):
     """Every rank's `x`, stacked in rank order, on the root; None on the other ranks.
 
     Linear: each non-root sends `x` once; the root receives N-1 messages, in rank order,
-    straight into the output. `x` is not modified.
+    straight into the output: `out` when given (the root's, reused step after step; `x`
+    may be its row ``root``), else a new array. `x` is not modified.
 
     Shape:
         x: any shape, the same on every rank. output (root): ``(N, *x.shape)``.
     """
     check_array(x, writable=False)
     root = check_root(root, comm.size)
+    if out is not None and comm.rank == root:
+        check_array(out, "out")
+        if out.shape != (comm.size, *x.shape) or out.dtype != x.dtype:
+            raise ValueError(f"gather_to_root: out has shape {out.shape} and dtype {out.dtype}; it "
+                             f"must be {(comm.size, *x.shape)} and {x.dtype}")
     with comm.collective("gather_to_root", x, root=root):
-        return _gather(comm, x, root)
+        return _gather(comm, x, root, out)
 
 
-def _gather(comm, x, root):
+def _gather(comm, x, root, out=None):
     if comm.rank != root:
         comm.send(x, root, TAG_GATHER)
         return None
-    out = np.empty((comm.size, *x.shape), x.dtype)
+    out = np.empty((comm.size, *x.shape), x.dtype) if out is None else out
     rows = out.reshape(comm.size, x.size)  # one writable 1-D view per rank, even for 0-d x
-    rows[root] = x.reshape(-1)
+    if not np.shares_memory(rows[root], x):
+        rows[root] = x.reshape(-1)
     for source in range(comm.size):
         if source != root:
             _recv_exact(comm, rows[source], source, TAG_GATHER, "gather_to_root")
