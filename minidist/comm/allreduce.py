@@ -1,27 +1,11 @@
 """All-reduce by recursive doubling and by Rabenseifner's algorithm, the `allreduce`
 dispatcher, and `mpi_allreduce` (the MPI library's own, as the reference).
 
-Both algorithms need a power-of-two number of ranks; for other N they do what MPICH
-does. With p the largest power of two <= N and rem = N - p, among the first 2*rem ranks
-each even rank sends its whole buffer to the odd rank above it and sits out ("fold in");
-the p ranks left, renumbered 0..p-1, run the algorithm; at the end each odd rank sends
-the result back to its even partner ("fold out"). That costs 2 extra rounds.
-
-* recursive doubling: log2(p) rounds; in round k rank v exchanges its WHOLE buffer with
-  rank v ^ 2**k and adds. Latency-optimal, bandwidth-poor (log2(p) full buffers).
-* Rabenseifner: a reduce-scatter by recursive halving (the buffer is cut into p pieces,
-  array_split layout; in each round a rank keeps one half of its current range and sends
-  the other half to its partner, distance p/2, p/4, ..., 1), after which rank v holds the
-  reduced piece v; then an all-gather by recursive doubling, the same exchanges in reverse.
-  2*log2(p) rounds, about 2(p-1)/p of the buffer moved, like the ring.
-
-Every rank ends with bit-identical bytes: partners compute a + b and b + a, which IEEE
-addition makes equal, and in Rabenseifner each piece is finished on one rank and copied.
-
-Small messages are dominated by per-call Python work, so `allreduce` checks its arguments
-once and calls the algorithms' unchecked bodies, and receive buffers come from the
-communicator's cache (`Communicator.take_scratch`). The "auto" choice is a table lookup
-(`minidist.comm.auto`).
+Both need a power-of-two number of ranks; for other N they do what MPICH does: the first
+2*(N - p) ranks fold pairwise into p = 2**floor(log2 N) ranks, which run the algorithm,
+and fold back out at the end. Recursive doubling exchanges the whole buffer log2(p)
+times (latency-optimal); Rabenseifner halves, then doubles (about 2(p-1)/p of the buffer,
+like the ring). Every rank ends with identical bits. Details: docs/comm.md.
 """
 from __future__ import annotations
 

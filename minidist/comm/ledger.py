@@ -1,28 +1,11 @@
 """`Ledger`: what one rank sent, received, waited for and allocated, per phase.
 
-The `Communicator` calls `record` once per message (or per completed request). To keep
-that cheap, the ledger aggregates counters per ``(phase, peer, direction)``: one dict
-lookup and three additions per message. A per-message log is kept only when
-``detailed=True`` (off by default), for timelines and for tests that replay the order of
-messages.
-
-Directions are ``"send"``, ``"recv"`` and ``"mpi"`` (a call into the MPI library's own
-collective, e.g. `mpi_allreduce`: its seconds count, its bytes are not messages of ours).
-A combined call (``Sendrecv``) is recorded as one send and one receive; its seconds go to
-the receive side only, so that ``totals()["seconds"]`` is the wall time spent inside
-communication calls, never counted twice.
-
-Waiting: `add_wait` records, per phase, the part of the collective calls' time spent
-before their last participant entered; `Timeline.settle` (timeline.py) computes it after
-the step, and ``totals()["wait_seconds"]`` reports it beside ``seconds``.
-
-Temporary buffers: collectives report the scratch space they use with `alloc` / `free`
-(or the `temporary` context manager); the ledger keeps the current total and its peak
-(``peak_temp_bytes``), so a memory report can show what each strategy costs beyond
-parameters and gradients. A receive buffer that the `Communicator` keeps between calls
-(its grow-only scratch cache) is reported here only while a collective uses it, and only
-the bytes that collective uses: the counts are those of counts.scratch_bytes, whatever
-the cache happens to hold.
+The `Communicator` calls `record` once per message; the ledger aggregates counters per
+``(phase, peer, direction)`` (``"send"``, ``"recv"``, or ``"mpi"`` for a call into the MPI
+library's own collective). A ``Sendrecv``'s seconds go to its receive side only, so
+``totals()["seconds"]`` is the wall time inside communication calls, never counted twice;
+``wait_seconds`` beside it is the part spent before the last participant entered. It also
+tracks the scratch buffers collectives use (current and peak). Details: docs/comm.md.
 """
 from __future__ import annotations
 

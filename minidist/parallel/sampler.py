@@ -1,20 +1,14 @@
 """Sharding: which samples each rank sees.
 
-Two ways to split data across ``R`` ranks:
+* `DistributedSampler` splits a dataset for a whole epoch as PyTorch's does: one
+  permutation per epoch, the same on every rank, then rank r takes every R-th index from
+  r; step t of all ranks together is exactly the global batch a single process with
+  batch b*R takes (same seed).
+* `shard_bounds` / `local_shard` split one global batch into contiguous rows, the first
+  ``B % R`` ranks taking one row more (``np.array_split``'s rule); the comparison uses it.
 
-* `DistributedSampler` splits a *dataset* for a whole epoch, as
-  ``torch.utils.data.distributed.DistributedSampler`` does: one permutation per epoch (the
-  same on every rank: `minidist.data.epoch_permutation(n, seed, epoch)`, the one a
-  single-process ``DataLoader(shuffle=True, seed=seed)`` uses), then rank ``r`` takes every
-  R-th index starting at ``r``. With a per-rank batch size ``b``, step ``t`` of all ranks
-  together covers the contiguous slice ``perm[t*b*R : (t+1)*b*R]`` of that permutation:
-  exactly the global batch a single process takes with batch size ``b*R``.
-* `shard_bounds` / `local_shard` split one *global batch* into contiguous rows, the first
-  ``B % R`` ranks taking one row more (NumPy's ``array_split`` rule). compare.py uses this so
-  every strategy sees the same global batch.
-
-When shards are uneven the wrappers weight each rank's gradient by its sample count (their
-default ``average="samples"``), so the averaged gradient is still the global-batch one.
+Uneven shards are weighted by sample count (``average="samples"``), so the averaged
+gradient is still the global-batch one.
 """
 from __future__ import annotations
 
