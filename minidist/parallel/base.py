@@ -20,7 +20,7 @@ import numpy as np
 from ..autograd import Tensor
 from ..autograd.function import is_grad_enabled
 from ..comm import broadcast
-from .drift import ReplicaDriftError, check_replicas
+from .drift import ReplicaDriftError, assert_replicas_agree
 from .flat import layouts_by_dtype
 from .memory import ScratchMeter, measure, reset_ledger_peak
 from .tail import NONFINITE, StatusTail, judge, verdict
@@ -100,7 +100,7 @@ class ParallelModel:
         (`ReplicaDriftError` on every rank, naming the ranks that differ from rank 0)."""
         result = self.module.load_state_dict(state_dict, strict)
         try:
-            check_replicas(self.module, self.comm)
+            assert_replicas_agree(self.module, self.comm)
         except ReplicaDriftError as exc:
             raise ReplicaDriftError(f"load_state_dict: after loading, the parameters of rank(s) {exc.ranks} "
                                     "differ from rank 0's: every rank must load the same state (e.g. "
@@ -148,7 +148,7 @@ class ParallelModel:
         if comm is not None:  # from now on the messages speak of the next step (its forward)
             comm.step = self.steps + 1
         if self.check_replicas:
-            check_replicas(self.module, self.comm, step=self.steps)
+            assert_replicas_agree(self.module, self.comm, step=self.steps)
         self.memory = measure(self.module, optimizer, comm=self.comm,
                               comm_buffers=self._persistent_comm_bytes(),
                               scratch_peak=self._scratch.peak,

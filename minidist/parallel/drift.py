@@ -41,7 +41,7 @@ def parameter_digest(module) -> bytes:
     return h.digest()
 
 
-def check_replicas(module, comm, step=None) -> None:
+def assert_replicas_agree(module, comm, step=None) -> None:
     """Compare every rank's `parameter_digest` with rank 0's; raise `ReplicaDriftError` on
     every rank if any differs. A collective: every rank must call it at the same point."""
     if comm is None or comm.size == 1:

@@ -24,7 +24,7 @@ def shard_sizes(n: int, num_replicas: int) -> np.ndarray:
     """Rows each rank gets when `n` rows are split contiguously: ``n // R`` each, plus one
     for the first ``n % R`` ranks (the collectives' `chunk_bounds` layout). Shape:
     ``(num_replicas,)``, int64."""
-    _check_replicas(num_replicas)
+    _check_num_replicas(num_replicas)
     if n < 0:
         raise ValueError(f"cannot split a negative number of rows (got n={n})")
     return np.array([stop - start for start, stop in chunk_bounds(n, num_replicas)], dtype=np.int64)
@@ -151,12 +151,12 @@ class DistributedSampler:
                 f"shuffle={self.shuffle}, seed={self.seed}, drop_last={self.drop_last}, pad={self.pad})")
 
 
-def _check_replicas(num_replicas: int) -> None:
+def _check_num_replicas(num_replicas: int) -> None:
     if num_replicas < 1:
         raise ValueError(f"num_replicas must be >= 1 (got {num_replicas})")
 
 
 def _check_rank(rank: int, num_replicas: int) -> None:
-    _check_replicas(num_replicas)
+    _check_num_replicas(num_replicas)
     if not 0 <= rank < num_replicas:
         raise ValueError(f"rank must be in [0, {num_replicas - 1}] for num_replicas={num_replicas} (got {rank})")
