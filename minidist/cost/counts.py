@@ -1,36 +1,12 @@
-"""Closed-form per-rank message counts of every collective, AS IMPLEMENTED here.
+"""Closed-form per-rank message counts of every collective, AS IMPLEMENTED in minidist.comm.
 
-`message_counts` gives what one rank sends and receives; `rounds` the number of
-sequential message steps on the critical path (the latency terms of a cost model). The
-multi-rank tests check every collective's ledger against these formulas, rank by rank.
-
-Conventions. N = size; ``cs(i) = count // N + (i < count % N)`` is the length of chunk i
-in np.array_split's layout; ``ceil_log2(n)`` = ceil(log2 n). Empty chunks are still sent
-as 0-byte messages, so message counts never depend on `count`. Bytes are ``elements *
-itemsize``.
-
-* ring_reduce_scatter: N-1 messages each way; rank r sends every chunk but r, and
-  receives every chunk but r-1: ``sent = count - cs(r)``, ``received = count - cs(r-1)``.
-* ring_allgather: N-1 each way; sends every chunk but r+1, receives every chunk but r.
-* ring_allreduce: the two: 2(N-1) messages each way, ``sent = 2*count - cs(r) -
-  cs(r+1)``, ``received = 2*count - cs(r-1) - cs(r)``; = 2(N-1)/N * count when N | count.
-* gather_to_root, reduce_to_root "linear": each non-root sends its buffer once; the root
-  receives N-1 buffers.
-* broadcast "linear": the root sends N-1 buffers; each other rank receives one.
-* reduce_to_root / broadcast "binomial" (v = (r - root) % N, tz = trailing zeros):
-  children(v) = ceil_log2(N) for the root, else min(tz(v), ceil_log2(N - v)); broadcast
-  receives 1 (non-roots) and sends children(v) buffers; reduce the reverse.
-* scatter (count = rows of x, itemsize = bytes per row): the root sends 2(N-1) messages,
-  a header of HEADER_BYTES and the piece, to each other rank: ``(N-1)*HEADER_BYTES +
-  (count - cs(root))*itemsize`` bytes; rank r receives ``HEADER_BYTES + cs(r)*itemsize``.
-* recursive_doubling_allreduce (p = 2**floor(log2 N), rem = N - p, L = log2 p): whole
-  buffers; even ranks below 2*rem send 1, receive 1; odd ranks below 2*rem L+1 each way;
-  the others L each way.
-* rabenseifner_allreduce: the same fold-in/out of whole buffers; an active rank with new
-  number v (pieces: array_split of count over p) sends ``count - piece(v) + K(v)`` and
-  receives as much, in 2L messages each way, where K(v) = sum over k = 1..L of the
-  elements of the aligned block of p/2**k pieces that contains piece v (its kept ranges).
-* barrier: ceil_log2(N) empty messages each way.
+`message_counts` gives what one rank sends and receives, `rounds` the number of sequential
+message steps on the critical path (the latency terms of the cost model), `scratch_bytes`
+the scratch a rank reports to the ledger. The multi-rank tests check every collective's
+ledger against these formulas, rank by rank, so a change to a collective that changes its
+traffic shows up here. Chunks follow np.array_split's layout, and empty chunks are still
+sent as 0-byte messages, so message counts never depend on the buffer size. Each formula:
+docs/cost-model.md.
 """
 from __future__ import annotations
 

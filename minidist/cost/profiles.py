@@ -1,24 +1,12 @@
 """Hardware profiles for the alpha-beta-gamma cost model, as plain data.
 
-A profile says what one message costs on a fabric:
-
-- ``alpha``: seconds per message (latency plus per-message software cost),
-- ``beta``: seconds per byte through one rank's link (1 / link bandwidth),
-- ``gamma``: seconds per byte of the reduced vector (the ``a += b`` arithmetic),
-- ``eager_max`` and ``rendezvous_alpha`` (optional, calibrated profiles): MPI libraries
-  send small messages eagerly and larger ones after a handshake (rendezvous), which adds
-  a fixed cost per message; a message of more than ``eager_max`` bytes then costs
-  ``rendezvous_alpha + m * beta`` instead of ``alpha + m * beta``. ``None`` (the named
-  profiles): one alpha for every size;
-- ``ranks_per_node`` and ``node_bw``: ranks placed on one machine share its memory (or
-  its NIC); while ``c`` of them move bytes at once, the node carries ``c`` times the
-  traffic, so a step can go no faster than ``c * bytes / node_bw``. ``node_bw=None`` means
-  no shared limit (one rank per node, or each rank with its own links).
-
-The named profiles below are nominal figures from vendor specifications and well-known
-published measurements, each with its source; they are for projections, not promises.
-`minidist.comm.calibrate.calibrate` measures the machine you run on instead.
-Profiles are saved as JSON (never pickle) with `save_profile` / `load_profile`.
+A `Profile` says what one message costs on a fabric: ``alpha`` seconds per message,
+``beta`` seconds per byte through one rank's link, ``gamma`` seconds per byte reduced,
+and, optionally, a rendezvous alpha past MPI's eager limit, a node bandwidth that the
+ranks of one node share, and a per-call overhead. The named `PROFILES` are nominal
+figures from vendor specifications and published measurements, each with its source: for
+projections, not promises; `minidist.cost.calibrate` measures the machine at hand.
+Profiles are saved as JSON (never pickle). Each field: docs/cost-model.md.
 """
 from __future__ import annotations
 
