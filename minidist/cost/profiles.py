@@ -105,6 +105,15 @@ class Profile:
 
 GB = 1e9
 
+
+def _cpu_network(name, alpha, gb_per_s, source) -> Profile:
+    """A network fabric with one rank per node, whose CPU does the adds."""
+    return Profile(name, alpha=alpha, beta=1 / (gb_per_s * GB), gamma=1 / (10 * GB),
+                   ranks_per_node=1, node_bw=None,
+                   source=f"{source} gamma: one CPU core's float32 add, ~10 GB/s (nominal). "
+                          "One rank per node.")
+
+
 # Each entry: nominal numbers, with where they come from. "Nominal" means a spec-sheet or
 # typical published figure, not a measurement on any particular machine.
 PROFILES: dict[str, Profile] = {
@@ -133,25 +142,19 @@ PROFILES: dict[str, Profile] = {
                "nccl-tests all_reduce_perf busbw ~230-240 GB/s on 8 A100s (NVIDIA's published "
                "figures). alpha: nominal per-step latency of NCCL's ring; each GPU has its "
                "own links, so no shared node limit."),
-    "10gbe": Profile(
-        "10gbe", alpha=25e-6, beta=1 / (1.15 * GB), gamma=1 / (10 * GB),
-        ranks_per_node=1, node_bw=None,
+    "10gbe": _cpu_network(
+        "10gbe", alpha=25e-6, gb_per_s=1.15,
         source="10 Gigabit Ethernet with MPI over TCP: 1.25 GB/s line rate, ~1.15 GB/s "
                "achieved by TCP; ~20-30 us MPI ping-pong latency over kernel TCP (typical "
-               "published osu_latency figures). gamma: one CPU core's float32 add, ~10 GB/s "
-               "(nominal). One rank per node."),
-    "100gbe": Profile(
-        "100gbe", alpha=5e-6, beta=1 / (11.5 * GB), gamma=1 / (10 * GB),
-        ranks_per_node=1, node_bw=None,
+               "published osu_latency figures)."),
+    "100gbe": _cpu_network(
+        "100gbe", alpha=5e-6, gb_per_s=11.5,
         source="100 Gigabit Ethernet with RoCE v2: 12.5 GB/s line rate, ~11.5 GB/s achieved; "
-               "alpha ~2-5 us with RDMA (nominal; kernel TCP is ~3x worse). gamma: one CPU "
-               "core's float32 add, ~10 GB/s (nominal). One rank per node."),
-    "ib-hdr": Profile(
-        "ib-hdr", alpha=1.0e-6, beta=1 / (24 * GB), gamma=1 / (10 * GB),
-        ranks_per_node=1, node_bw=None,
+               "alpha ~2-5 us with RDMA (nominal; kernel TCP is ~3x worse)."),
+    "ib-hdr": _cpu_network(
+        "ib-hdr", alpha=1.0e-6, gb_per_s=24,
         source="InfiniBand HDR (200 Gb/s = 25 GB/s, ConnectX-6): ~24 GB/s osu_bw and "
-               "~1 us osu_latency are the published MVAPICH/NVIDIA figures. gamma: one CPU "
-               "core's float32 add, ~10 GB/s (nominal). One rank per node."),
+               "~1 us osu_latency are the published MVAPICH/NVIDIA figures."),
 }
 
 
