@@ -125,8 +125,13 @@ def calibrate(comm, sizes=None, repeats=30, quick=False, base=None, details=Fals
         quick: a tiny sweep, for tests.
         base: with a single rank, keep this `Profile`'s alpha/beta/node_bw and measure only
             gamma (without it, a ValueError says what to do).
-        details: also return the raw measurements, as ``(profile, dict)`` (keys: see the
-            end of this function).
+        details: also return the raw measurements, as ``(profile, dict)`` with the keys
+            ``sizes``, ``exchange``, ``all_pairs``, ``pingpong`` (rank 0; measured only
+            here), ``gamma_sizes``, ``gamma_times`` (np.add alone, rank 0) and
+            ``gamma_in_ring`` (seconds per byte the adds cost in the ring's steps).
+
+    Returns ``Profile(name="calibrated", ...)`` with ``eager_max`` and ``rendezvous_alpha``
+    None where the sweep shows no eager/rendezvous step.
     """
     c = Communicator(getattr(comm, "mpi", comm))  # private ledger: the caller's is left alone
     if quick:
@@ -146,9 +151,8 @@ def calibrate(comm, sizes=None, repeats=30, quick=False, base=None, details=Fals
     if not details:
         return profile
     return profile, {"sizes": list(sizes), "exchange": exchanges, "all_pairs": all_pairs,
-                     "pingpong": pingpongs,  # rank 0 only: for comparison, never fitted
-                     "gamma_sizes": list(gamma_sizes), "gamma_times": gamma_times,  # np.add alone
-                     "gamma_in_ring": in_ring}  # seconds per byte of the adds in ring steps
+                     "pingpong": pingpongs, "gamma_sizes": list(gamma_sizes),
+                     "gamma_times": gamma_times, "gamma_in_ring": in_ring}
 
 
 def _gamma_only(base, gamma_sizes, repeats, details):
