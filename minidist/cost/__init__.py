@@ -2,13 +2,14 @@
 
 * `counts`: closed-form messages, bytes, rounds and scratch of every collective as
   minidist.comm implements it (the ledger is tested against them);
-* `costmodel`: alpha-beta-gamma time of each collective, `profiles`: named fabrics,
-  `calibrate`: fit a profile on the machine at hand;
+* `steps`: each collective's critical path; `costmodel`: its alpha-beta-gamma time;
+  `profiles`: named fabrics; `calibrate` (`minidist calibrate`) and `machine` (compare's
+  quick one): fit a profile on the machine at hand, with `measure`'s timed primitives;
 * `stepcost`: a strategy's per-rank messages, bytes, seconds and memory for one step.
 
-It sits above minidist.comm (it may read its wire constants and run calibration through a
-Communicator); comm never imports it. `use_profile` also hands comm the thresholds that
-``allreduce(algorithm="auto")`` uses.
+It sits above minidist.comm (it reads its wire constants and calibrates through a
+Communicator); comm never imports it. `use_profile` hands comm the threshold table that
+``allreduce(algorithm="auto")`` looks up. The whole model: docs/cost-model.md.
 """
 from .costmodel import best_allreduce, default_profile, predict, use_profile
 from .counts import message_counts, rounds, scratch_bytes, syncbn_message_counts

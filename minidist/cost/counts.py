@@ -1,36 +1,12 @@
-"""Closed-form per-rank message counts of every collective, AS IMPLEMENTED here.
+"""Closed-form per-rank message counts of every collective, AS IMPLEMENTED in minidist.comm.
 
-`message_counts` gives what one rank sends and receives; `rounds` the number of
-sequential message steps on the critical path (the latency terms of a cost model). The
-multi-rank tests check every collective's ledger against these formulas, rank by rank.
-
-Conventions. N = size; ``cs(i) = count // N + (i < count % N)`` is the length of chunk i
-in np.array_split's layout; ``ceil_log2(n)`` = ceil(log2 n). Empty chunks are still sent
-as 0-byte messages, so message counts never depend on `count`. Bytes are ``elements *
-itemsize``.
-
-* ring_reduce_scatter: N-1 messages each way; rank r sends every chunk but r, and
-  receives every chunk but r-1: ``sent = count - cs(r)``, ``received = count - cs(r-1)``.
-* ring_allgather: N-1 each way; sends every chunk but r+1, receives every chunk but r.
-* ring_allreduce: the two: 2(N-1) messages each way, ``sent = 2*count - cs(r) -
-  cs(r+1)``, ``received = 2*count - cs(r-1) - cs(r)``; = 2(N-1)/N * count when N | count.
-* gather_to_root, reduce_to_root "linear": each non-root sends its buffer once; the root
-  receives N-1 buffers.
-* broadcast "linear": the root sends N-1 buffers; each other rank receives one.
-* reduce_to_root / broadcast "binomial" (v = (r - root) % N, tz = trailing zeros):
-  children(v) = ceil_log2(N) for the root, else min(tz(v), ceil_log2(N - v)); broadcast
-  receives 1 (non-roots) and sends children(v) buffers; reduce the reverse.
-* scatter (count = rows of x, itemsize = bytes per row): the root sends 2(N-1) messages,
-  a header of HEADER_BYTES and the piece, to each other rank: ``(N-1)*HEADER_BYTES +
-  (count - cs(root))*itemsize`` bytes; rank r receives ``HEADER_BYTES + cs(r)*itemsize``.
-* recursive_doubling_allreduce (p = 2**floor(log2 N), rem = N - p, L = log2 p): whole
-  buffers; even ranks below 2*rem send 1, receive 1; odd ranks below 2*rem L+1 each way;
-  the others L each way.
-* rabenseifner_allreduce: the same fold-in/out of whole buffers; an active rank with new
-  number v (pieces: array_split of count over p) sends ``count - piece(v) + K(v)`` and
-  receives as much, in 2L messages each way, where K(v) = sum over k = 1..L of the
-  elements of the aligned block of p/2**k pieces that contains piece v (its kept ranges).
-* barrier: ceil_log2(N) empty messages each way.
+`message_counts` gives what one rank sends and receives, `rounds` the number of sequential
+message steps on the critical path (the latency terms of the cost model), `scratch_bytes`
+the scratch a rank reports to the ledger. The multi-rank tests check every collective's
+ledger against these formulas, rank by rank, so a change to a collective that changes its
+traffic shows up here. Chunks follow np.array_split's layout, and empty chunks are still
+sent as 0-byte messages, so message counts never depend on the buffer size. Each formula:
+docs/cost-model.md.
 """
 from __future__ import annotations
 
@@ -97,63 +73,79 @@ def message_counts(collective: str, size: int, rank: int, count: int, itemsize: 
                    root: int = 0, algorithm: str | None = None) -> dict:
     """``{messages_sent, messages_received, bytes_sent, bytes_received}`` of `rank` in
     `collective` over `size` ranks, for a buffer of `count` elements of `itemsize` bytes
-    (see the module docstring for each formula). `algorithm`: "linear" (default) or
-    "binomial" for reduce_to_root and broadcast; for collective="allreduce" one of
-    "ring", "recursive_doubling", "rabenseifner" or "auto"/None."""
+    (each formula: docs/cost-model.md). `algorithm`: "linear" (default) or "binomial" for
+    reduce_to_root and broadcast; for collective="allreduce" one of "ring",
+    "recursive_doubling", "rabenseifner" or "auto"/None."""
     _check_args(collective, size, rank, count, itemsize, root)
     if collective == "allreduce":
         collective = _allreduce_name(count, itemsize, size, algorithm)
-    N, r = size, rank
-    if N == 1:
+    if size == 1:
         return _counts(0, 0, 0, 0, itemsize)
+    if collective == "scatter":
+        return _scatter_counts(size, rank, count, itemsize, root)
+    if collective in ("gather_to_root", "reduce_to_root", "broadcast"):
+        return _counts(*_rooted_counts(collective, size, rank, count, root, algorithm), itemsize)
+    if collective in ("recursive_doubling_allreduce", "rabenseifner_allreduce"):
+        return _counts(*_doubling_counts(collective, size, rank, count), itemsize)
+    return _counts(*_ring_counts(collective, size, rank, count), itemsize)
 
+
+def _ring_counts(collective, N, r, count):
+    """(messages sent, received, elements sent, received) of the rings and the barrier."""
     def cs(i):
         return chunk_size(count, N, i % N)
 
     if collective == "ring_reduce_scatter":
-        return _counts(N - 1, N - 1, count - cs(r), count - cs(r - 1), itemsize)
+        return N - 1, N - 1, count - cs(r), count - cs(r - 1)
     if collective == "ring_allgather":
-        return _counts(N - 1, N - 1, count - cs(r + 1), count - cs(r), itemsize)
+        return N - 1, N - 1, count - cs(r + 1), count - cs(r)
     if collective == "ring_allreduce":
-        return _counts(2 * (N - 1), 2 * (N - 1), 2 * count - cs(r) - cs(r + 1),
-                       2 * count - cs(r - 1) - cs(r), itemsize)
-    if collective == "barrier":
-        return _counts(ceil_log2(N), ceil_log2(N), 0, 0, itemsize)
-    if collective == "scatter":
-        if r == root:
-            return {"messages_sent": 2 * (N - 1), "messages_received": 0,
-                    "bytes_sent": (N - 1) * HEADER_BYTES + (count - cs(root)) * itemsize,
-                    "bytes_received": 0}
-        return {"messages_sent": 0, "messages_received": 2, "bytes_sent": 0,
-                "bytes_received": HEADER_BYTES + cs(r) * itemsize}
-    if collective in ("gather_to_root", "reduce_to_root", "broadcast"):
-        linear = collective == "gather_to_root" or _rooted_algorithm(collective, algorithm) == "linear"
-        v = (r - root) % N
-        if linear:
-            toward_root, away_from_root = (0 if v == 0 else 1), (N - 1 if v == 0 else 0)
-        else:
-            toward_root, away_from_root = (0 if v == 0 else 1), binomial_children(v, N)
-        # toward_root: messages up to the parent/root; away_from_root: to children/others
-        if collective == "broadcast":
-            ms, mr = away_from_root, toward_root
-        else:
-            ms, mr = toward_root, away_from_root
-        return _counts(ms, mr, ms * count, mr * count, itemsize)
-    # recursive doubling and Rabenseifner: fold-in/out around a power-of-two core
+        return 2 * (N - 1), 2 * (N - 1), 2 * count - cs(r) - cs(r + 1), 2 * count - cs(r - 1) - cs(r)
+    return ceil_log2(N), ceil_log2(N), 0, 0  # barrier
+
+
+def _scatter_counts(N, r, count, itemsize, root):
+    """The root sends each other rank a header, then its rows; the bytes mix the two."""
+    if r == root:
+        return {"messages_sent": 2 * (N - 1), "messages_received": 0,
+                "bytes_sent": (N - 1) * HEADER_BYTES + (count - chunk_size(count, N, root)) * itemsize,
+                "bytes_received": 0}
+    return {"messages_sent": 0, "messages_received": 2, "bytes_sent": 0,
+            "bytes_received": HEADER_BYTES + chunk_size(count, N, r) * itemsize}
+
+
+def _rooted_counts(collective, N, r, count, root, algorithm):
+    """(messages sent, received, elements sent, received) of gather, reduce and broadcast:
+    whole buffers, toward the root (1, off the root) and away from it (the root's N-1 in
+    the linear ones, a node's children in the binomial tree); broadcast runs the other way."""
+    linear = collective == "gather_to_root" or _rooted_algorithm(collective, algorithm) == "linear"
+    v = (r - root) % N
+    toward_root = 0 if v == 0 else 1
+    if linear:
+        away_from_root = N - 1 if v == 0 else 0
+    else:
+        away_from_root = binomial_children(v, N)
+    ms, mr = (away_from_root, toward_root) if collective == "broadcast" else (toward_root, away_from_root)
+    return ms, mr, ms * count, mr * count
+
+
+def _doubling_counts(collective, N, r, count):
+    """(messages sent, received, elements sent, received) of recursive doubling and
+    Rabenseifner: the extra ranks fold in and out around a power-of-two core."""
     p = 1 << (N.bit_length() - 1)
     rem, L = N - p, p.bit_length() - 1
     if r < 2 * rem and r % 2 == 0:
-        return _counts(1, 1, count, count, itemsize)
+        return 1, 1, count, count
     fold = 1 if r < 2 * rem else 0
     if collective == "recursive_doubling_allreduce":
         m = L + fold
-        return _counts(m, m, m * count, m * count, itemsize)
+        return m, m, m * count, m * count
     v = r // 2 if fold else r - rem
     starts = chunk_starts(count, p)
     kept = sum(starts[((v >> (L - k)) + 1) << (L - k)] - starts[(v >> (L - k)) << (L - k)]
                for k in range(1, L + 1))
     elements = count - (starts[v + 1] - starts[v]) + kept + fold * count
-    return _counts(2 * L + fold, 2 * L + fold, elements, elements, itemsize)
+    return 2 * L + fold, 2 * L + fold, elements, elements
 
 
 def rounds(collective: str, size: int, algorithm: str | None = None) -> int:

@@ -9,7 +9,7 @@ median) and reduced to their median, and alpha/beta come from `calibrate.fit_alp
 gamma is the larger of np.add alone and the adds inside ring steps.
 Fitting each pass alone gives the spread of alpha and beta; above `NOISY_SPREAD` the
 result is marked too noisy to trust. The cache file is written atomically; a cached
-profile is reused unless `refresh`. Details: docs/timing.md.
+profile is reused unless `refresh`. Details: docs/cost-model.md, docs/timing.md.
 """
 from __future__ import annotations
 
@@ -25,7 +25,8 @@ import numpy as np
 from ..atomic import write_text
 from ..comm import Communicator, ring_allreduce
 from ..comm.tags import TAG_MACHINE_PROFILE
-from .calibrate import _reduce_in_ring, fit_alpha_beta
+from .calibrate import fit_alpha_beta
+from .measure import add_seconds, exchange, reduce_in_ring
 from .costmodel import predict
 from .profiles import Profile
 
@@ -91,46 +92,32 @@ def _sleep_until_all_arrive(mpi_comm) -> None:
 
 def _exchange_sweep(pair: Communicator, sbuf, rbuf) -> list[float]:
     """One pass: per size, the median of REPEATS Sendrecv exchanges (the slower rank's)."""
-    partner = 1 - pair.rank
-    out = []
-    for nbytes in SIZES:
-        send, recv = sbuf[:nbytes], rbuf[:nbytes]
-        times = []
-        for _ in range(REPEATS + 1):
-            pair.mpi.Barrier()
-            t0 = perf_counter()
-            pair.sendrecv(send, partner, recv, partner, TAG_MACHINE_PROFILE)
-            times.append(perf_counter() - t0)
-            send, recv = recv, send
-        out.append(float(np.median(times[1:])))
-    return [max(a, b) for a, b in zip(*pair.mpi.allgather(out))]
+    return [exchange(pair, sbuf[:nbytes], rbuf[:nbytes], REPEATS, warmup=1, tag=TAG_MACHINE_PROFILE)
+            for nbytes in SIZES]
+
+
+def _ring_call_times(c: Communicator, calls: int) -> list[list[float]]:
+    """Every rank's seconds of `calls` whole 8-byte ring_allreduce calls on `c` (checks,
+    scratch, ledger and messages), each after a barrier, after one untimed call."""
+    x = np.ones(1)
+    times = []
+    for _ in range(calls + 1):
+        c.mpi.Barrier()
+        t0 = perf_counter()
+        ring_allreduce(c, x)
+        times.append(perf_counter() - t0)
+    return c.mpi.allgather(times[1:])
 
 
 def _call_times(pair: Communicator) -> list[float]:
-    """Seconds of a whole 8-byte ring_allreduce on the pair (checks, scratch, ledger and
-    two messages): the per-call overhead is what the two messages' alpha does not explain."""
-    x = np.ones(1)
-    times = []
-    for _ in range(4 * REPEATS + 1):
-        pair.mpi.Barrier()
-        t0 = perf_counter()
-        ring_allreduce(pair, x)
-        times.append(perf_counter() - t0)
-    return [max(a, b) for a, b in zip(*pair.mpi.allgather(times[1:]))]
+    """Seconds of a whole 8-byte ring_allreduce on the pair, the slower rank's per call: the
+    per-call overhead is what the two messages' alpha does not explain."""
+    return [max(a, b) for a, b in zip(*_ring_call_times(pair, 4 * REPEATS))]
 
 
 def _gamma() -> tuple[float, float]:
     """(seconds per byte of np.add(a, b, out=a) on float32, relative spread over sizes)."""
-    per_byte = []
-    for nbytes in GAMMA_SIZES:
-        a = np.ones(nbytes // 4, np.float32)
-        b = np.ones_like(a)
-        times = []
-        for _ in range(REPEATS):
-            t0 = perf_counter()
-            np.add(a, b, out=a)
-            times.append(perf_counter() - t0)
-        per_byte.append(robust_median(times)[0] / nbytes)
+    per_byte = [robust_median(add_seconds(nbytes, REPEATS))[0] / nbytes for nbytes in GAMMA_SIZES]
     return robust_median(per_byte)[:2]
 
 
@@ -172,7 +159,7 @@ def measure(comm) -> dict:
         while len(passes) < PASSES and (len(passes) < MIN_PASSES or not _over_budget(pair, start)):
             passes.append(_exchange_sweep(pair, sbuf, rbuf))
         calls = _call_times(pair)
-        in_ring = _reduce_in_ring(pair, GAMMA_SIZES, REPEATS)  # what the ring's adds cost it
+        in_ring = reduce_in_ring(pair, GAMMA_SIZES, REPEATS)  # what the ring's adds cost it
         if rank == 0:
             result = _fit_on_rank0(passes, calls, in_ring)
     _sleep_until_all_arrive(mpi)
@@ -186,14 +173,7 @@ def _step_latency_all(mpi) -> float:
     part at once (where ranks outnumber cores, a step waits for its neighbour to get a
     core): the slowest rank's median over the calls, divided by the 2(N-1) steps."""
     everyone = Communicator(mpi)  # a private ledger
-    x = np.ones(1)
-    times = []
-    for _ in range(2 * REPEATS + 1):
-        mpi.Barrier()
-        t0 = perf_counter()
-        ring_allreduce(everyone, x)
-        times.append(perf_counter() - t0)
-    slowest = max(robust_median(t[1:])[0] for t in mpi.allgather(times))
+    slowest = max(robust_median(t)[0] for t in _ring_call_times(everyone, 2 * REPEATS))
     return slowest / (2 * (mpi.Get_size() - 1))
 
 

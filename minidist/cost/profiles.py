@@ -1,24 +1,12 @@
 """Hardware profiles for the alpha-beta-gamma cost model, as plain data.
 
-A profile says what one message costs on a fabric:
-
-- ``alpha``: seconds per message (latency plus per-message software cost),
-- ``beta``: seconds per byte through one rank's link (1 / link bandwidth),
-- ``gamma``: seconds per byte of the reduced vector (the ``a += b`` arithmetic),
-- ``eager_max`` and ``rendezvous_alpha`` (optional, calibrated profiles): MPI libraries
-  send small messages eagerly and larger ones after a handshake (rendezvous), which adds
-  a fixed cost per message; a message of more than ``eager_max`` bytes then costs
-  ``rendezvous_alpha + m * beta`` instead of ``alpha + m * beta``. ``None`` (the named
-  profiles): one alpha for every size;
-- ``ranks_per_node`` and ``node_bw``: ranks placed on one machine share its memory (or
-  its NIC); while ``c`` of them move bytes at once, the node carries ``c`` times the
-  traffic, so a step can go no faster than ``c * bytes / node_bw``. ``node_bw=None`` means
-  no shared limit (one rank per node, or each rank with its own links).
-
-The named profiles below are nominal figures from vendor specifications and well-known
-published measurements, each with its source; they are for projections, not promises.
-`minidist.comm.calibrate.calibrate` measures the machine you run on instead.
-Profiles are saved as JSON (never pickle) with `save_profile` / `load_profile`.
+A `Profile` says what one message costs on a fabric: ``alpha`` seconds per message,
+``beta`` seconds per byte through one rank's link, ``gamma`` seconds per byte reduced,
+and, optionally, a rendezvous alpha past MPI's eager limit, a node bandwidth that the
+ranks of one node share, and a per-call overhead. The named `PROFILES` are nominal
+figures from vendor specifications and published measurements, each with its source: for
+projections, not promises; `minidist.cost.calibrate` measures the machine at hand.
+Profiles are saved as JSON (never pickle). Each field: docs/cost-model.md.
 """
 from __future__ import annotations
 
@@ -117,6 +105,15 @@ class Profile:
 
 GB = 1e9
 
+
+def _cpu_network(name, alpha, gb_per_s, source) -> Profile:
+    """A network fabric with one rank per node, whose CPU does the adds."""
+    return Profile(name, alpha=alpha, beta=1 / (gb_per_s * GB), gamma=1 / (10 * GB),
+                   ranks_per_node=1, node_bw=None,
+                   source=f"{source} gamma: one CPU core's float32 add, ~10 GB/s (nominal). "
+                          "One rank per node.")
+
+
 # Each entry: nominal numbers, with where they come from. "Nominal" means a spec-sheet or
 # typical published figure, not a measurement on any particular machine.
 PROFILES: dict[str, Profile] = {
@@ -145,25 +142,19 @@ PROFILES: dict[str, Profile] = {
                "nccl-tests all_reduce_perf busbw ~230-240 GB/s on 8 A100s (NVIDIA's published "
                "figures). alpha: nominal per-step latency of NCCL's ring; each GPU has its "
                "own links, so no shared node limit."),
-    "10gbe": Profile(
-        "10gbe", alpha=25e-6, beta=1 / (1.15 * GB), gamma=1 / (10 * GB),
-        ranks_per_node=1, node_bw=None,
+    "10gbe": _cpu_network(
+        "10gbe", alpha=25e-6, gb_per_s=1.15,
         source="10 Gigabit Ethernet with MPI over TCP: 1.25 GB/s line rate, ~1.15 GB/s "
                "achieved by TCP; ~20-30 us MPI ping-pong latency over kernel TCP (typical "
-               "published osu_latency figures). gamma: one CPU core's float32 add, ~10 GB/s "
-               "(nominal). One rank per node."),
-    "100gbe": Profile(
-        "100gbe", alpha=5e-6, beta=1 / (11.5 * GB), gamma=1 / (10 * GB),
-        ranks_per_node=1, node_bw=None,
+               "published osu_latency figures)."),
+    "100gbe": _cpu_network(
+        "100gbe", alpha=5e-6, gb_per_s=11.5,
         source="100 Gigabit Ethernet with RoCE v2: 12.5 GB/s line rate, ~11.5 GB/s achieved; "
-               "alpha ~2-5 us with RDMA (nominal; kernel TCP is ~3x worse). gamma: one CPU "
-               "core's float32 add, ~10 GB/s (nominal). One rank per node."),
-    "ib-hdr": Profile(
-        "ib-hdr", alpha=1.0e-6, beta=1 / (24 * GB), gamma=1 / (10 * GB),
-        ranks_per_node=1, node_bw=None,
+               "alpha ~2-5 us with RDMA (nominal; kernel TCP is ~3x worse)."),
+    "ib-hdr": _cpu_network(
+        "ib-hdr", alpha=1.0e-6, gb_per_s=24,
         source="InfiniBand HDR (200 Gb/s = 25 GB/s, ConnectX-6): ~24 GB/s osu_bw and "
-               "~1 us osu_latency are the published MVAPICH/NVIDIA figures. gamma: one CPU "
-               "core's float32 add, ~10 GB/s (nominal). One rank per node."),
+               "~1 us osu_latency are the published MVAPICH/NVIDIA figures."),
 }
 
 
