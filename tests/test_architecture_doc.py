@@ -6,7 +6,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "architecture.md"
-HOP = re.compile(r"`([A-Za-z_][\w.]*)` \(`([\w/]+\.py):(\d+)-(\d+)`\)")
+HOP = re.compile(r"`([A-Za-z_][\w.]*)`(\s+)\(`([\w/]+\.py):(\d+)-(\d+)`\)")
 
 
 def _definitions(path: Path) -> dict:
@@ -26,12 +26,14 @@ def _definitions(path: Path) -> dict:
 
 
 def test_the_architecture_doc_exists_and_names_hops():
-    assert len(HOP.findall(DOC.read_text())) >= 20
+    text = DOC.read_text()
+    assert len(HOP.findall(text)) >= 20
+    assert len(HOP.findall(text)) == text.count(".py:"), "every file:line reference is written as a hop"
 
 
 def test_every_hop_points_at_its_definition():
     wrong = []
-    for symbol, path, first, last in HOP.findall(DOC.read_text()):
+    for symbol, _, path, first, last in HOP.findall(DOC.read_text()):
         file = ROOT / path
         if not file.exists():
             wrong.append(f"{path}: no such file (for `{symbol}`)")
@@ -46,8 +48,8 @@ def test_every_hop_points_at_its_definition():
 
 if __name__ == "__main__":  # `python tests/test_architecture_doc.py`: rewrite the ranges that moved
     def _fix(match):
-        symbol, path, _, _ = match.groups()
+        symbol, space, path, _, _ = match.groups()
         span = _definitions(ROOT / path).get(symbol)
-        return match.group(0) if span is None else f"`{symbol}` (`{path}:{span[0]}-{span[1]}`)"
+        return match.group(0) if span is None else f"`{symbol}`{space}(`{path}:{span[0]}-{span[1]}`)"
 
     DOC.write_text(HOP.sub(_fix, DOC.read_text()))
