@@ -11,7 +11,6 @@ import argparse
 import math
 import os
 import sys
-import time
 
 EXIT_CONFIG = 2  # argparse's status for a usage error
 
@@ -51,19 +50,13 @@ def warn(message: str) -> None:
     say_once("warning", message)
 
 
-OPENMPI_GRACE_S = 10.0
-
 
 def fail(exc: BaseException, debug: bool = False) -> int:
     """Report a configuration error once and return the exit status (re-raise with --debug)."""
     if debug_wanted(debug):
         raise exc
     say_once("error", str(exc).replace("\n", " "))
-    if launcher_rank() != 0 and "OMPI_COMM_WORLD_RANK" in os.environ:
-        # Open MPI ends the whole job at the first non-zero exit: let rank 0 (which finds the
-        # same error) say it first; its exit, with the same status, then ends this rank.
-        time.sleep(OPENMPI_GRACE_S)
-    return EXIT_CONFIG
+    return EXIT_CONFIG  # every rank exits with it at once: minidist.comm.failstop lets them leave quietly
 
 
 def run_guarded(fn, *args, debug: bool = False) -> int:

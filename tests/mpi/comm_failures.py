@@ -18,7 +18,9 @@ import sys
 import minidist  # noqa: F401  (in a job of several ranks: fail-stop from here on)
 
 mode = sys.argv[1]
-if mode == "early" and os.environ.get("PMI_RANK") == str(int(os.environ["PMI_SIZE"]) - 1):
+_RANK = os.environ.get("PMI_RANK") or os.environ.get("OMPI_COMM_WORLD_RANK")
+_SIZE = os.environ.get("PMI_SIZE") or os.environ.get("OMPI_COMM_WORLD_SIZE")
+if mode == "early" and _RANK == str(int(_SIZE) - 1):
     raise RuntimeError("failure before any Communicator")
 
 import numpy as np  # noqa: E402
