@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from .function import Function
+from .workspace import scratch
 from .tensor import Tensor
 
 
@@ -116,7 +117,8 @@ class ReLU(Function):
 
     @staticmethod
     def backward(ctx, grad):
-        return grad * (ctx.saved_tensors[0] > 0)  # 0 at a == 0, as PyTorch
+        positive = np.greater(ctx.saved_tensors[0], 0, out=scratch("relu.positive", grad.shape, bool))
+        return grad * positive  # 0 at a == 0, as PyTorch
 
 
 class Sigmoid(Function):
