@@ -10,6 +10,10 @@ import os
 if int(os.environ.get("PMI_SIZE") or os.environ.get("OMPI_COMM_WORLD_SIZE") or 1) > 1:
     for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(_var, "1")
+    if os.environ.get("MINIDIST_MALLOC", "keep") != "default":  # see minidist/allocator.py
+        from .allocator import keep_freed_memory
+
+        keep_freed_memory()
 
 from .autograd import Function, Tensor, no_grad
 from . import data, nn, optim
