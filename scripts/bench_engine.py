@@ -71,7 +71,7 @@ def stepper(framework, model, x, y):
     """One training step (forward, loss, zero_grad, backward, SGD) as a function."""
     if framework == "torch":
         import torch
-        from torch_models import to_torch
+        from benchutil import to_torch
 
         net = to_torch(torch, model)
         opt, xt, yt, loss_fn = (torch.optim.SGD(net.parameters(), lr=0.01), torch.from_numpy(x),

@@ -82,15 +82,21 @@ def run_json(cmd, env=None, timeout=600):
     return json.loads(lines[-1])
 
 
+def interleaved(runs, rounds: int):
+    """Call each of `runs` once per round, in order on even rounds and in reverse on odd
+    ones (A B, B A, ...): a neighbour's load drifting over time hits all alike. Returns
+    one list of results per run."""
+    out = [[] for _ in runs]
+    for i in range(rounds):
+        order = range(len(runs)) if i % 2 == 0 else reversed(range(len(runs)))
+        for k in order:
+            out[k].append(runs[k]())
+    return out
+
+
 def paired(run_a, run_b, pairs: int):
-    """Call run_a and run_b alternately A B B A A B ... (`pairs` of each): a neighbour's
-    load drifting over time hits both alike. Returns (results of A, results of B)."""
-    a, b = [], []
-    for i in range(pairs):
-        order = ((run_a, a), (run_b, b)) if i % 2 == 0 else ((run_b, b), (run_a, a))
-        for run, out in order:
-            out.append(run())
-    return a, b
+    """A B B A ...: `interleaved` for two runs; returns (results of A, results of B)."""
+    return tuple(interleaved([run_a, run_b], pairs))
 
 
 def ratio_stats(a, b) -> dict:
@@ -115,5 +121,43 @@ def one_thread_env(threads: int = 1) -> dict:
     return {v: str(threads) for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
 
 
-def python() -> str:
-    return sys.executable
+def to_torch(torch, model):
+    """A torch.nn.Sequential mirroring the minidist Sequential `model`, same weights."""
+    from minidist import nn
+
+    tnn = torch.nn
+    layers = []
+    for m in model:
+        if isinstance(m, nn.Linear):
+            layers.append(tnn.Linear(m.in_features, m.out_features))
+        elif isinstance(m, nn.Conv2d):
+            o, c, kh, kw = m.weight.shape
+            layers.append(tnn.Conv2d(c, o, (kh, kw), stride=m.stride, padding=m.padding))
+        elif isinstance(m, nn.BatchNorm2d):
+            layers.append(tnn.BatchNorm2d(m.num_features))
+        elif isinstance(m, nn.ReLU):
+            layers.append(tnn.ReLU())
+        elif isinstance(m, nn.MaxPool2d):
+            layers.append(tnn.MaxPool2d(m.kernel_size, m.stride, m.padding))
+        elif isinstance(m, nn.Flatten):
+            layers.append(tnn.Flatten())
+        else:
+            raise TypeError(f"no torch counterpart written for {type(m).__name__}")
+    net = tnn.Sequential(*layers)
+    with torch.no_grad():
+        for (_, src), (_, dst) in zip(model.named_parameters(), net.named_parameters()):
+            dst.copy_(torch.from_numpy(src.data.copy()))
+    return net
+
+
+def mpiexec_command(n: int) -> list:
+    """``mpiexec -n N`` (the venv's MPICH first), with Open MPI's flags for running as root
+    and with more ranks than cores when it is Open MPI."""
+    import shutil
+    from pathlib import Path
+
+    local = Path(sys.executable).parent / "mpiexec"
+    exe = str(local) if local.exists() else (shutil.which("mpiexec") or "mpiexec")
+    version = subprocess.run([exe, "--version"], capture_output=True, text=True).stdout
+    extra = ["--allow-run-as-root", "--oversubscribe"] if "Open MPI" in version or "OpenRTE" in version else []
+    return [exe, *extra, "-n", str(n)]

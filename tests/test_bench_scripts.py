@@ -1,0 +1,45 @@
+"""The benchmark scripts run end to end (benchmarks are never timed tests: only that they
+run and print what they promise). bench_ddp's torch-less path is exercised by
+MINIDIST_BENCH_NO_TORCH=1, which makes the script act as if torch were not installed."""
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPTS = ROOT / "scripts"
+
+
+def run_script(name, *args, env=None, timeout=600):
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    proc = subprocess.run([sys.executable, str(SCRIPTS / name), *args], capture_output=True, text=True,
+                          env=full_env, timeout=timeout, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout
+
+
+@pytest.mark.mpi
+def test_bench_ddp_quick_without_torch_skips_the_torch_side():
+    out = run_script("bench_ddp.py", "--quick", env={"MINIDIST_BENCH_NO_TORCH": "1"})
+    assert "PyTorch DDP side skipped" in out
+    for model in ("MLP 784-512-512-10, N=2", "CNN conv3x3(16)-BN-ReLU-pool2-Linear, N=2"):
+        row = next(line for line in out.splitlines() if model in line and " ddp " in line)
+        assert " ms " in row and "MiB/process" in row and "torch" not in row
+
+
+@pytest.mark.mpi
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="torch not installed")
+def test_bench_ddp_quick_with_torch_prints_ratios_and_memory():
+    out = run_script("bench_ddp.py", "--quick", "--models", "mlp")
+    assert "skipped" not in out
+    row = next(line for line in out.splitlines() if " ddp " in line)
+    assert "time / torch" in row and "memory / torch" in row
+
+
+def test_bench_engine_without_torch_times_minidist_alone():
+    out = run_script("bench_engine.py", "--models", "tiny", "--pairs", "1", "--steps", "2", "--warmup", "1",
+                     env={"MINIDIST_BENCH_NO_TORCH": "1"})
+    assert "PyTorch side skipped" in out and "minidist" in out and "ratio" not in out
