@@ -32,6 +32,7 @@ from __future__ import annotations
 import numpy as np
 
 from .checks import RING_DTYPES, chunk_bounds, check_array, check_op, mismatch_error
+from .ring_plan import ring_steps
 
 TAG_REDUCE_SCATTER = 30_100
 TAG_ALLGATHER = 30_101
@@ -250,7 +251,7 @@ def _ring_allreduce(comm, x, op, ufunc):
     flat = x if x.ndim == 1 else x.reshape(-1)
     buffer = comm.take_scratch(ring_scratch_count(flat.size, size), flat.dtype)
     try:
-        steps = RingSteps(flat, rank, size, op, ufunc, buffer)
+        steps = ring_steps(flat, rank, size, op, ufunc, buffer)  # cached setup (ring_plan.py)
         right, left = (rank + 1) % size, (rank - 1) % size
         sendrecv, buffers, finish = comm.sendrecv, steps.buffers, steps.finish
         for step in range(steps.total):
