@@ -59,18 +59,11 @@ from minidist.comm.allreduce import choose_allreduce_algorithm
 from minidist.comm.calibrate import calibrate
 from minidist.comm.checks import chunk_bounds
 
-from benchutil import malloc_note, torch_available, tune_malloc  # scripts/ is sys.path[0] for a script
+from benchutil import malloc_note, parse_bytes, torch_available, tune_malloc  # scripts/ is sys.path[0] for a script
 from bench_collectives_report import drift, mean_profile, summarize, write_csv
 
 SHORT = {"recursive_doubling": "rd", "ring": "ring", "rabenseifner": "rab"}
 METHODS = ("ring", "rd", "rab", "auto", "mpi", "g+b", "floor", "instrumented", "gloo")
-
-
-def parse_bytes(text: str) -> int:
-    """'64M', '4KiB', '1048576' -> bytes."""
-    t = text.strip().upper().removesuffix("IB").removesuffix("B")
-    scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(t[-1:], 1)
-    return int(float(t[:-1] if scale > 1 else t) * scale)
 
 
 def parse_args(argv=None):

@@ -109,6 +109,13 @@ def ratio_text(stats: dict) -> str:
     return f"{stats['median']:.2f} (min {stats['min']:.2f}, max {stats['max']:.2f}, {stats['n']} pairs)"
 
 
+def parse_bytes(text: str) -> int:
+    """'64M', '4KiB', '1048576' -> bytes."""
+    t = text.strip().upper().removesuffix("IB").removesuffix("B")
+    scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(t[-1:], 1)
+    return int(float(t[:-1] if scale > 1 else t) * scale)
+
+
 def cores() -> int:
     try:
         return len(os.sched_getaffinity(0))

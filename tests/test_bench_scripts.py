@@ -43,3 +43,19 @@ def test_bench_engine_without_torch_times_minidist_alone():
     out = run_script("bench_engine.py", "--models", "tiny", "--pairs", "1", "--steps", "2", "--warmup", "1",
                      env={"MINIDIST_BENCH_NO_TORCH": "1"})
     assert "PyTorch side skipped" in out and "minidist" in out and "ratio" not in out
+
+
+def test_crossover_is_where_the_ring_wins_for_good():
+    sys.path.insert(0, str(SCRIPTS))
+    from bench_crossover import crossover
+
+    rows = [{"bytes": b, "rd": rd, "ring": ring} for b, rd, ring in
+            [(64, 1, 2), (128, 2, 1), (256, 2, 3), (512, 3, 2), (1024, 5, 4)]]
+    assert crossover(rows) == 512  # 128 is a fluke: the ring loses again at 256
+    assert crossover(rows[:3]) is None
+
+
+@pytest.mark.mpi
+def test_bench_crossover_quick_prints_a_table():
+    out = run_script("bench_crossover.py", "--quick", "--ranks", "2", "--max-bytes", "4K")
+    assert "N=2" in out and "RING_FROM_BYTES = {2: " in out
