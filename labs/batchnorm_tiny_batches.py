@@ -17,7 +17,7 @@ sweep, train the same model (same initial weights, same shuffled data, float64) 
 same number of steps under DDP with BatchNorm, SyncBatchNorm and LayerNorm, plus the
 single-process reference, BatchNorm on the global batch of N*b samples. Report the
 held-out accuracy, the wall time per step, and rank 0's ledger for phase "syncbn": bytes
-and messages per step, beside the closed form (`minidist.parallel.syncbn.syncbn_message_counts`
+and messages per step, beside the closed form (`minidist.nn.syncbn.syncbn_message_counts`
 per layer) and beside the gradient all-reduce's bytes.
 
 Run it:
@@ -39,7 +39,7 @@ from minidist.comm import Communicator
 from minidist.data import spirals, synthetic_images
 from minidist.optim import SGD
 from minidist.parallel import SyncBatchNorm, Trainer, build_model, distributed_loader, wrap
-from minidist.parallel.syncbn import syncbn_message_counts
+from minidist.cost import syncbn_message_counts
 
 NORMS = {"batch": "BatchNorm", "sync": "SyncBatchNorm", "layer": "LayerNorm"}
 

@@ -11,7 +11,7 @@ What the experiment does. For each N in --sizes (default 2, 3, ..., the mpiexec 
 first N ranks of COMM_WORLD form a sub-communicator (`comm.mpi.Split`; the rest wait) and
 train the same MLP for a few steps under dp, hub and ddp (`wrap` + `Trainer`). Each rank's
 ledger gives its bytes and messages per step, its `model.memory` its peak bytes; rank 0
-gathers them. Beside each measurement: `minidist.parallel.stepcost.predict_step` for the
+gathers them. Beside each measurement: `minidist.cost.stepcost.predict_step` for the
 same model and N (closed forms: they must equal the ledger to the byte). Then the same
 predictor for large N on a named hardware profile (default InfiniBand HDR), in units of
 the model's size, with the predicted seconds.
@@ -37,11 +37,11 @@ import numpy as np
 from mpi4py import MPI
 
 from minidist.comm import Communicator, gather_to_root
-from minidist.comm.profiles import PROFILES
+from minidist.cost.profiles import PROFILES
 from minidist.data import spirals
 from minidist.optim import SGD
 from minidist.parallel import MLP, Trainer, distributed_loader, wrap
-from minidist.parallel.stepcost import dense, describe, predict_step
+from minidist.cost.stepcost import dense, describe, predict_step
 
 STRATEGIES = ("dp", "hub", "ddp")
 PEAKS = ("rank0_peak", "predicted_rank0_peak", "rank1_peak", "predicted_rank1_peak")

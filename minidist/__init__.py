@@ -1,5 +1,9 @@
 """minidist: a from-scratch data-parallel training simulator (NumPy autograd, collectives
-from point-to-point MPI, DP / hub / DDP compared step by step). See DESIGN.md."""
+from point-to-point MPI, DP / hub / DDP compared step by step). See docs/architecture.md.
+
+Every submodule is imported on first use, so ``import minidist.comm`` loads no autograd
+or nn, and comm and parallel (which initialise MPI through mpi4py) load only when used.
+"""
 import importlib
 import os
 
@@ -15,16 +19,17 @@ if int(os.environ.get("PMI_SIZE") or os.environ.get("OMPI_COMM_WORLD_SIZE") or 1
 
         keep_freed_memory()
 
-from .autograd import Function, Tensor, no_grad
-from . import data, nn, optim
-from .nn.init import manual_seed
-
 __version__ = "0.1.0"
-__all__ = ["Tensor", "Function", "no_grad", "manual_seed", "nn", "optim", "data", "comm", "parallel"]
+
+_SUBMODULES = ("autograd", "nn", "optim", "data", "comm", "cost", "parallel", "report")
+_NAMES = {"Tensor": "autograd", "Function": "autograd", "no_grad": "autograd",
+          "manual_seed": "nn.init"}
+__all__ = ["Tensor", "Function", "no_grad", "manual_seed", *_SUBMODULES]
 
 
 def __getattr__(name):
-    # comm and parallel import mpi4py, which initialises MPI: only when they are used.
-    if name in ("comm", "parallel", "report"):
+    if name in _SUBMODULES:
         return importlib.import_module(f".{name}", __name__)
+    if name in _NAMES:
+        return getattr(importlib.import_module(f".{_NAMES[name]}", __name__), name)
     raise AttributeError(f"module 'minidist' has no attribute {name!r}")

@@ -24,8 +24,8 @@ def _sizes(text: str) -> list[int]:
 
 
 def cmd_predict(args) -> int:
-    from .comm.profiles import get_profile, load_profile
-    from .parallel.stepcost import dense, projection
+    from .cost.profiles import get_profile, load_profile
+    from .cost.stepcost import dense, projection
     from .report.summary import human_bytes as _human
 
     profile = load_profile(args.profile) if args.profile.endswith(".json") else get_profile(args.profile)
@@ -44,7 +44,7 @@ def cmd_predict(args) -> int:
 
 
 def cmd_profiles(args) -> int:
-    from .comm.profiles import PROFILES
+    from .cost.profiles import PROFILES
 
     for p in PROFILES.values():
         node = "" if p.node_bw is None else f", node {p.node_bw / 1e9:.0f} GB/s shared by {p.ranks_per_node} ranks"
@@ -55,8 +55,8 @@ def cmd_profiles(args) -> int:
 
 def cmd_calibrate(args) -> int:
     from .comm import Communicator
-    from .comm.calibrate import calibrate
-    from .comm.profiles import save_profile
+    from .cost.calibrate import calibrate
+    from .cost.profiles import save_profile
 
     comm = Communicator()
     profile = calibrate(comm, quick=args.quick)

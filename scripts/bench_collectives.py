@@ -54,9 +54,9 @@ from mpi4py import MPI
 
 from minidist.comm import (Communicator, allreduce, broadcast, gather_to_root,
                            rabenseifner_allreduce, recursive_doubling_allreduce, ring_allreduce)
-from minidist.comm import costmodel
-from minidist.comm.allreduce import choose_allreduce_algorithm
-from minidist.comm.calibrate import calibrate
+from minidist.cost import costmodel
+from minidist.comm.auto import choose_allreduce_algorithm
+from minidist.cost.calibrate import calibrate
 from minidist.comm.checks import chunk_bounds
 
 from benchutil import malloc_note, parse_bytes, torch_available, tune_malloc  # scripts/ is sys.path[0] for a script
@@ -219,7 +219,7 @@ def measure_size(comm, nbytes, args, profile, gloo=None):
             share = iters[name] // args.passes + (k < iters[name] % args.passes)
             times[name] += bench.time(name, max(share, 1))
     row = {"bytes": nbytes, "count": bench.x.size, "iters": iters,
-           "auto_algorithm": choose_allreduce_algorithm(nbytes, comm.size, profile)}
+           "auto_algorithm": choose_allreduce_algorithm(nbytes, comm.size)}
     for name in methods:
         row[name] = over_ranks(comm.mpi, float(np.median(times[name])))
     t = {name: row[name][0] for name in methods}
@@ -268,7 +268,7 @@ def main(argv=None):
         say(f"# calibrated in {perf_counter() - t0:.1f} s")
         if args.save_profile and rank0:
             costmodel.save_profile(profile, args.save_profile)
-    costmodel.use_profile(profile)  # allreduce("auto") asks the model
+    costmodel.use_profile(profile)  # installs the profile's "auto" table in minidist.comm
     cores = os.cpu_count() or 1
     meta = {"ranks": comm.size, "ranks_per_node": profile.ranks_per_node, "cores": cores,
             "oversubscribed": profile.ranks_per_node > cores,

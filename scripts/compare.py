@@ -53,7 +53,7 @@ from minidist.comm import Communicator
 from minidist.data import DataLoader, spirals, synthetic_images
 from minidist.optim import SGD, Adam
 from minidist.parallel import build_model, local_shard, shard_sizes, train_step, wrap
-from minidist.parallel.stepcost import describe
+from minidist.cost.stepcost import describe
 from minidist.report import write_report
 
 VARIANTS = {  # name -> (strategy, wrap options)

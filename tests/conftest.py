@@ -1,4 +1,5 @@
 import importlib.util
+import inspect
 import os
 import sys
 
@@ -18,3 +19,27 @@ def torch():
 
     _torch.set_num_threads(1)
     return _torch
+
+
+_LAUNCHES_MPI = ("run_mpi(", "launch(", "mpiexec")
+
+
+def _launches_mpi(func) -> bool:
+    """Whether `func`'s source starts an mpiexec job (directly or through mpi_util)."""
+    try:
+        source = inspect.getsource(func)
+    except (OSError, TypeError):
+        return False
+    return any(word in source for word in _LAUNCHES_MPI)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark every test that launches mpiexec, itself or through one of its fixtures, with
+    ``mpi``: ``python -m pytest -q -m "not mpi"`` is then the quick single-process loop."""
+    for item in items:
+        funcs = [getattr(item, "function", None)]
+        info = getattr(item, "_fixtureinfo", None)
+        for defs in (info.name2fixturedefs.values() if info else ()):
+            funcs += [d.func for d in defs]
+        if any(_launches_mpi(f) for f in funcs if f is not None):
+            item.add_marker(pytest.mark.mpi)

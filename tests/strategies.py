@@ -41,11 +41,11 @@ def broadcastable_array_pairs(draw, max_dims: int = 4, max_side: int = 4,
 # ---- cost model (tests/test_costmodel.py) ------------------------------------------------
 @st.composite
 def cost_model_cases(draw):
-    """``(collective, algorithm, size, nbytes, profile)`` for `minidist.comm.costmodel`:
+    """``(collective, algorithm, size, nbytes, profile)`` for `minidist.cost.costmodel`:
     every modelled collective and variant, 1..5000 ranks, 0..1 GiB, a named profile or
     that profile with a node-wide bandwidth limit and 1..64 ranks per node."""
-    from minidist.comm.costmodel import COLLECTIVES
-    from minidist.comm.profiles import PROFILES
+    from minidist.cost.costmodel import COLLECTIVES
+    from minidist.cost.profiles import PROFILES
 
     collective = draw(st.sampled_from(sorted(set(COLLECTIVES) - {"allreduce"})))
     algorithm = None
@@ -64,9 +64,9 @@ def cost_model_cases(draw):
 @st.composite
 def collective_count_cases(draw, max_size: int = 70):
     """``(collective, algorithm, size, count, itemsize, root)`` for
-    `minidist.comm.counts.message_counts`: every collective counted there, 1..`max_size`
+    `minidist.cost.counts.message_counts`: every collective counted there, 1..`max_size`
     ranks, counts around the number of ranks (0, < N, N, N+1, ...) or up to 10**6."""
-    from minidist.comm.counts import COLLECTIVES
+    from minidist.cost.counts import COLLECTIVES
 
     collective = draw(st.sampled_from(sorted(set(COLLECTIVES) - {"allreduce"})))
     algorithm = None

@@ -11,7 +11,7 @@ import functools
 
 import pytest
 
-from minidist.comm.counts import ceil_log2, message_counts, rounds, scratch_bytes
+from minidist.cost.counts import ceil_log2, message_counts, rounds, scratch_bytes
 from mpi_util import run_mpi
 
 SIZES = [1, 2, 3, 4, 5]

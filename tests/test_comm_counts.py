@@ -9,9 +9,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 
-from minidist.comm import costmodel
-from minidist.comm.allreduce import choose_allreduce_algorithm
-from minidist.comm.counts import COLLECTIVES, ceil_log2, message_counts, rounds
+from minidist.comm.auto import choose_allreduce_algorithm, set_auto_table
+from minidist.cost.counts import COLLECTIVES, ceil_log2, message_counts, rounds
 from minidist.comm.rooted import HEADER_BYTES
 from strategies import collective_count_cases
 
@@ -127,10 +126,9 @@ def test_folding_for_other_sizes(size):
 
 
 def test_auto_allreduce_counts_follow_the_chosen_algorithm(monkeypatch):
-    """With no profile set, "auto" asks the "shm" profile: recursive doubling for a tiny
+    """With the built-in table, "auto" follows the "shm" profile: recursive doubling for a tiny
     buffer, a bandwidth-optimal algorithm for a large one; the counts are that one's."""
-    monkeypatch.delenv("MINIDIST_PROFILE", raising=False)
-    monkeypatch.setattr(costmodel, "_default_profile", None)
+    set_auto_table(None)
     small, large = 16, (1 << 20) // 8 + 1
     assert choose_allreduce_algorithm(small * 8, 4) == "recursive_doubling"
     assert choose_allreduce_algorithm(large * 8, 4) in ("ring", "rabenseifner")

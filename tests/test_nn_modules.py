@@ -190,7 +190,7 @@ def test_default_init_is_deterministic_and_rng_is_used():
 def test_sync_batch_norm_is_lazy():
     code = ("import sys, minidist.nn as nn; "
             "assert not [m for m in sys.modules if m.startswith('minidist.parallel')]; "
-            "cls = nn.SyncBatchNorm; import minidist.parallel.syncbn as s; "
+            "cls = nn.SyncBatchNorm; import minidist.nn.syncbn as s; "
             "assert cls is s.SyncBatchNorm; print('ok')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "ok", out.stderr

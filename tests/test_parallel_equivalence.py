@@ -7,7 +7,7 @@ on the global batch); the tests below assert on its results.
 """
 import pytest
 
-from minidist.comm import message_counts
+from minidist.cost import message_counts
 from mpi.parallel_variants import VARIANTS
 from mpi_util import run_mpi
 

@@ -4,9 +4,9 @@ order (static_graph and default); unused parameters; the drift check; the fp16 h
 memory accounting. One launch of tests/mpi/parallel_features.py per N."""
 import pytest
 
-from minidist.comm import message_counts
-from minidist.comm.counts import scratch_bytes
-from minidist.parallel.syncbn import syncbn_message_counts
+from minidist.cost import message_counts
+from minidist.cost.counts import scratch_bytes
+from minidist.cost import syncbn_message_counts
 from mpi_util import run_mpi
 
 SIZES = (2, 3, 4)

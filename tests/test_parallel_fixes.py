@@ -73,7 +73,7 @@ def test_dp_scatter_targets_of_the_wrong_length_raise_on_every_rank(n):
 @pytest.mark.parametrize("n", SIZES)
 @pytest.mark.parametrize("strategy", ("ddp", "hub", "dp"))
 def test_find_unused_parameters_leaves_globally_unused_grads_none(n, strategy):
-    from minidist.comm import message_counts
+    from minidist.cost import message_counts
     for rank, r in enumerate(results(n)):
         c = r["unused_everywhere"][strategy]
         if strategy != "dp" or rank == 0:  # dp: only rank 0 steps (the others' grads are local)
@@ -98,7 +98,7 @@ def test_find_unused_parameters_leaves_globally_unused_grads_none(n, strategy):
 @pytest.mark.parametrize("n", SIZES)
 @pytest.mark.parametrize("strategy", ("ddp", "hub", "dp"))
 def test_without_find_unused_parameters_the_unused_head_gets_zero_grads(n, strategy):
-    from minidist.comm import message_counts
+    from minidist.cost import message_counts
     for rank, r in enumerate(results(n)):
         c = r["unused_everywhere_default"][strategy]  # the documented default: zeros, then updated
         if strategy != "dp" or rank == 0:

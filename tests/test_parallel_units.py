@@ -3,7 +3,7 @@ one rank against torch, the wrappers' argument errors, models, memory, drift dig
 the trainer. (The multi-rank behaviour is in test_parallel_equivalence/features/errors.)"""
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 
 import minidist.nn as nn
 from minidist import Tensor
@@ -79,8 +79,13 @@ def test_rank_batches_together_are_the_single_process_global_batch(problem):
     samplers = [DistributedSampler(n, ranks, r, seed=seed, pad=False) for r in range(ranks)]
     try:
         steps = samplers[0].num_batches(b)
-    except ValueError:
-        return  # ranks would disagree: the sampler refuses, identically on every rank
+    except ValueError as refusal:  # ranks would disagree: every rank's sampler refuses alike
+        for other in samplers[1:]:
+            with pytest.raises(ValueError) as same:
+                other.num_batches(b)
+            assert str(same.value) == str(refusal)
+        steps = None
+    assume(steps is not None)
     loaders = [list(DataLoader(X, y, batch_size=b, sampler=s)) for s in samplers]
     single = list(DataLoader(X, y, batch_size=b * ranks, shuffle=True, seed=seed))
     assert all(len(batches) == steps for batches in loaders)
@@ -249,7 +254,7 @@ def test_trainer_learns_spirals(comm):
 def test_gathered_statistics_combine_to_the_global_batch_far_from_zero(offset):
     """Per-shard (count, mean, M2) rows, one shard empty, combine to the mean and biased
     variance of the whole batch, to round-off, where E[x^2] - E[x]^2 would not."""
-    from minidist.parallel.syncbn import batch_norm_gather_stats_with_counts, batch_norm_local_stats
+    from minidist.nn.syncbn import batch_norm_gather_stats_with_counts, batch_norm_local_stats
 
     rng = np.random.default_rng(4)
     x = offset + 0.01 * rng.standard_normal((13, 3, 2))
@@ -269,15 +274,15 @@ def test_gathered_statistics_combine_to_the_global_batch_far_from_zero(offset):
 
 
 def test_gathered_statistics_need_two_values_per_channel():
-    from minidist.parallel.syncbn import batch_norm_gather_stats_with_counts
+    from minidist.nn.syncbn import batch_norm_gather_stats_with_counts
 
     with pytest.raises(ValueError, match="more than 1 value per channel"):
         batch_norm_gather_stats_with_counts(np.array([[1.0, 0.5, 0.0], [0.0, 0.0, 0.0]]))
 
 
 def test_syncbn_message_counts_are_the_two_collectives():
-    from minidist.comm import message_counts
-    from minidist.parallel.syncbn import syncbn_message_counts
+    from minidist.cost import message_counts
+    from minidist.cost import syncbn_message_counts
 
     assert syncbn_message_counts(8, 1, 0) == dict.fromkeys(
         ("messages_sent", "messages_received", "bytes_sent", "bytes_received"), 0)

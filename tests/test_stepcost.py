@@ -3,7 +3,7 @@ show what each strategy is known for."""
 import numpy as np
 import pytest
 
-from minidist.parallel.stepcost import dense, ddp_buckets, predict_memory, predict_step, projection
+from minidist.cost.stepcost import dense, ddp_buckets, predict_memory, predict_step, projection
 from mpi_util import run_mpi
 
 _runs = {}

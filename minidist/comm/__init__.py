@@ -23,7 +23,6 @@ same bytes, posted step by step.
 from .allreduce import (allreduce, choose_allreduce_algorithm, mpi_allreduce,
                         rabenseifner_allreduce, recursive_doubling_allreduce)
 from .communicator import Communicator, Request
-from .counts import message_counts, rounds
 from .ledger import Ledger
 from .ring import ring_allgather, ring_allreduce, ring_reduce_scatter
 from .ring_nonblocking import RingAllreduce
@@ -32,4 +31,4 @@ from .rooted import broadcast, gather_to_root, reduce_to_root, scatter
 __all__ = ["Communicator", "Request", "Ledger", "ring_reduce_scatter", "ring_allgather",
            "ring_allreduce", "RingAllreduce", "gather_to_root", "reduce_to_root", "broadcast", "scatter",
            "recursive_doubling_allreduce", "rabenseifner_allreduce", "allreduce",
-           "choose_allreduce_algorithm", "mpi_allreduce", "message_counts", "rounds"]
+           "choose_allreduce_algorithm", "mpi_allreduce"]

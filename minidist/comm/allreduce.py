@@ -19,22 +19,23 @@ Every rank ends with bit-identical bytes: partners compute a + b and b + a, whic
 addition makes equal, and in Rabenseifner each piece is finished on one rank and copied.
 
 Small messages are dominated by per-call Python work, so `allreduce` checks its arguments
-once and calls the algorithms' unchecked bodies, receive buffers come from the
-communicator's cache (`Communicator.take_scratch`), and the "auto" choice is memoised.
+once and calls the algorithms' unchecked bodies, and receive buffers come from the
+communicator's cache (`Communicator.take_scratch`). The "auto" choice is a table lookup
+(`minidist.comm.auto`).
 """
 from __future__ import annotations
 
-import os
 from time import perf_counter
 
 import numpy as np
 from mpi4py import MPI
 
+from .tags import TAG_ALLREDUCE
+from .auto import choose_allreduce_algorithm
 from .checks import check_array, check_choice, check_op, chunk_starts, mismatch_error
 from .ledger import MPI_CALL
 from .ring import _ring_allreduce
 
-TAG_ALLREDUCE = 30_300
 ALLREDUCE_ALGORITHMS = ("auto", "ring", "recursive_doubling", "rabenseifner", "mpi")
 _MPI_OPS = {"sum": MPI.SUM, "mean": MPI.SUM, "max": MPI.MAX, "min": MPI.MIN}
 
@@ -202,81 +203,13 @@ def _mpi(comm, x, op, ufunc):
     return x
 
 
-DEFAULT_PROFILE = "shm"
-PROFILE_VARIABLE = "MINIDIST_PROFILE"
-_choices: dict = {}  # (nbytes, size) -> (profile, algorithm): auto asks on every call
-# os.environ.get costs ~0.7 us when the variable is unset (it raises and catches KeyError),
-# a tenth of a small all-reduce; CPython's raw mapping behind os.environ is the same data
-_RAW_ENVIRON = getattr(os.environ, "_data", None)
-_RAW_KEY = os.environ.encodekey(PROFILE_VARIABLE) if _RAW_ENVIRON is not None else None
-
-
-def _environment_value():
-    """$MINIDIST_PROFILE, or None."""
-    if _RAW_ENVIRON is None:
-        return os.environ.get(PROFILE_VARIABLE)
-    raw = _RAW_ENVIRON.get(_RAW_KEY)
-    return None if raw is None else os.environ.decodevalue(raw)
-
-
-_costmodel = None  # minidist.comm.costmodel, imported on first use (it imports us lazily too)
-
-
-def _model():
-    global _costmodel
-    if _costmodel is None:
-        from . import costmodel
-        _costmodel = costmodel
-    return _costmodel
-
-
-def _process_profile():
-    """`costmodel.use_profile`'s profile, else $MINIDIST_PROFILE's, else the named
-    DEFAULT_PROFILE ("shm")."""
-    costmodel = _costmodel or _model()
-    chosen = costmodel.current_profile()
-    if chosen is not None:
-        return chosen
-    if not _environment_value():
-        return costmodel.PROFILES[DEFAULT_PROFILE]
-    return costmodel.default_profile()  # reads $MINIDIST_PROFILE's file once per value
-
-
-def choose_allreduce_algorithm(nbytes: int, size: int, profile=None) -> str:
-    """The algorithm ``allreduce(algorithm="auto")`` uses for a buffer of `nbytes` on
-    `size` ranks: the one the alpha-beta-gamma cost model predicts fastest among
-    recursive doubling, ring and Rabenseifner (ties in that order), for
-
-    * `profile` (a `Profile`, or a name in `costmodel.PROFILES`) when given;
-    * else the process default: the profile set by `costmodel.use_profile`, else the one
-      $MINIDIST_PROFILE names (a name or a JSON file, read once per value), else the named
-      profile DEFAULT_PROFILE, "shm" (one shared-memory node).
-
-    The same on every rank for the same arguments, as it must be: "shm" is a constant, a
-    calibrated profile is the same on every rank (`calibrate` broadcasts it), and every
-    rank must set the same `use_profile` / $MINIDIST_PROFILE (mpiexec passes the
-    environment to every rank). Memoised per (nbytes, size, profile object)."""
-    if profile is None:
-        profile = _process_profile()
-    key = (nbytes, size)
-    hit = _choices.get(key)
-    if hit is not None and hit[0] is profile:
-        return hit[1]
-    best = _model().best_allreduce(size, nbytes, profile,
-                                    candidates=("recursive_doubling", "ring", "rabenseifner"))
-    if len(_choices) >= 4096:
-        _choices.clear()
-    _choices[key] = (profile, best)  # holding the profile keeps its id from being reused
-    return best
-
-
 _IMPLEMENTATIONS = {"ring": _ring_allreduce, "recursive_doubling": _recursive_doubling,
                     "rabenseifner": _rabenseifner, "mpi": _mpi}
 
 
 def allreduce(comm, x: np.ndarray, op: str = "sum", algorithm: str = "auto") -> np.ndarray:
     """All-reduce `x` in place with the named algorithm ("auto": see
-    `choose_allreduce_algorithm`); returns `x`. Checks its arguments once and calls the
+    `minidist.comm.auto`); returns `x`. Checks its arguments once and calls the
     algorithm's unchecked body (same results, messages and scratch as calling it by name).
 
     Shape:

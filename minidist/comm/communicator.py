@@ -33,9 +33,11 @@ from time import perf_counter
 import numpy as np
 from mpi4py import MPI
 
+from .allreduce import allreduce
+from .tags import TAG_BARRIER
 from .ledger import DEFAULT_PHASE, RECV, SEND, Ledger
+from .ring import ring_allgather
 
-TAG_BARRIER = 30_000
 _BYTE = MPI.BYTE
 _EMPTY = np.empty(0, dtype=np.uint8)
 
@@ -144,6 +146,31 @@ class Communicator:
         under `name` (``as`` gives the communicator). Nestable: the previous phase comes
         back when the block exits, even by an exception."""
         return _PhaseScope(self, str(name))
+
+    # ---- what the layers above need, so that only minidist.comm imports mpi4py ------------
+    ANY_SOURCE = MPI.ANY_SOURCE
+
+    @property
+    def tag_ub(self) -> int:
+        """The largest tag this MPI library accepts (MPI_TAG_UB, at least 32767)."""
+        value = self.mpi.Get_attr(MPI.TAG_UB)
+        return int(value) if value else 32767
+
+    def ranks_on_node(self) -> int:
+        """How many ranks of this communicator share this rank's node (shared memory)."""
+        node = self.mpi.Split_type(MPI.COMM_TYPE_SHARED)
+        try:
+            return node.Get_size()
+        finally:
+            node.Free()
+
+    def allgather(self, x: np.ndarray) -> np.ndarray:
+        """`ring_allgather` of `x` over this communicator: (size * x.size,) in rank order."""
+        return ring_allgather(self, x)
+
+    def allreduce(self, x: np.ndarray, op: str = "sum", algorithm: str = "auto") -> np.ndarray:
+        """`minidist.comm.allreduce` of `x` in place over this communicator."""
+        return allreduce(self, x, op, algorithm)
 
     # ---- blocking point-to-point -----------------------------------------------------------
     def send(self, buf: np.ndarray, dest: int, tag: int = 0) -> None:

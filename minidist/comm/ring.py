@@ -31,11 +31,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from .tags import TAG_ALLGATHER, TAG_REDUCE_SCATTER
 from .checks import RING_DTYPES, chunk_bounds, check_array, check_op, mismatch_error
 from .ring_plan import ring_steps
 
-TAG_REDUCE_SCATTER = 30_100
-TAG_ALLGATHER = 30_101
 _FLOAT16 = np.dtype(np.float16)
 
 

@@ -22,10 +22,10 @@ import weakref
 import numpy as np
 from mpi4py import MPI
 
+from .tags import TAG_RING_ALLREDUCE
 from .checks import RING_DTYPES, check_array, check_op
 from .ring import RingSteps, ring_scratch_count
 
-TAG_RING_ALLREDUCE = 30_102
 _tags_in_flight: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # comm -> {tag}
 
 

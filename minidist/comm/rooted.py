@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from .tags import TAG_BCAST, TAG_GATHER, TAG_REDUCE, TAG_SCATTER
 from .checks import (SUPPORTED_DTYPES, check_array, check_choice, check_op, check_root,
                      chunk_bounds, mismatch_error)
 
-TAG_GATHER, TAG_REDUCE, TAG_BCAST, TAG_SCATTER = 30_200, 30_201, 30_202, 30_203
 ALGORITHMS = ("linear", "binomial")
 HEADER_LEN = 10  # scatter header: [dtype index, ndim, up to 8 dims] as int64
 HEADER_BYTES = HEADER_LEN * 8

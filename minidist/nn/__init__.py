@@ -1,8 +1,7 @@
 """Layers and models: `Module` and the PyTorch-shaped layers built on `functional`.
 
-``SyncBatchNorm`` lives in minidist.parallel (it needs a communicator); it is reachable as
-``minidist.nn.SyncBatchNorm`` but imported only on first use, so that importing nn does
-not import the parallel layer.
+``SyncBatchNorm`` is here, where PyTorch users look for it: it is handed its communicator
+and only calls that object's methods, so nn imports neither comm nor parallel.
 """
 from . import functional, init
 from .activation import Dropout, ReLU, Sigmoid, Tanh
@@ -11,15 +10,9 @@ from .linear import Linear
 from .loss import CrossEntropyLoss, MSELoss
 from .module import Module, Parameter, Sequential
 from .norm import BatchNorm1d, BatchNorm2d, LayerNorm
+from .syncbn import SyncBatchNorm, convert_sync_batchnorm
 
 __all__ = ["Module", "Parameter", "Sequential", "Linear", "Conv2d", "BatchNorm1d", "BatchNorm2d",
            "LayerNorm", "SyncBatchNorm", "ReLU", "Sigmoid", "Tanh", "Dropout", "Flatten",
-           "MaxPool2d", "CrossEntropyLoss", "MSELoss", "functional", "init"]
+           "MaxPool2d", "CrossEntropyLoss", "MSELoss", "convert_sync_batchnorm", "functional", "init"]
 
-
-def __getattr__(name):
-    if name == "SyncBatchNorm":
-        from ..parallel.syncbn import SyncBatchNorm  # lazy: parallel sits above nn
-
-        return SyncBatchNorm
-    raise AttributeError(f"module 'minidist.nn' has no attribute {name!r}")

@@ -16,7 +16,7 @@ from .local import LocalModel
 from .memory import MemoryReport
 from .models import MLP, SmallCNN, build_model
 from .sampler import DistributedSampler, local_shard, shard_bounds, shard_sizes
-from .syncbn import SyncBatchNorm
+from ..nn.syncbn import SyncBatchNorm
 from .trainer import Trainer, distributed_loader, train_step
 from .wrap import STRATEGIES, wrap
 

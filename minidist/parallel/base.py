@@ -14,18 +14,17 @@ from __future__ import annotations
 import json
 
 import numpy as np
-from mpi4py import MPI
 
 from ..autograd import Tensor
 from ..autograd.function import is_grad_enabled
 from ..comm import allreduce, broadcast
+from ..comm.tags import TAG_SAMPLES_QUESTION, TAG_SAMPLES_VERDICT
 from .drift import check_replicas
 from .flat import layouts_by_dtype
 from .memory import ScratchMeter, measure, reset_ledger_peak
 
 AVERAGES = ("samples", "ranks")
 # below DDP's bucket tags (20000..29999) and the comm layer's (30000 and up)
-TAG_SAMPLES_QUESTION, TAG_SAMPLES_VERDICT = 19_001, 19_002
 
 
 class ParallelModel:
@@ -185,7 +184,7 @@ def agree_on_samples(comm, mine: int, total: float | None, silent_ranks: int | N
             verdict = np.array([1 if total > 0 else 0], dtype=np.int64)
             asker = np.empty(1, dtype=np.int64)
             for _ in range(silent_ranks):  # answer them in the order they ask
-                comm.recv(asker, MPI.ANY_SOURCE, TAG_SAMPLES_QUESTION)
+                comm.recv(asker, comm.ANY_SOURCE, TAG_SAMPLES_QUESTION)
                 comm.send(verdict, int(asker[0]), TAG_SAMPLES_VERDICT)
         elif mine == 0:
             comm.send(np.array([comm.rank], dtype=np.int64), 0, TAG_SAMPLES_QUESTION)

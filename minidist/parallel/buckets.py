@@ -20,9 +20,10 @@ import numpy as np
 
 from ..comm import ring_allgather
 
-TAG_BUCKET_BASE = 20_000  # the first DDP instance: 20000..29999 (the comm layer uses 30000..31999)
-TAG_BUCKET_SPAN = 10_000
-TAG_INSTANCE_BASE = 40_000  # later instances: one span each from here, above the comm layer's tags
+from ..comm.tags import TAG_BUCKET_BASE, TAG_BUCKET_SPAN, TAG_INSTANCE_BASE
+
+DEFAULT_BUCKET_CAP_MB = 25.0  # PyTorch's bucket_cap_mb
+FIRST_BUCKET_MB = 1.0  # PyTorch's first bucket (dist._DEFAULT_FIRST_BUCKET_BYTES)
 
 
 def instance_tag_base(instance: int, tag_ub: int) -> int:

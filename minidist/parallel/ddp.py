@@ -67,17 +67,14 @@ from contextlib import contextmanager
 from weakref import WeakKeyDictionary
 
 import numpy as np
-from mpi4py import MPI
 
 from ..autograd.function import is_grad_enabled
 from ..comm import RingAllreduce, allreduce, ring_allreduce
 from .base import ParallelModel, require_samples, sync_initial_state
-from .buckets import assign_buckets, bucket_tag, check_same_order, instance_tag_base
+from .buckets import DEFAULT_BUCKET_CAP_MB, FIRST_BUCKET_MB, assign_buckets, bucket_tag, check_same_order, instance_tag_base
 from .flat import FlatLayout
 
 MB = 1024 * 1024
-DEFAULT_BUCKET_CAP_MB = 25.0
-FIRST_BUCKET_MB = 1.0
 COMM_HOOKS = (None, "fp16")
 ALGORITHMS = ("ring", "recursive_doubling", "rabenseifner", "auto")
 _instances = WeakKeyDictionary()  # Communicator -> DDP instances built on it so far
@@ -89,11 +86,6 @@ def _next_instance(comm) -> int:
     number = _instances.get(comm, 0)
     _instances[comm] = number + 1
     return number
-
-
-def _tag_upper_bound(comm) -> int:
-    value = comm.mpi.Get_attr(MPI.TAG_UB)
-    return 32767 if value is None else int(value)  # the standard's guaranteed minimum
 
 
 class _Bucket:
@@ -145,7 +137,7 @@ class DistributedDataParallel(ParallelModel):
         sync_initial_state(module, comm, "DDP")
         # each instance on this communicator rings its buckets on its own tags
         self.instance = _next_instance(comm)
-        self._tag_base = instance_tag_base(self.instance, _tag_upper_bound(comm))
+        self._tag_base = instance_tag_base(self.instance, comm.tag_ub)
         # PyTorch: a small first bucket only when the cap is left at its default
         first = FIRST_BUCKET_MB if bucket_cap_mb == DEFAULT_BUCKET_CAP_MB else bucket_cap_mb
         params = [p for p in module.parameters() if p.requires_grad]

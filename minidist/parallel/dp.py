@@ -63,10 +63,10 @@ from ..autograd import Tensor
 from ..autograd.function import is_grad_enabled
 from ..comm import gather_to_root, scatter
 from ..comm.checks import chunk_bounds
+from ..comm.tags import TAG_OUTPUT_GATHER
 from .base import ParallelModel, agree_on_samples, broadcast_tensors, broadcast_text, sync_initial_state
 from .sampler import shard_sizes
 
-TAG_OUTPUT_GATHER = 19_500  # below DDP's bucket tags (20000..29999)
 
 
 class DataParallel(ParallelModel):

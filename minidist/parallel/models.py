@@ -45,9 +45,7 @@ def norm_layer(norm: str, num_features: int, *, comm=None, normalized_shape=None
     if norm == "layer":
         return nn.LayerNorm(num_features if normalized_shape is None else normalized_shape, dtype=dtype)
     if norm == "sync":
-        from .syncbn import SyncBatchNorm
-
-        return SyncBatchNorm(num_features, comm, dtype=dtype)
+        return nn.SyncBatchNorm(num_features, comm, dtype=dtype)
     return (nn.BatchNorm1d if normalized_shape is None else nn.BatchNorm2d)(num_features, dtype=dtype)
 
 

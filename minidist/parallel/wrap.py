@@ -40,7 +40,7 @@ from .ddp import DistributedDataParallel
 from .dp import DataParallel
 from .hub import HubParallel
 from .local import LocalModel
-from .syncbn import set_grad_average
+from ..nn.syncbn import set_grad_average
 
 STRATEGIES = {"local": LocalModel, "dp": DataParallel, "hub": HubParallel, "ddp": DistributedDataParallel}
 

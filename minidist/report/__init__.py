@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..parallel.stepcost import dense, projection
+from ..cost.stepcost import dense, projection
 from . import plots
 from .summary import (human_bytes, load_run, model_shape, phase_rows, predicted_vs_measured,
                       strategy_rows)

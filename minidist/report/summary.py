@@ -13,7 +13,7 @@ from statistics import median
 
 import numpy as np
 
-from ..parallel.stepcost import ModelShape, predict_step
+from ..cost.stepcost import ModelShape, predict_step
 
 COUNT_KEYS = ("messages_sent", "messages_received", "bytes_sent", "bytes_received")
 # compare.py's variants -> the options the predictor models (None: not modelled)

@@ -2,9 +2,9 @@
 single rank (MPI.COMM_SELF) does without and with a base profile."""
 from mpi4py import MPI
 
-from minidist.comm.calibrate import calibrate
+from minidist.cost.calibrate import calibrate
 from minidist.comm.communicator import Communicator
-from minidist.comm.profiles import PROFILES
+from minidist.cost.profiles import PROFILES
 from mpi_util import emit
 
 comm = Communicator()

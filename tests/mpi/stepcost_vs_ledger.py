@@ -7,7 +7,7 @@ import minidist.nn.functional as F
 from minidist import Tensor, optim
 from minidist.comm import Communicator
 from minidist.parallel import wrap
-from minidist.parallel.stepcost import describe, predict_step
+from minidist.cost.stepcost import describe, predict_step
 from mpi_util import emit
 
 comm = Communicator()

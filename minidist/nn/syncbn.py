@@ -2,7 +2,7 @@
 
 Each rank holds a shard of the batch. In training mode the forward all-gathers, per rank,
 the count of its values and, per channel, their mean and sum of squared deviations M2
-(2C+1 float64 per rank, `ring_allgather`, phase ``"syncbn"``); every rank combines them
+(2C+1 float64 per rank, ``comm.allgather`` (the ring), phase ``"syncbn"``); every rank combines them
 in rank order, as PyTorch's ``batch_norm_gather_stats_with_counts`` does (Chan et al.'s
 parallel variance), into the global mean and biased variance, normalises with them and
 updates its running statistics (unbiased variance), so the output and the running buffers
@@ -14,8 +14,9 @@ other arithmetic is minidist.nn.norm_ops', the pieces PyTorch's SyncBatchNorm is
 
 As in PyTorch, only a training forward over more than one rank communicates: in eval
 mode, or with one rank, it is BatchNorm (with ``track_running_stats=False``, eval mode
-normalises with this rank's own batch statistics). `syncbn_message_counts` gives a layer's
-messages per training step.
+normalises with this rank's own batch statistics). `minidist.cost.syncbn_message_counts`
+gives a layer's messages per training step. The layer is handed its communicator and only
+calls its methods (`allgather`, `allreduce`, `phase`): nn imports no comm or parallel.
 
 Gradient scaling. Rank r's incoming gradient is that of *its own* loss (a mean over its
 n_r samples); the data-parallel wrapper then averages parameter gradients with weights
@@ -31,10 +32,9 @@ from __future__ import annotations
 import numpy as np
 
 from ..autograd.function import Function
-from ..comm import allreduce, message_counts, ring_allgather
-from ..nn.norm import _BatchNorm
-from ..nn import functional as F
-from ..nn.norm_ops import (update_running_stats, batch_norm_backward_elemt, batch_norm_backward_reduce,
+from . import functional as F
+from .norm import _BatchNorm
+from .norm_ops import (update_running_stats, batch_norm_backward_elemt, batch_norm_backward_reduce,
                            batch_norm_elemt)
 
 PHASE = "syncbn"
@@ -79,17 +79,6 @@ def batch_norm_gather_stats_with_counts(stats, running_mean=None, running_var=No
     return mean.astype(dtype, copy=False), (1.0 / np.sqrt(var + eps)).astype(dtype, copy=False), n
 
 
-def syncbn_message_counts(num_features: int, size: int, rank: int, algorithm: str = "ring") -> dict:
-    """``{messages_sent, messages_received, bytes_sent, bytes_received}`` of one SyncBatchNorm
-    layer with `num_features` channels on `rank`, per training step (forward + backward):
-    the all-gather of 2C+1 float64 per rank, then the all-reduce of 2C float64 (`algorithm`).
-    For N ranks and the ring: 3(N-1) messages each way, and rank r sends
-    ``8 * ((N-1)(2C+1) + 4C - cs(r) - cs(r+1))`` bytes, cs = np.array_split's chunks of 2C."""
-    forward = message_counts("ring_allgather", size, rank, size * (2 * num_features + 1), 8)
-    backward = message_counts("allreduce", size, rank, 2 * num_features, 8, algorithm=algorithm)
-    return {k: forward[k] + backward[k] for k in forward}
-
-
 class SyncBatchNormFunction(Function):
     """Training-mode batch norm over axis 1 with statistics gathered across ranks.
 
@@ -103,7 +92,7 @@ class SyncBatchNormFunction(Function):
         n_local, mean_local, m2_local = batch_norm_local_stats(x)
         mine = np.concatenate([[float(n_local)], mean_local, m2_local])
         with comm.phase(PHASE):
-            everyone = ring_allgather(comm, mine).reshape(comm.size, mine.size)
+            everyone = comm.allgather(mine).reshape(comm.size, mine.size)
         mean, invstd, n_global = batch_norm_gather_stats_with_counts(
             everyone, running_mean, running_var, momentum, eps, dtype=x.dtype)
         ctx.save_for_backward(x, weight, mean, invstd)
@@ -122,7 +111,7 @@ class SyncBatchNormFunction(Function):
         if need_x:
             packed = np.concatenate([sum_dy, sum_dy_xmu]).astype(np.float64) * ctx.share
             with ctx.comm.phase(PHASE):
-                allreduce(ctx.comm, packed, "sum", ctx.algorithm)
+                ctx.comm.allreduce(packed, "sum", ctx.algorithm)
             c = sum_dy.size
             if ctx.share == 0:  # an empty shard: nothing to return (and 0/0 in the formula)
                 dx = np.zeros_like(grad)
@@ -142,7 +131,7 @@ class SyncBatchNorm(_BatchNorm):
     with E and Var over the global batch (every rank's shard) in training mode. Eval mode
     communicates nothing: it uses the running statistics, or, with
     ``track_running_stats=False``, this rank's own batch statistics (as PyTorch); so does
-    a world of one rank. `algorithm` is the backward's all-reduce (minidist.comm.allreduce's
+    a world of one rank. `algorithm` is the backward's all-reduce (``comm.allreduce``'s
     names; the forward's statistics travel by ring all-gather). Parameters and buffers as
     `BatchNorm1d`.
 
@@ -156,8 +145,10 @@ class SyncBatchNorm(_BatchNorm):
                  grad_average: str = "samples", rng: np.random.Generator | None = None,
                  dtype=np.float32):
         super().__init__(num_features, eps, momentum, affine, track_running_stats, rng=rng, dtype=dtype)
-        if comm is None or not hasattr(comm, "size"):
-            raise TypeError(f"SyncBatchNorm needs a minidist.comm.Communicator (got {type(comm).__name__})")
+        missing = [name for name in ("size", "phase", "allgather", "allreduce") if not hasattr(comm, name)]
+        if missing:
+            raise TypeError(f"SyncBatchNorm needs a minidist.comm.Communicator (got {type(comm).__name__}, "
+                            f"which lacks {', '.join(missing)})")
         if grad_average not in GRAD_AVERAGES:
             raise ValueError(f"grad_average must be one of {GRAD_AVERAGES} (got {grad_average!r})")
         self.comm, self.algorithm, self.grad_average = comm, algorithm, grad_average
@@ -218,3 +209,8 @@ def set_grad_average(module, average: str) -> None:
     for m in module.modules():
         if isinstance(m, SyncBatchNorm):
             m.grad_average = average
+
+
+def convert_sync_batchnorm(module, comm, **kwargs):
+    """`SyncBatchNorm.convert_sync_batchnorm` (PyTorch's name, as a function)."""
+    return SyncBatchNorm.convert_sync_batchnorm(module, comm, **kwargs)

@@ -36,6 +36,7 @@ import math
 import os
 from typing import NamedTuple
 
+from ..comm.auto import choose_allreduce_algorithm, set_auto_table
 from . import counts
 from .profiles import PROFILES, Profile, get_profile, load_profile, save_profile
 
@@ -245,8 +246,9 @@ def steps(collective, size, nbytes, algorithm=None, profile=None, itemsize=4):
     if collective == "allreduce":
         algorithm = algorithm or default
         if algorithm == "auto":
-            from .allreduce import choose_allreduce_algorithm  # lazy: allreduce may use us
-            algorithm = choose_allreduce_algorithm(nbytes, size, profile)
+            # what runs here (comm's installed table), or the model's choice for `profile`
+            algorithm = (choose_allreduce_algorithm(nbytes, size) if profile is None else
+                         best_allreduce(size, nbytes, profile, candidates=AUTO_CANDIDATES))
         if algorithm not in ALLREDUCE_ALGORITHMS:
             raise ValueError(f"allreduce algorithm must be 'auto', 'mpi' or one of "
                              f"{sorted(ALLREDUCE_ALGORITHMS)} (got {algorithm!r})")
@@ -333,24 +335,27 @@ _default_profile: Profile | None = None
 
 
 def use_profile(profile) -> Profile | None:
-    """Make `profile` the process default for model-driven choices (``allreduce`` with
-    ``algorithm="auto"``): a `Profile`, a name in `PROFILES`, a path to a JSON profile, or
-    None to clear it. Every rank must set the same one. Returns the profile set."""
+    """Make `profile` the process default: a `Profile`, a name in `PROFILES`, a path to a
+    JSON profile, or None to clear it. It also installs the profile's `auto_table` in
+    minidist.comm, so ``allreduce(algorithm="auto")`` follows it (None: comm's built-in
+    "shm" table). Every rank must set the same one. Returns the profile set."""
     global _default_profile
     _default_profile = None if profile is None else _resolve(profile)
+    set_auto_table(None if _default_profile is None else auto_table(_default_profile))
     return _default_profile
 
 
 def current_profile() -> Profile | None:
-    """The profile set by `use_profile`, or None: no environment lookup, a plain read, cheap
-    enough for every ``allreduce(algorithm="auto")`` call."""
+    """The profile set by `use_profile`, or None (no environment lookup)."""
     return _default_profile
 
 
 def default_profile() -> Profile | None:
     """The profile set by `use_profile`, else the one named by the environment variable
     ``MINIDIST_PROFILE`` (a name in `PROFILES` or a JSON file, read once per value and
-    cached: edit the file and set the variable anew, or call `use_profile`), else None."""
+    cached: edit the file and set the variable anew, or call `use_profile`), else None.
+    Entry points (compare, predict, report, the labs) apply it with
+    ``use_profile(default_profile())``."""
     if _default_profile is not None:
         return _default_profile
     env = os.environ.get("MINIDIST_PROFILE")
@@ -362,6 +367,36 @@ def default_profile() -> Profile | None:
             _env_profiles.clear()
         profile = _env_profiles[env] = _resolve(env)
     return profile
+
+
+AUTO_CANDIDATES = ("recursive_doubling", "ring", "rabenseifner")
+
+
+def _size_grid(largest=1 << 30):
+    """0, 1, 2, 3, 4, 6, 8, 12, ...: powers of two and 1.5 times them, up to `largest`."""
+    grid = {0, 1}
+    for e in range(1, largest.bit_length()):
+        grid |= {1 << e, 3 << (e - 1)}
+    return sorted(g for g in grid if g <= largest)
+
+
+AUTO_SIZES = (*range(2, 17), 32, 64, 128, 256, 512, 1024, 2048, 4096)
+
+
+def auto_table(profile="shm", sizes=AUTO_SIZES) -> dict:
+    """``{ranks: ((from_bytes, algorithm), ...)}``: where the model's fastest all-reduce
+    (`best_allreduce` among `AUTO_CANDIDATES`) changes on `_size_grid`, per number of
+    ranks; the table ``minidist.comm.auto`` looks up (its built-in one is this for "shm")."""
+    table = {}
+    for n in sizes:
+        rows, previous = [], None
+        for nbytes in _size_grid():
+            best = best_allreduce(n, max(nbytes, 1), profile, candidates=AUTO_CANDIDATES)
+            if best != previous:
+                rows.append((nbytes, best))
+                previous = best
+        table[n] = tuple(rows)
+    return table
 
 
 _env_profiles: dict = {}  # $MINIDIST_PROFILE's value -> its Profile

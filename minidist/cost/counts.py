@@ -34,8 +34,9 @@ itemsize``.
 """
 from __future__ import annotations
 
-from .checks import chunk_size, chunk_starts
-from .rooted import HEADER_BYTES
+from ..comm.auto import choose_allreduce_algorithm
+from ..comm.checks import chunk_size, chunk_starts
+from ..comm.rooted import HEADER_BYTES
 
 COLLECTIVES = ("ring_allreduce", "ring_reduce_scatter", "ring_allgather", "gather_to_root",
                "reduce_to_root", "broadcast", "scatter", "recursive_doubling_allreduce",
@@ -86,7 +87,6 @@ def _rooted_algorithm(collective, algorithm):
 
 def _allreduce_name(count, itemsize, size, algorithm):
     if algorithm in (None, "auto"):
-        from .allreduce import choose_allreduce_algorithm
         algorithm = choose_allreduce_algorithm(count * itemsize, size)
     if algorithm not in _ALLREDUCE_BY_ALGORITHM:
         raise ValueError(f"no closed form for allreduce algorithm {algorithm!r}; expected one of "
@@ -221,3 +221,14 @@ def scratch_bytes(collective: str, size: int, rank: int, count: int, itemsize: i
         inner = v % 2 == 0 and v + 1 < size
         return (count + (count if v != 0 else 0)) * itemsize if inner else 0
     return 0
+
+
+def syncbn_message_counts(num_features: int, size: int, rank: int, algorithm: str = "ring") -> dict:
+    """``{messages_sent, messages_received, bytes_sent, bytes_received}`` of one SyncBatchNorm
+    layer with `num_features` channels on `rank`, per training step (forward + backward):
+    the all-gather of 2C+1 float64 per rank, then the all-reduce of 2C float64 (`algorithm`).
+    For N ranks and the ring: 3(N-1) messages each way, and rank r sends
+    ``8 * ((N-1)(2C+1) + 4C - cs(r) - cs(r+1))`` bytes, cs = np.array_split's chunks of 2C."""
+    forward = message_counts("ring_allgather", size, rank, size * (2 * num_features + 1), 8)
+    backward = message_counts("allreduce", size, rank, 2 * num_features, 8, algorithm=algorithm)
+    return {k: forward[k] + backward[k] for k in forward}

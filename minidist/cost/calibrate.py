@@ -37,9 +37,9 @@ import platform
 from time import perf_counter
 
 import numpy as np
-from mpi4py import MPI
 
-from .communicator import Communicator
+from ..comm import Communicator, broadcast, mpi_allreduce
+from ..comm.tags import TAG_CALIBRATE
 from .profiles import Profile
 
 __all__ = ["calibrate", "fit_alpha_beta", "fit_eager_rendezvous", "DEFAULT_SIZES", "QUICK_SIZES"]
@@ -48,7 +48,6 @@ DEFAULT_SIZES = tuple(8 << (2 * k) for k in range(12))      # 8 B .. 32 MiB, x4 
 QUICK_SIZES = (8, 1024, 64 << 10, 1 << 20)
 GAMMA_SIZES = (256 << 10, 1 << 20, 4 << 20, 16 << 20)
 QUICK_GAMMA_SIZES = (64 << 10, 256 << 10, 1 << 20)
-_TAG = 31_000
 SMALL_MAX = 4 << 10    # alpha from sizes up to here: eager, beta * m negligible
 LARGE_MIN = 64 << 10   # beta from sizes from here up: the bandwidth regime
 
@@ -131,13 +130,13 @@ def _pingpong(c, buf, repeats, warmup=2):
     for i in range(warmup + repeats):
         if c.rank == 0:
             t0 = perf_counter()
-            c.send(buf, 1, _TAG)
-            c.recv(buf, 1, _TAG)
+            c.send(buf, 1, TAG_CALIBRATE)
+            c.recv(buf, 1, TAG_CALIBRATE)
             if i >= warmup:
                 times.append((perf_counter() - t0) / 2)
         elif c.rank == 1:
-            c.recv(buf, 0, _TAG)
-            c.send(buf, 0, _TAG)
+            c.recv(buf, 0, TAG_CALIBRATE)
+            c.send(buf, 0, TAG_CALIBRATE)
     return float(np.median(times)) if times else None
 
 
@@ -152,17 +151,15 @@ def _exchange(c, sbuf, rbuf, repeats, all_pairs, warmup=2):
     busy = partner < c.size and (all_pairs or c.rank < 2)
     times = []
     for i in range(warmup + repeats):
-        c.mpi.Barrier()  # every exchange starts cold, as a collective call does (and OSU times)
+        c.barrier()  # every exchange starts cold, as a collective call does (and OSU times)
         if busy:
             t0 = perf_counter()
-            c.sendrecv(sbuf, partner, rbuf, partner, _TAG)
+            c.sendrecv(sbuf, partner, rbuf, partner, TAG_CALIBRATE)
             sbuf, rbuf = rbuf, sbuf  # send what was just received, as a ring step forwards it
             if i >= warmup:
                 times.append(perf_counter() - t0)
-    local = np.array([np.median(times) if times else 0.0])
-    slowest = np.empty_like(local)
-    c.mpi.Allreduce(local, slowest, op=MPI.MAX)
-    return float(slowest[0])
+    slowest = np.array([np.median(times) if times else 0.0])
+    return float(mpi_allreduce(c, slowest, "max")[0])
 
 
 def _gamma(sizes, repeats):
@@ -202,30 +199,25 @@ def _reduce_in_ring(c, sizes, repeats, warmup=1):
         times = ([], [])
         for i in range(warmup + _repeats_for(nbytes, repeats)):
             for add in (False, True):
-                c.mpi.Barrier()
+                c.barrier()
                 if not busy:
                     continue
                 t0 = perf_counter()
-                c.sendrecv(sent, partner, scratch, partner, _TAG)
+                c.sendrecv(sent, partner, scratch, partner, TAG_CALIBRATE)
                 if add:
                     np.add(kept, scratch, out=kept)
-                c.sendrecv(kept, partner, sent, partner, _TAG)
+                c.sendrecv(kept, partner, sent, partner, TAG_CALIBRATE)
                 if i >= warmup:
                     times[add].append(perf_counter() - t0)
-        local = np.array([np.median(times[True]) - np.median(times[False]) if busy else -np.inf])
-        slowest = np.empty_like(local)
-        c.mpi.Allreduce(local, slowest, op=MPI.MAX)
+        slowest = np.array([np.median(times[True]) - np.median(times[False]) if busy else -np.inf])
+        mpi_allreduce(c, slowest, "max")
         per_byte.append(float(slowest[0]) / (half * 4))
     return per_byte
 
 
-def _ranks_per_node(mpi_comm):
-    node = mpi_comm.Split_type(MPI.COMM_TYPE_SHARED)
-    local = np.array([node.Get_size()], dtype=np.int64)
-    node.Free()
-    most = np.empty_like(local)
-    mpi_comm.Allreduce(local, most, op=MPI.MAX)
-    return int(most[0])
+def _ranks_per_node(c):
+    most = np.array([c.ranks_on_node()], dtype=np.int64)
+    return int(mpi_allreduce(c, most, "max")[0])
 
 
 def calibrate(comm, sizes=None, repeats=30, quick=False, base=None, details=False, passes=3):
@@ -279,7 +271,7 @@ def calibrate(comm, sizes=None, repeats=30, quick=False, base=None, details=Fals
         return (profile, {"gamma_sizes": list(gamma_sizes), "gamma_times": gamma_times}) \
             if details else profile
 
-    rpn = _ranks_per_node(mpi_comm)
+    rpn = _ranks_per_node(c)
     concurrent = c.size >= 4  # with 2 or 3 ranks "every pair" is the pair 0-1 itself
     sbuf = np.ones(max(sizes), dtype=np.uint8)  # written: np.zeros would read the zero page
     rbuf = np.ones_like(sbuf)
@@ -293,9 +285,9 @@ def calibrate(comm, sizes=None, repeats=30, quick=False, base=None, details=Fals
             samples[nbytes][0].append(pair)
             samples[nbytes][1].append(_exchange(c, send, recv, reps, True) if concurrent else pair)
             if details:
-                mpi_comm.Barrier()
+                c.barrier()
                 samples[nbytes][2].append(_pingpong(c, recv, reps))
-    mpi_comm.Barrier()
+    c.barrier()
     exchange = [float(np.median(samples[m][0])) for m in sizes]
     all_pairs = [float(np.median(samples[m][1])) for m in sizes]
     pingpong = [float(np.median(samples[m][2])) if c.rank == 0 and details else None
@@ -312,8 +304,7 @@ def calibrate(comm, sizes=None, repeats=30, quick=False, base=None, details=Fals
         result[5] = np.nan if rendezvous is None else rendezvous
         busy = min(c.size - c.size % 2, rpn)  # ranks of one node exchanging at once
         result[:4] = alpha, beta, gamma, busy / slope
-    mpi_comm.Barrier()
-    mpi_comm.Bcast(result, root=0)
+    broadcast(c, result, root=0)
     alpha, beta, gamma, node_bw, when, rendezvous = (float(v) for v in result)
     two_regimes = math.isfinite(rendezvous)
     stamp = datetime.datetime.fromtimestamp(when).isoformat(timespec="seconds")

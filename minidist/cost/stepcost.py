@@ -35,9 +35,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..comm import costmodel
-from ..comm.counts import message_counts, scratch_bytes
-from .buckets import assign_buckets
+from . import costmodel
+from .counts import message_counts, scratch_bytes
+from ..parallel.buckets import DEFAULT_BUCKET_CAP_MB, FIRST_BUCKET_MB, assign_buckets
 
 MB = 1024 * 1024
 STRATEGIES = ("local", "dp", "hub", "ddp")
@@ -108,8 +108,6 @@ class _Sized:
 def ddp_buckets(shape: ModelShape, bucket_cap_mb: float = 25.0) -> list:
     """[(count, dtype)] of DDP's buckets, in launch order, as `DistributedDataParallel`
     groups them (a 1 MiB first bucket when the cap is left at its default)."""
-    from .ddp import DEFAULT_BUCKET_CAP_MB, FIRST_BUCKET_MB
-
     first = FIRST_BUCKET_MB if bucket_cap_mb == DEFAULT_BUCKET_CAP_MB else bucket_cap_mb
     groups = assign_buckets([_Sized(c, d) for c, d in shape.params if c],
                             int(bucket_cap_mb * MB), int(first * MB))

@@ -1,0 +1,22 @@
+"""Every MPI tag minidist uses, in one place, so that no two kinds of message can meet.
+
+    19_000-19_999  the strategies' own messages (parallel)
+    20_000-29_999  the first DDP instance's bucket rings (one tag per bucket)
+    30_000-31_999  the collectives of minidist.comm and calibration
+    40_000-        later DDP instances, one span of 10_000 each, up to the MPI_TAG_UB
+"""
+# parallel: the strategies
+TAG_SAMPLES_QUESTION, TAG_SAMPLES_VERDICT = 19_001, 19_002
+TAG_OUTPUT_GATHER = 19_500  # dp's loss_on_root: outputs gathered to rank 0
+
+# parallel: DDP's buckets
+TAG_BUCKET_BASE = 20_000
+TAG_BUCKET_SPAN = 10_000
+TAG_INSTANCE_BASE = 40_000
+
+# comm: the collectives
+TAG_BARRIER = 30_000
+TAG_REDUCE_SCATTER, TAG_ALLGATHER, TAG_RING_ALLREDUCE = 30_100, 30_101, 30_102
+TAG_GATHER, TAG_REDUCE, TAG_BCAST, TAG_SCATTER = 30_200, 30_201, 30_202, 30_203
+TAG_ALLREDUCE = 30_300
+TAG_CALIBRATE = 31_000
