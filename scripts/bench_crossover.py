@@ -1,6 +1,6 @@
 """Measure, per number of ranks N, the message size from which the ring all-reduce beats
-recursive doubling here: the table `allreduce(algorithm="auto")` can take its thresholds
-from.
+recursive doubling here: a table in the shape of minidist.comm.auto's, for
+`allreduce(algorithm="auto")` to take its thresholds from (`auto.set_auto_table`).
 
     python scripts/bench_crossover.py                 # N = 2, 3, 4; 64 B .. 4 MiB
     python scripts/bench_crossover.py --ranks 2 4 --max-bytes 1M --json crossover.json
@@ -84,6 +84,12 @@ def crossover(rows):
     return best
 
 
+def auto_rows(crossover_bytes):
+    """One N's rows in minidist.comm.auto's table shape."""
+    rows = [(0, "recursive_doubling")]
+    return tuple(rows + ([(crossover_bytes, "ring")] if crossover_bytes is not None else []))
+
+
 def main(argv=None):
     args = parse_args(argv)
     if args.worker:
@@ -106,7 +112,8 @@ def main(argv=None):
         note = " (ranks > cores)" if n > cores() else ""
         print(f"N={n}{note}: ring wins from {table[n]['crossover_bytes'] or 'none'} B;  rd/ring: "
               + " ".join(f"{r['bytes']}:{r['rd'] / r['ring']:.2f}" for r in rows), flush=True)
-    print("RING_FROM_BYTES = " + repr({n: t["crossover_bytes"] for n, t in table.items()}))
+    print("# minidist.comm.auto table (set_auto_table); rd throughout where the ring never won for good")
+    print("MEASURED_TABLE = " + repr({n: auto_rows(t["crossover_bytes"]) for n, t in table.items()}))
     if args.json:
         tmp = args.json + ".tmp"
         with open(tmp, "w") as f:

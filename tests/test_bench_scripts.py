@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from mpi_util import mpiexec
+
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = ROOT / "scripts"
 
@@ -58,4 +60,18 @@ def test_crossover_is_where_the_ring_wins_for_good():
 @pytest.mark.mpi
 def test_bench_crossover_quick_prints_a_table():
     out = run_script("bench_crossover.py", "--quick", "--ranks", "2", "--max-bytes", "4K")
-    assert "N=2" in out and "RING_FROM_BYTES = {2: " in out
+    assert "N=2" in out and "MEASURED_TABLE = {2: ((0, 'recursive_doubling')" in out
+
+
+@pytest.mark.mpi
+def test_bench_scaling_quick_in_one_job_and_launching_jobs(tmp_path):
+    proc = subprocess.run([mpiexec(), "-n", "2", sys.executable,
+                           str(SCRIPTS / "bench_scaling.py"), "--quick", "--models", "cnn"],
+                          capture_output=True, text=True, timeout=600, cwd=ROOT,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("cnn ")]
+    assert len(rows) == 4 and all("N=2" in r and "comm meas/pred" in r and "sent/rank" in r for r in rows)
+    out = run_script("bench_scaling.py", "--quick", "--models", "cnn", "--ranks", "1", "2",
+                     "--plot", str(tmp_path / "s.png"), "--json", str(tmp_path / "s.json"))
+    assert "T(N=1) / T(N)" in out and (tmp_path / "s.png").stat().st_size > 0
