@@ -14,7 +14,8 @@ rounds' ratios, with min and max. A run's step time is the slowest rank's median
 --steps timed steps (a barrier before each step, outside the timed region, on both
 sides). Peak memory per process: VmHWM (ru_maxrss where /proc is absent), the largest
 rank. One BLAS thread per rank on both sides. minidist's ranks run with its defaults
-(under MPI: glibc keeps freed memory, minidist/allocator.py); torch with its own.
+(under MPI: glibc keeps freed memory, minidist/allocator.py; --malloc-ab adds a ddp side
+without it, 'ddp/glibc'); torch with its own.
 Without torch (or with MINIDIST_BENCH_NO_TORCH=1) only minidist's times are printed.
 """
 from __future__ import annotations
@@ -44,6 +45,8 @@ def parse_args(argv=None):
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--batch", type=int, default=32, help="samples per rank")
     p.add_argument("--quick", action="store_true", help="N = 2, ddp, 1 round, 5 steps")
+    p.add_argument("--malloc-ab", action="store_true", help="also ddp with glibc's default malloc "
+                   "(MINIDIST_MALLOC=default), as side 'ddp/glibc'")
     p.add_argument("--worker", choices=["minidist", "torch"], help=argparse.SUPPRESS)
     p.add_argument("--strategy", default="ddp", help=argparse.SUPPRESS)
     p.add_argument("--model", default="mlp", help=argparse.SUPPRESS)
@@ -144,7 +147,7 @@ def torch_worker(args):
 
 
 # ---- the parent: launches, rounds, ratios -----------------------------------------------------
-def launch(framework, model, n, args, strategy="ddp"):
+def launch(framework, model, n, args, strategy="ddp", malloc="keep"):
     """One job; returns {"seconds": slowest rank's median, "peak_mib": largest rank's}."""
     from benchutil import mpiexec_command, one_thread_env
 
@@ -154,7 +157,7 @@ def launch(framework, model, n, args, strategy="ddp"):
         cmd = [sys.executable, os.path.abspath(__file__), *common, "--strategy", strategy]
         cmds = [mpiexec_command(n) + cmd] if framework == "minidist" else \
             [cmd + ["--rank", str(r)] for r in range(n)]  # N processes, as torchrun starts them
-        env = {**os.environ, **one_thread_env(), "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")])}
+        env = {**os.environ, **one_thread_env(), "MINIDIST_MALLOC": malloc, "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")])}
         procs = [subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
                  for c in cmds]
         outputs = [p.communicate(timeout=600) for p in procs]
@@ -169,16 +172,22 @@ def compare(model, n, args, with_torch):
     """One table row per strategy for (model, n): medians, ratio to torch, peak memory."""
     from benchutil import cores, interleaved, ratio_stats, ratio_text
 
-    sides = (["torch"] if with_torch else []) + args.strategies
-    runs = [(lambda s=s: launch("torch", model, n, args) if s == "torch" else launch("minidist", model, n, args, s))
-            for s in sides]
+    sides = (["torch"] if with_torch else []) + args.strategies + (["ddp/glibc"] if args.malloc_ab else [])
+
+    def run(side):
+        if side == "torch":
+            return launch("torch", model, n, args)
+        strategy, _, malloc = side.partition("/")
+        return launch("minidist", model, n, args, strategy, "default" if malloc == "glibc" else "keep")
+
+    runs = [(lambda s=s: run(s)) for s in sides]
     results = dict(zip(sides, interleaved(runs, args.rounds)))
     label = f"{MODELS[model]}, N={n}" + (" (ranks > cores)" if n > cores() else "")
     rows = []
     for s in sides:
         med = sorted(r["seconds"] for r in results[s])[len(results[s]) // 2]
         peak = max(r["peak_mib"] for r in results[s])
-        text = f"  {label:48s} {s:6s} {med * 1e3:8.2f} ms  peak {peak:6.1f} MiB/process"
+        text = f"  {label:48s} {s:9s} {med * 1e3:8.2f} ms  peak {peak:6.1f} MiB/process"
         row = {"model": model, "n": n, "side": s, "median_s": med, "peak_mib": peak}
         if with_torch and s != "torch":
             stats = ratio_stats([r["seconds"] for r in results[s]], [r["seconds"] for r in results["torch"]])
