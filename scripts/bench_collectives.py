@@ -59,10 +59,9 @@ from minidist.comm.auto import choose_allreduce_algorithm
 from minidist.cost.calibrate import calibrate
 from minidist.comm.checks import chunk_bounds
 
-from benchutil import malloc_note, parse_bytes, torch_available, tune_malloc  # scripts/ is sys.path[0] for a script
-from bench_collectives_report import drift, mean_profile, summarize, write_csv
+from benchutil import malloc_note, parse_bytes, start_gloo, tune_malloc  # scripts/ is sys.path[0] for a script
+from bench_collectives_report import HEADER, drift, format_row, mean_profile, summarize, write_csv
 
-SHORT = {"recursive_doubling": "rd", "ring": "ring", "rabenseifner": "rab"}
 METHODS = ("ring", "rd", "rab", "auto", "mpi", "g+b", "floor", "instrumented", "gloo")
 
 
@@ -187,23 +186,6 @@ def predictions(profile, size, nbytes, bcast):
             "floor": 2 * p("ring_allgather")}  # the ring's 2(N-1) transfers, no adds
 
 
-def start_gloo(comm):
-    """torch.distributed on gloo over the same ranks (file:// rendezvous), or None when
-    torch is absent (or MINIDIST_BENCH_NO_TORCH is set)."""
-    if not torch_available():
-        return None
-    import tempfile
-
-    import torch
-    import torch.distributed as dist
-
-    torch.set_num_threads(1)
-    path = comm.mpi.bcast(tempfile.mktemp(prefix="gloo-init-") if comm.rank == 0 else None, root=0)
-    dist.init_process_group("gloo", init_method=f"file://{path}", rank=comm.rank, world_size=comm.size)
-    dist.torch = torch
-    return dist
-
-
 def measure_size(comm, nbytes, args, profile, gloo=None):
     bench = Bench(comm, max(nbytes // 4, 1), args.bcast, gloo)
     methods = [m for m in METHODS if m in bench.calls]
@@ -239,36 +221,8 @@ def measure_size(comm, nbytes, args, profile, gloo=None):
     return row
 
 
-HEADER = (f"{'bytes':>9} {'ring':>9} {'rd':>9} {'rab':>9} {'auto':>11} {'mpi':>9} {'g+b':>9} "
-          f"{'floor':>9} {'busbw':>6} {'mpi bw':>6} {'ring/mpi':>8} {'auto/mpi':>8} "
-          f"{'ring/flr':>8} {'ledger':>6} {'model':>9} {'r/model':>7} {'py':>6} {'gloo':>9} {'r/gloo':>6}")
-
-
-def format_row(r):
-    us = lambda name: f"{r[name][0] * 1e6:9.1f}"  # noqa: E731
-    auto = f"{r['auto'][0] * 1e6:8.1f}:{SHORT[r['auto_algorithm']]:<2}"[:11]
-    return (f"{r['bytes']:>9} {us('ring')} {us('rd')} {us('rab')} {auto:>11} {us('mpi')} "
-            f"{us('g+b')} {us('floor')} {r['busbw_ring']:6.2f} {r['busbw_mpi']:6.2f} "
-            f"{r['ring/mpi']:8.2f} {r['auto/mpi']:8.2f} {r['ring/floor']:8.2f} {r['ledger']:6.3f} "
-            f"{r['predicted']['ring'] * 1e6:9.1f} {r['ring/model']:7.2f} {r['py_us']:6.1f} "
-            + (f"{us('gloo')} {r['ring/gloo']:6.2f}" if "gloo" in r else f"{'-':>9} {'-':>6}"))
-
-
-def main(argv=None):
-    args = parse_args(argv)
-    tuned = args.tune_malloc and tune_malloc()  # before the first big allocation
-    comm = Communicator()
-    rank0 = comm.rank == 0
-    say = (lambda *a: print(*a, flush=True)) if rank0 else (lambda *a: None)
-    if args.profile:
-        profile = costmodel.load_profile(args.profile)
-    else:
-        t0 = perf_counter()
-        profile = calibrate(comm, quick=args.quick_calibration)
-        say(f"# calibrated in {perf_counter() - t0:.1f} s")
-        if args.save_profile and rank0:
-            costmodel.save_profile(profile, args.save_profile)
-    costmodel.use_profile(profile)  # installs the profile's "auto" table in minidist.comm
+def header(comm, profile, args, tuned, say):
+    """Print the run's header lines (rank 0); return its metadata."""
     cores = os.cpu_count() or 1
     meta = {"ranks": comm.size, "ranks_per_node": profile.ranks_per_node, "cores": cores,
             "oversubscribed": profile.ranks_per_node > cores,
@@ -286,6 +240,39 @@ def main(argv=None):
         f"node_bw={(profile.node_bw or float('inf')) / 1e9:.2f} GB/s"
         + (f", rendezvous alpha={profile.rendezvous_alpha * 1e6:.2f} us above "
            f"{profile.eager_max} B" if profile.eager_max is not None else ""))
+    return meta
+
+
+def recalibrate(comm, profile, rows, args, say):
+    """Calibrate again after the sweep; add the mean profile's predictions to `rows`."""
+    end = calibrate(comm, quick=args.quick_calibration)
+    mean = mean_profile(profile, end)
+    for row in rows:
+        row["predicted (mean)"] = predictions(mean, comm.size, row["bytes"], args.bcast)
+        row["ring/model (mean)"] = row["ring"][0] / row["predicted (mean)"]["ring"]
+    say("# drift between the calibrations before and after the sweep: " + ", ".join(
+        f"{k} {v:+.0f}%" for k, v in drift(profile, end).items())
+        + "; ring/model (mean of both): " + ", ".join(
+        f"{r['bytes'] >> 10}K:{r['ring/model (mean)']:.2f}" for r in rows if r["bytes"] >= 1024))
+    return end
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    tuned = args.tune_malloc and tune_malloc()  # before the first big allocation
+    comm = Communicator()
+    rank0 = comm.rank == 0
+    say = (lambda *a: print(*a, flush=True)) if rank0 else (lambda *a: None)
+    if args.profile:
+        profile = costmodel.load_profile(args.profile)
+    else:
+        t0 = perf_counter()
+        profile = calibrate(comm, quick=args.quick_calibration)
+        say(f"# calibrated in {perf_counter() - t0:.1f} s")
+        if args.save_profile and rank0:
+            costmodel.save_profile(profile, args.save_profile)
+    costmodel.use_profile(profile)  # installs the profile's "auto" table in minidist.comm
+    meta = header(comm, profile, args, tuned, say)
     gloo = start_gloo(comm)
     say("# gloo: torch.distributed.all_reduce, same ranks" if gloo else
         "# torch is not installed (or MINIDIST_BENCH_NO_TORCH is set): gloo column skipped")
@@ -296,17 +283,8 @@ def main(argv=None):
         rows.append(row)
         say(format_row(row))
         nbytes *= 2
-    end = None
-    if rows and not args.profile and not args.no_recalibrate:
-        end = calibrate(comm, quick=args.quick_calibration)
-        mean = mean_profile(profile, end)
-        for row in rows:
-            row["predicted (mean)"] = predictions(mean, comm.size, row["bytes"], args.bcast)
-            row["ring/model (mean)"] = row["ring"][0] / row["predicted (mean)"]["ring"]
-        say("# drift between the calibrations before and after the sweep: " + ", ".join(
-            f"{k} {v:+.0f}%" for k, v in drift(profile, end).items())
-            + "; ring/model (mean of both): " + ", ".join(
-            f"{r['bytes'] >> 10}K:{r['ring/model (mean)']:.2f}" for r in rows if r["bytes"] >= 1024))
+    recalibrating = rows and not args.profile and not args.no_recalibrate
+    end = recalibrate(comm, profile, rows, args, say) if recalibrating else None
     if rank0 and rows:
         print("# targets (! = missed)\n" + summarize(rows), flush=True)
         if args.csv:

@@ -1,9 +1,10 @@
-"""bench_collectives.py's summaries and files: the targets met or missed, the CSV, and
-the mean of the calibrations before and after the sweep."""
+"""bench_collectives.py's table rows, summaries and files: the targets met or missed, the
+CSV, and the mean of the calibrations before and after the sweep."""
 from __future__ import annotations
 
 import csv
 
+SHORT = {"recursive_doubling": "rd", "ring": "ring", "rabenseifner": "rab"}
 TARGETS = [  # (label, column, comparison, bound, smallest size it applies to, only that size)
     ("ring/mpi <= 1.0 at >= 4 MiB", "ring/mpi", "<=", 1.0, 4 << 20, False),
     ("auto/mpi <= 2.0 at 4 KiB", "auto/mpi", "<=", 2.0, 4 << 10, True),
@@ -75,3 +76,18 @@ def write_csv(path, rows, methods):
                             f"{name}_max_us": r[name][2] * 1e6, f"{name}_iters": r["iters"][name]})
             out.update({f"predicted_{k}_us": v * 1e6 for k, v in r["predicted"].items()})
             w.writerow(out)
+
+
+HEADER = (f"{'bytes':>9} {'ring':>9} {'rd':>9} {'rab':>9} {'auto':>11} {'mpi':>9} {'g+b':>9} "
+          f"{'floor':>9} {'busbw':>6} {'mpi bw':>6} {'ring/mpi':>8} {'auto/mpi':>8} "
+          f"{'ring/flr':>8} {'ledger':>6} {'model':>9} {'r/model':>7} {'py':>6} {'gloo':>9} {'r/gloo':>6}")
+
+
+def format_row(r):
+    us = lambda name: f"{r[name][0] * 1e6:9.1f}"  # noqa: E731
+    auto = f"{r['auto'][0] * 1e6:8.1f}:{SHORT[r['auto_algorithm']]:<2}"[:11]
+    return (f"{r['bytes']:>9} {us('ring')} {us('rd')} {us('rab')} {auto:>11} {us('mpi')} "
+            f"{us('g+b')} {us('floor')} {r['busbw_ring']:6.2f} {r['busbw_mpi']:6.2f} "
+            f"{r['ring/mpi']:8.2f} {r['auto/mpi']:8.2f} {r['ring/floor']:8.2f} {r['ledger']:6.3f} "
+            f"{r['predicted']['ring'] * 1e6:9.1f} {r['ring/model']:7.2f} {r['py_us']:6.1f} "
+            + (f"{us('gloo')} {r['ring/gloo']:6.2f}" if "gloo" in r else f"{'-':>9} {'-':>6}"))

@@ -157,6 +157,24 @@ def to_torch(torch, model):
     return net
 
 
+def start_gloo(comm):
+    """torch.distributed on gloo over the ranks of the minidist Communicator `comm` (file://
+    rendezvous; the module, with ``.torch`` set), or None when torch is absent (or
+    MINIDIST_BENCH_NO_TORCH is set)."""
+    if not torch_available():
+        return None
+    import tempfile
+
+    import torch
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    path = comm.mpi.bcast(tempfile.mktemp(prefix="gloo-init-") if comm.rank == 0 else None, root=0)
+    dist.init_process_group("gloo", init_method=f"file://{path}", rank=comm.rank, world_size=comm.size)
+    dist.torch = torch
+    return dist
+
+
 def mpiexec_command(n: int) -> list:
     """``mpiexec -n N`` (the venv's MPICH first), with Open MPI's flags for running as root
     and with more ranks than cores when it is Open MPI."""
