@@ -203,6 +203,9 @@ def plot(rows, path):
             axes[1][col].plot(ns, [r["efficiency"] for r in mine], color=color, marker=marker, label=label)
         axes[0][col].set(title=model, xlabel="ranks N", ylabel="step time (ms)")
         axes[1][col].set(xlabel="ranks N", ylabel="efficiency (no-comm step / step)")
+        ticks = sorted({r["n"] for r in rows})
+        for ax in (axes[0][col], axes[1][col]):
+            ax.set_xticks(ticks)
         axes[0][col].legend()
     fig.tight_layout()
     tmp = path + ".tmp.png"
