@@ -35,5 +35,6 @@ def faults_per_step(**env):
 def test_under_mpi_freed_memory_is_kept_and_the_switch_turns_it_off():
     kept = faults_per_step(PMI_SIZE="2")
     assert kept < 50  # 16 MiB per step come back without faulting
-    assert faults_per_step(PMI_SIZE="2", MINIDIST_MALLOC="default") > 20 * max(kept, 10)
-    assert faults_per_step() > 20 * max(kept, 10)  # one process, no MPI: glibc left as it is
+    # without it the 16 MiB fault in again: 4096 pages of 4 KiB, or at least 8 huge pages
+    assert faults_per_step(PMI_SIZE="2", MINIDIST_MALLOC="default") >= kept + 8
+    assert faults_per_step() >= kept + 8  # one process, no MPI: glibc left as it is
