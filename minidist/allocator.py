@@ -5,7 +5,7 @@ A training step frees megabytes of temporaries at its end; by default glibc hand
 freed blocks back to the OS (trim, munmap) and the next step page-faults them back in,
 4 KiB at a time. Measured here (docs/performance.md): the CNN engine step took 0.65x the
 time with this setting (page faults per step 1883 -> 4, peak memory +1 MiB), a DDP CNN
-step on 2 ranks about half. Needs only ctypes.
+step on 2 ranks 0.6x. Needs only ctypes.
 """
 from __future__ import annotations
 
