@@ -13,6 +13,8 @@ on every rank at once / the strategy's step: what synchronising costs at this N;
 --ranks, also T(N=1) / T(N)), measured vs predicted communication seconds (minidist.cost
 stepcost with --profile, $MINIDIST_PROFILE, or "shm"), and bytes sent per rank per step
 (the ledger; rank 0 and the largest rank). Runs with more ranks than cores are labelled.
+glibc keeps freed memory at every N, N = 1 included (minidist's MPI default applies only
+from 2 ranks; MINIDIST_MALLOC=default turns it off everywhere).
 numpy, mpi4py and matplotlib only (--plot); no torch.
 """
 from __future__ import annotations
@@ -35,7 +37,7 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--models", nargs="+", default=["mlp10m", "cnn"], choices=["mlp10m", "cnn"])
     p.add_argument("--steps", type=int, default=7, help="timed steps (>= 5)")
-    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--batch", type=int, default=16, help="samples per rank")
     p.add_argument("--profile", help="a cost profile (JSON) for the predictions")
     p.add_argument("--ranks", nargs="+", type=int, help="launch one mpiexec job per N (else: this job's N)")
@@ -132,16 +134,19 @@ def one_model(comm, name, args, profile):
 def job(args):
     """Inside an MPI job (any N): every model and strategy, a table on rank 0."""
     import minidist  # noqa: F401  (one BLAS thread per rank, malloc default)
+    from minidist.allocator import keep_freed_memory
     from minidist.comm import Communicator
     from minidist.cost import default_profile, load_profile
 
+    malloc = os.environ.get("MINIDIST_MALLOC", "keep") != "default" and keep_freed_memory()  # N=1 too
     comm = Communicator()
     profile = load_profile(args.profile) if args.profile else (default_profile() or "shm")
     rows = [row for name in args.models for row in one_model(comm, name, args, profile)]
     if comm.rank == 0:
         pname = getattr(profile, "name", profile)
         print(f"# N={comm.size}, {os.cpu_count()} cores{' (ranks > cores: OVERSUBSCRIBED)' if comm.size > (os.cpu_count() or 1) else ''}, "
-              f"batch {args.batch}/rank, {args.steps} timed steps, profile {pname}, 1 BLAS thread per rank", flush=True)
+              f"batch {args.batch}/rank, {args.steps} timed steps, profile {pname}, 1 BLAS thread per rank, "
+              f"malloc {'keeps freed memory' if malloc else 'glibc default'}", flush=True)
         for r in rows:
             print(format_row(r), flush=True)
         print("JSON " + json.dumps(rows), flush=True)
