@@ -23,8 +23,8 @@ __version__ = "0.1.0"
 
 _SUBMODULES = ("autograd", "nn", "optim", "data", "comm", "cost", "parallel", "report")
 _NAMES = {"Tensor": "autograd", "Function": "autograd", "no_grad": "autograd",
-          "manual_seed": "nn.init"}
-__all__ = ["Tensor", "Function", "no_grad", "manual_seed", *_SUBMODULES]
+          "manual_seed": "nn.init", "save_checkpoint": "checkpoint", "load_checkpoint": "checkpoint"}
+__all__ = ["Tensor", "Function", "no_grad", "manual_seed", "save_checkpoint", "load_checkpoint", *_SUBMODULES]
 
 
 def __getattr__(name):

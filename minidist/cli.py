@@ -1,105 +1,80 @@
-"""The ``minidist`` command.
+"""minidist: train one model under local, dp, hub and ddp, and see what each costs.
 
-    minidist predict --params 125e6 --profile ib-hdr --ranks 2,8,64,512,4096
-        predicted per-step communication, bytes and rank-0 memory of dp, hub and ddp
-    minidist profiles
-        the named hardware profiles and their sources
-    minidist calibrate --out profile.json          (under mpiexec -n 2 or more)
-        fit alpha, beta, gamma and the node bandwidth on this machine
-    minidist report runs/compare.jsonl --out runs/report
-        Markdown report and PNG plots of a `scripts/compare.py` run
+  minidist compare -n 4                      the strategy comparison, kept in runs/<timestamp>/
+  minidist run -n 4 -- python train.py       launch any script on 4 ranks (like torchrun)
+  minidist report runs/<timestamp>/          rebuild a run's report (Markdown + HTML + plots)
+  minidist predict --params 125e6            per-step communication of dp, hub, ddp at scale
+  minidist profiles | calibrate | lab | exercise | bench
 
-The strategy comparison itself runs under MPI: ``mpiexec -n 4 python scripts/compare.py``.
+`minidist COMMAND --help` shows each command's options, defaults and an example.
+Errors are one line (--debug or MINIDIST_DEBUG=1 for the traceback). Profiles:
+--profile NAME|FILE, default $MINIDIST_PROFILE.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 
-import numpy as np
+from . import cli_cost, cli_launch
+from .cli_errors import ConfigError, Parser, fail, run_guarded
 
 
-def _sizes(text: str) -> list[int]:
-    return [int(float(s)) for s in text.split(",") if s]
+def _add(sub, name: str, fn, help: str, example: str):
+    """A subcommand whose --help shows `help`, then `example` under "example:"."""
+    description = f"{help[0].upper()}{help[1:]}.\n\nexample:\n  {example}"
+    p = sub.add_parser(name, help=help, description=description)
+    p.add_argument("--debug", action="store_true", help="show tracebacks (also MINIDIST_DEBUG=1)")
+    p.set_defaults(fn=fn)
+    return p
 
 
-def cmd_predict(args) -> int:
-    from .cost.profiles import get_profile, load_profile
-    from .cost.stepcost import dense, projection
-    from .report.summary import human_bytes as _human
-
-    profile = load_profile(args.profile) if args.profile.endswith(".json") else get_profile(args.profile)
-    shape = dense(int(float(args.params)), np.dtype(args.dtype), n_tensors=args.tensors)
-    rows = projection(shape, sizes=_sizes(args.ranks), strategies=args.strategies.split(","),
-                      profile=profile, bucket_cap_mb=args.bucket_cap_mb,
-                      optimizer_slots=args.optimizer_slots)
-    print(f"# {int(float(args.params)):,} {args.dtype} parameters ({_human(shape.param_bytes)}), "
-          f"profile {profile.name}: predicted communication per training step")
-    print(f"{'strategy':>8} {'ranks':>6} {'comm time':>11} {'rank 0 moves':>13} "
-          f"{'other ranks move':>16} {'rank 0 peak memory':>19}")
-    for r in rows:
-        print(f"{r['strategy']:>8} {r['size']:>6} {r['seconds'] * 1e3:>8.2f} ms {_human(r['rank0_bytes']):>13} "
-              f"{_human(r['other_bytes']):>16} {_human(r['rank0_peak_bytes']):>19}")
-    return 0
+def _add_exercise(sub) -> None:
+    try:
+        from .exercises.cli import add_parser
+    except ImportError:
+        p = _add(sub, "exercise", cli_launch.cmd_missing, "write and grade the NumPy/MPI exercises",
+                 "minidist exercise start batchnorm my_exercises/")
+        p.add_argument("rest", nargs="*", help="the exercise command's arguments")
+        p.set_defaults(missing="minidist/exercises/ (the exercises package) is not in this checkout")
+        return
+    add_parser(sub)
 
 
-def cmd_profiles(args) -> int:
-    from .cost.profiles import PROFILES
-
-    for p in PROFILES.values():
-        node = "" if p.node_bw is None else f", node {p.node_bw / 1e9:.0f} GB/s shared by {p.ranks_per_node} ranks"
-        print(f"{p.name}: alpha {p.alpha * 1e6:.2f} us, {1 / p.beta / 1e9:.1f} GB/s per link, "
-              f"gamma {1 / p.gamma / 1e9:.0f} GB/s{node}\n    {p.source}")
-    return 0
-
-
-def cmd_calibrate(args) -> int:
-    from .comm import Communicator
-    from .cost.calibrate import calibrate
-    from .cost.profiles import save_profile
-
-    comm = Communicator()
-    profile = calibrate(comm, quick=args.quick)
-    if comm.rank == 0:
-        save_profile(profile, args.out)
-        print(f"alpha {profile.alpha * 1e6:.2f} us, beta {1 / profile.beta / 1e9:.2f} GB/s, "
-              f"gamma {1 / profile.gamma / 1e9:.2f} GB/s -> {args.out}")
-    return 0
-
-
-def cmd_report(args) -> int:
-    from .report import write_report
-
-    path = write_report(args.run, args.out)
-    print(f"report: {path}")
-    return 0
+def build_parser() -> Parser:
+    parser = Parser(prog="minidist", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    cli_launch.add_run(_add(sub, "run", cli_launch.cmd_run, "launch a script on N ranks under mpiexec",
+                            "minidist run -n 4 -- python train.py --epochs 2"))
+    cli_launch.add_compare(_add(sub, "compare", cli_launch.cmd_compare,
+                                "compare the strategies on N ranks and keep the run folder",
+                                "minidist compare -n 4 --model cnn --norm sync --steps 10"))
+    cli_cost.add_report(_add(sub, "report", cli_cost.cmd_report,
+                             "write report.md, report.html and the plots of a run",
+                             "minidist report runs/2026-11-30_09-00-00/"))
+    cli_cost.add_predict(_add(sub, "predict", cli_cost.cmd_predict,
+                              "predicted per-step communication, bytes and memory of dp, hub and ddp",
+                              "minidist predict --params 125e6 --tensors 148 --ranks 8,64,512"))
+    _add(sub, "profiles", cli_cost.cmd_profiles, "list the named hardware profiles and their sources",
+         "minidist profiles")
+    cli_cost.add_calibrate(_add(sub, "calibrate", cli_cost.cmd_calibrate,
+                                "fit alpha, beta, gamma (a profile) on this machine",
+                                "minidist calibrate -n 2 --out profile.json"))
+    cli_launch.add_lab(_add(sub, "lab", cli_launch.cmd_lab, "run the teaching labs (labs/run_all.py)",
+                            "minidist lab --quick"))
+    _add_exercise(sub)
+    cli_launch.add_bench(_add(sub, "bench", cli_launch.cmd_bench,
+                              "benchmarks against MPI_Allreduce, PyTorch CPU and PyTorch DDP",
+                              "minidist bench collectives -n 2"))
+    return parser
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="minidist", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("predict", help="predicted per-step cost of dp, hub and ddp")
-    p.add_argument("--params", default="125e6", help="number of parameters (default 125e6)")
-    p.add_argument("--dtype", default="float32")
-    p.add_argument("--tensors", type=int, default=100, help="parameter tensors (DDP's buckets)")
-    p.add_argument("--ranks", default="2,8,64,512,4096")
-    p.add_argument("--strategies", default="dp,hub,ddp")
-    p.add_argument("--profile", default="ib-hdr", help="a named profile or a calibrated .json")
-    p.add_argument("--bucket-cap-mb", type=float, default=25.0)
-    p.add_argument("--optimizer-slots", type=int, default=1, help="1: SGD momentum, 2: Adam")
-    p.set_defaults(fn=cmd_predict)
-    p = sub.add_parser("profiles", help="list the named hardware profiles")
-    p.set_defaults(fn=cmd_profiles)
-    p = sub.add_parser("calibrate", help="fit a profile on this machine (run under mpiexec)")
-    p.add_argument("--out", default="profile.json")
-    p.add_argument("--quick", action="store_true")
-    p.set_defaults(fn=cmd_calibrate)
-    p = sub.add_parser("report", help="Markdown report and plots of a compare.py run")
-    p.add_argument("run", help="the JSONL file compare.py wrote")
-    p.add_argument("--out", default=None, help="folder (default: beside the run)")
-    p.set_defaults(fn=cmd_report)
-    args = parser.parse_args(argv)
-    return args.fn(args)
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
+    debug = "--debug" in argv[: argv.index("--")] if "--" in argv else "--debug" in argv
+    try:
+        args = build_parser().parse_args(argv)
+    except ConfigError as exc:
+        return fail(exc, debug)
+    return run_guarded(args.fn, args, debug=debug)
 
 
 if __name__ == "__main__":

@@ -16,11 +16,20 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))  # this checkout's minidist (the launcher below is its own)
+
+from minidist.cli_mpiexec import command, family  # noqa: E402
 
 
 def mpiexec() -> str:
+    """The venv's mpiexec (MPICH's or Open MPI's wheel), else PATH's."""
     local = Path(sys.executable).parent / "mpiexec"
     return str(local) if local.exists() else (shutil.which("mpiexec") or "mpiexec")
+
+
+def mpi_family() -> str:
+    """"mpich" or "openmpi" (or "unknown"): which MPI this test run launches."""
+    return family(mpiexec())
 
 
 def launch(n: int, script: str | os.PathLike, *args: str, timeout: float = 120.0,
@@ -36,8 +45,9 @@ def launch(n: int, script: str | os.PathLike, *args: str, timeout: float = 120.0
                PYTHONPATH=os.pathsep.join([str(ROOT), str(HERE), os.environ.get("PYTHONPATH", "")]))
     if out_dir is not None:
         env["MINIDIST_TEST_OUT"] = out_dir
-    cmd = [mpiexec(), "-n", str(n), sys.executable, *(["-m", "mpi4py"] if mpi4py else []),
-           str(script), *map(str, args)]
+    # MPICH or Open MPI (as root and with more ranks than cores, Open MPI needs telling)
+    cmd, env = command(n, [sys.executable, *(["-m", "mpi4py"] if mpi4py else []), str(script),
+                           *map(str, args)], mpiexec=mpiexec(), env=env)
     try:
         return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired as e:
@@ -79,3 +89,16 @@ def emit(obj) -> None:
         print(text)
         return
     Path(out, f"rank{MPI.COMM_WORLD.rank}.json").write_text(text)
+
+
+def own_lines(text: str) -> list[str]:
+    """The non-blank lines of a job's output without the launcher's own notices (Open MPI
+    frames them between rules of dashes, e.g. "prterun detected that one or more processes
+    exited with non-zero status")."""
+    lines, inside = [], False
+    for line in text.splitlines():
+        if len(line.strip()) > 20 and set(line.strip()) == {"-"}:
+            inside = not inside
+        elif not inside and line.strip():
+            lines.append(line)
+    return lines

@@ -44,7 +44,7 @@ def cost_model_cases(draw):
     """``(collective, algorithm, size, nbytes, profile)`` for `minidist.cost.costmodel`:
     every modelled collective and variant, 1..5000 ranks, 0..1 GiB, a named profile or
     that profile with a node-wide bandwidth limit and 1..64 ranks per node."""
-    from minidist.cost.costmodel import COLLECTIVES
+    from minidist.cost.costmodel import COLLECTIVE_STEPS as COLLECTIVES
     from minidist.cost.profiles import PROFILES
 
     collective = draw(st.sampled_from(sorted(set(COLLECTIVES) - {"allreduce"})))
@@ -66,7 +66,7 @@ def collective_count_cases(draw, max_size: int = 70):
     """``(collective, algorithm, size, count, itemsize, root)`` for
     `minidist.cost.counts.message_counts`: every collective counted there, 1..`max_size`
     ranks, counts around the number of ranks (0, < N, N, N+1, ...) or up to 10**6."""
-    from minidist.cost.counts import COLLECTIVES
+    from minidist.cost.counts import COUNTED_COLLECTIVES as COLLECTIVES
 
     collective = draw(st.sampled_from(sorted(set(COLLECTIVES) - {"allreduce"})))
     algorithm = None

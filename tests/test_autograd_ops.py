@@ -83,7 +83,7 @@ CASES = {
     "max-axis1": Case(lambda a: a.max(axis=1), lambda T, a: T.amax(a, 1), [n(3, 4)]),
     "max-neg-keepdims": Case(lambda a: a.max(axis=-1, keepdims=True),
                              lambda T, a: T.amax(a, -1, keepdim=True), [n(2, 3, 4)]),
-    "max-tuple": Case(lambda a: ops.max(a, axis=(0, -1)), lambda T, a: T.amax(a, (0, -1)), [n(2, 3, 4)]),
+    "max-tuple": Case(lambda a: ops.reduce_max(a, axis=(0, -1)), lambda T, a: T.amax(a, (0, -1)), [n(2, 3, 4)]),
     # shape and indexing
     "reshape": both(lambda a: a.reshape(4, -1), n(2, 3, 2)),
     "transpose-T": Case(lambda a: a.T, lambda T, a: a.permute(1, 0), [n(3, 4)]),
@@ -204,7 +204,7 @@ def test_broadcast_binary_gradients_match_torch(name, data, torch):
 def test_max_splits_gradient_among_ties(axis, keepdims, torch):
     data = np.array([[1.0, 3.0, 3.0], [3.0, 2.0, 3.0]])
     x = Tensor(data.copy(), requires_grad=True)
-    out = ops.max(x, axis=axis, keepdims=keepdims)
+    out = ops.reduce_max(x, axis=axis, keepdims=keepdims)
     weights = np.arange(1.0, out.size + 1).reshape(out.shape)
     out.backward(weights)
     tx = torch.tensor(data, requires_grad=True)
@@ -285,7 +285,7 @@ def test_helpers_accept_arrays_and_tensor_methods_call_them():
         via_method = getattr(Tensor(x), name)()
         assert isinstance(via_helper, Tensor)
         np.testing.assert_array_equal(via_helper.data, via_method.data)
-    np.testing.assert_array_equal(ops.max(x, axis=0).data, x.max(axis=0))
+    np.testing.assert_array_equal(ops.reduce_max(x, axis=0).data, x.max(axis=0))
     np.testing.assert_array_equal(ops.concatenate([x, Tensor(x)]).data, np.concatenate([x, x]))
 
 
@@ -301,4 +301,4 @@ def test_error_messages():
     with pytest.raises(ValueError, match=r"axis 2 is out of range for a 2-D input of shape \(2, 3\)"):
         ops.log_softmax(x, axis=2)
     with pytest.raises(ValueError, match=r"empty tensor \(shape \(0, 3\)\)"):
-        ops.max(Tensor(np.ones((0, 3))))
+        ops.reduce_max(Tensor(np.ones((0, 3))))

@@ -29,11 +29,11 @@ def test_totals_by_phase_and_peer():
     led.record("b", 1, "recv", 3, 0.0, messages=4)
     led.record("b", None, "mpi", 999, 2.0)
     assert led.totals("a") == {"bytes_sent": 120, "bytes_received": 7, "messages_sent": 2,
-                               "messages_received": 1, "seconds": 1.75}
+                               "messages_received": 1, "seconds": 1.75, "wait_seconds": 0.0}
     assert led.totals() == {"bytes_sent": 120, "bytes_received": 10, "messages_sent": 2,
-                            "messages_received": 5, "seconds": 3.75}
+                            "messages_received": 5, "seconds": 3.75, "wait_seconds": 0.0}
     assert led.totals("never") == {"bytes_sent": 0, "bytes_received": 0, "messages_sent": 0,
-                                   "messages_received": 0, "seconds": 0.0}
+                                   "messages_received": 0, "seconds": 0.0, "wait_seconds": 0.0}
     assert list(led.by_phase()) == ["a", "b"] and led.by_phase()["b"]["messages_received"] == 4
     assert led.by_peer() == {1: {"bytes_sent": 120, "bytes_received": 3, "messages_sent": 2,
                                  "messages_received": 4},
@@ -114,7 +114,8 @@ def test_point_to_point_to_self_is_recorded(comm):
     assert got.tolist() == [7, 8, 9]
     assert comm.ledger.totals("async") == {"bytes_sent": 24, "bytes_received": 24, "messages_sent": 1,
                                            "messages_received": 1, "seconds": pytest.approx(
-                                               comm.ledger.totals("async")["seconds"])}
+                                               comm.ledger.totals("async")["seconds"]),
+                                           "wait_seconds": 0.0}
     pending = comm.isend(np.ones(2), 0, tag=4)  # a blocking Send to ourselves may never return
     assert comm.recv(np.zeros(4), 0, tag=4) == 16  # returns what arrived, not the buffer size
     pending.wait()
@@ -200,7 +201,7 @@ def test_record_exchange_equals_a_send_and_a_receive():
         one.reset()  # the remembered counters go with the reset
         one.record_exchange("a", 1, 40, 2, 32, 0.5)
         assert one.totals() == {"bytes_sent": 40, "bytes_received": 32, "messages_sent": 1,
-                                "messages_received": 1, "seconds": 0.5}
+                                "messages_received": 1, "seconds": 0.5, "wait_seconds": 0.0}
 
 
 def test_scratch_cache_reuses_grows_and_never_shares_a_buffer_in_use(comm):

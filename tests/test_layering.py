@@ -1,6 +1,7 @@
 """The dependency direction of ../shared/DESIGN.md, checked on the source: comm imports
 neither autograd, nn nor parallel; nn imports neither comm nor parallel; inside the
-package only minidist/comm imports mpi4py; and `import minidist.comm` loads no autograd or nn."""
+package only minidist/comm imports mpi4py; `import minidist.comm` loads no autograd or
+nn; and the package's module-level imports have no cycle."""
 import ast
 import subprocess
 import sys
@@ -68,3 +69,30 @@ def test_importing_comm_loads_no_autograd_or_nn():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_module_level_imports_have_no_cycle():
+    graph = {}
+    for path in PACKAGE.rglob("*.py"):
+        graph[_module_name(path)] = {n for n, _ in _imports(path, top_level_only=True)
+                                     if n.startswith("minidist")}
+    for deps in graph.values():  # keep module names only (drop imported attributes)
+        deps.intersection_update(graph)
+    state, stack = {}, []
+
+    def visit(module):
+        state[module] = "open"
+        stack.append(module)
+        for dep in sorted(graph[module]):
+            if dep == module or dep.startswith(module + "."):
+                continue  # a package importing its own submodules is not a cycle
+            if state.get(dep) == "open":
+                raise AssertionError("import cycle: " + " -> ".join(stack[stack.index(dep):] + [dep]))
+            if dep not in state:
+                visit(dep)
+        stack.pop()
+        state[module] = "done"
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module)

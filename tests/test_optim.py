@@ -179,7 +179,7 @@ def test_float32_parameters_stay_float32():
 
 def test_argument_errors():
     p = Parameter(np.ones(2))
-    with pytest.raises(ValueError, match="learning rate: -1"):
+    with pytest.raises(ValueError, match="invalid lr=-1"):
         SGD([p], lr=-1)
     with pytest.raises(ValueError, match="Nesterov"):
         SGD([p], lr=0.1, nesterov=True)

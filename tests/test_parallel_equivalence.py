@@ -7,7 +7,10 @@ on the global batch); the tests below assert on its results.
 """
 import pytest
 
+import numpy as np
+
 from minidist.cost import message_counts
+from minidist.parallel.tail import tail_length
 from mpi.parallel_variants import VARIANTS
 from mpi_util import run_mpi
 
@@ -88,6 +91,8 @@ def expected_ledger(strategy, options, info, shapes, bucket_counts, n, r):
     mc, table = message_counts, {}
     n_params = shapes["n_params"]
     samples = options.get("average", "samples") == "samples"
+    # the status tail: the sample count (not under loss_on_root) and the non-finite bitmap
+    tail = tail_length(samples and not options.get("loss_on_root"), True)
     if shapes["int_buffers"]:  # SyncBatchNorm: [count, mean, M2] all-gathered forward, two sums backward
         for _ in range(SYNCBN_LAYERS):
             _add(table, "syncbn", mc("ring_allgather", n, r, n * (2 * HIDDEN + 1), 8))
@@ -107,23 +112,18 @@ def expected_ledger(strategy, options, info, shapes, bucket_counts, n, r):
                        "bytes_received": 0})
             _add(table, "output-gather", gather)
             _add(table, "output-grad-scatter", mc("scatter", n, r, B, row))
-        elif samples and not options.get("scatter_inputs"):
-            _add(table, "shard-sizes", mc("gather_to_root", n, r, 1, 8))
-        _add(table, "grad-gather", mc("gather_to_root", n, r, n_params, 8))
-        _add(table, "param-broadcast", mc("broadcast", n, r, n_params, 8,
+        _add(table, "grad-gather", mc("gather_to_root", n, r, n_params + tail, 8))
+        _add(table, "param-broadcast", mc("broadcast", n, r, n_params + tail, 8,
                                           algorithm=options.get("broadcast", "linear")))
     elif strategy == "hub":
-        _add(table, "shard-sizes", mc("reduce_to_root", n, r, 1, 8, algorithm=options.get("reduce", "linear")))
-        _add(table, "grad-reduce", mc("reduce_to_root", n, r, n_params, 8,
+        _add(table, "grad-reduce", mc("reduce_to_root", n, r, n_params + tail, 8,
                                       algorithm=options.get("reduce", "linear")))
-        _add(table, "grad-broadcast", mc("broadcast", n, r, n_params, 8,
+        _add(table, "grad-broadcast", mc("broadcast", n, r, n_params + tail, 8,
                                          algorithm=options.get("broadcast", "linear")))
     elif strategy == "ddp":
-        if samples:
-            _add(table, "shard-sizes", mc("ring_allreduce", n, r, 1, 8))
         assert sum(bucket_counts) == n_params
-        for count in bucket_counts:
-            _add(table, "grad-allreduce", mc("allreduce", n, r, count, 8,
+        for i, count in enumerate(bucket_counts):  # the tail rides in the last bucket
+            _add(table, "grad-allreduce", mc("allreduce", n, r, count + tail * (i == len(bucket_counts) - 1), 8,
                                              algorithm=options.get("algorithm", "ring")))
     return {phase: row for phase, row in table.items() if any(row.values())}
 

@@ -100,3 +100,38 @@ def test_batchnorm_difference_is_explained(tmp_path):
     text = write_report(run).read_text()
     assert "| ddp | 1.000000 | 3.00e-01 | **differs** |" in text
     assert "its own shard's statistics" in text and "--norm sync" in text
+
+
+def test_a_calibrated_profile_serves_report_and_predict(run, tmp_path, capsys, monkeypatch):
+    import subprocess
+    import sys
+
+    profile = tmp_path / "profile.json"
+    proc = subprocess.run([sys.executable, "-m", "minidist.cli", "calibrate", "-n", "2", "--quick", "--out",
+                           str(profile)], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0 and profile.exists(), proc.stderr
+    assert cli(["report", str(run[0]), "--out", str(tmp_path / "a"), "--profile", str(profile)]) == 0
+    assert "with profile `calibrated`" in (tmp_path / "a" / "report.md").read_text()
+    monkeypatch.setenv("MINIDIST_PROFILE", str(profile))  # the documented default of every --profile
+    assert cli(["report", str(run[0]), "--out", str(tmp_path / "b")]) == 0
+    assert "with profile `calibrated`" in (tmp_path / "b" / "report.md").read_text()
+    assert cli(["predict", "--params", "1e6", "--ranks", "2"]) == 0
+    assert "profile calibrated" in capsys.readouterr().out
+    monkeypatch.delenv("MINIDIST_PROFILE")
+    assert cli(["report", str(run[0]), "--out", str(tmp_path / "c")]) == 0  # the run's own: measured
+    own = (tmp_path / "c" / "report.md").read_text()  # by compare on this machine as it ran
+    assert "with profile `calibrated`" in own and f"with {N} ranks on" in own
+    assert f"with {N} ranks on" not in (tmp_path / "a" / "report.md").read_text()
+
+
+def test_predict_and_the_reports_125m_projection_agree(run, capsys):
+    text = (run[0].with_name("run-report") / "report.md").read_text()
+    section = text.split("## Projection: a 125M-parameter float32 model in 148 tensors on `ib-hdr`")[1]
+    in_report = {(s, int(n)): float(ms) for s, n, ms in re.findall(r"^\| (dp|hub|ddp) \| (\d+) \| ([\d.]+) ms", section, re.M)}
+    assert cli(["predict", "--ranks", "2,8,64,512,4096", "--profile", "ib-hdr"]) == 0
+    out = capsys.readouterr().out
+    assert "125,000,000 float32 parameters in 148 tensors" in out
+    printed = {(s, int(n)): float(ms) for s, n, ms in re.findall(r"^\s+(dp|hub|ddp)\s+(\d+)\s+([\d.]+) ms", out, re.M)}
+    assert len(printed) == 15 and set(printed) <= set(in_report)
+    for key, ms in printed.items():
+        assert ms == in_report[key], key  # the same function, the same tensors, the same digits

@@ -15,7 +15,8 @@ def _ledger_run(n):
     return _runs[n]
 
 
-@pytest.mark.parametrize("n", [1, 2, 3, 4])
+@pytest.mark.mpi
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 5])
 def test_predicted_counts_equal_the_ledger_phase_by_phase(n):
     for rank, cases in enumerate(_ledger_run(n)):
         for case in cases:
@@ -28,7 +29,8 @@ def test_predicted_counts_equal_the_ledger_phase_by_phase(n):
                 assert predicted, "a multi-rank step must communicate"
 
 
-@pytest.mark.parametrize("n", [1, 2, 3, 4])
+@pytest.mark.mpi
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 5])
 def test_predicted_memory_equals_the_measured_report(n):
     for rank, cases in enumerate(_ledger_run(n)):
         for case in cases:
@@ -42,6 +44,16 @@ def test_predicted_memory_equals_the_measured_report(n):
                 got = {k: v for k, v in got.items() if k not in ("comm_peak", "peak")}
                 want = {k: v for k, v in want.items() if k not in ("comm_peak", "peak")}
             assert got == want, label
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_dp_loss_on_root_counts_the_gathered_outputs_and_their_gradients_on_rank_0(n):
+    """dp-root: rank 0 holds every rank's outputs (60 n + 1 rows of 5 float32), then their
+    gradients, at once; the report counts both, and stepcost predicts it to the byte."""
+    rank0 = [c for c in _ledger_run(n)[0] if c["options"].get("base") == 60][0]
+    outputs = (60 * n + 1) * 5 * 4
+    assert rank0["memory"]["comm_peak"] == 2 * outputs == rank0["predicted_memory"]["comm_peak"]
 
 
 def test_ring_is_flat_in_n_while_the_root_grows_linearly():
@@ -61,7 +73,10 @@ def test_dp_rank0_holds_every_gradient_and_alone_the_optimizer_state():
     shape = dense(1000, np.float64)
     mem = predict_memory("dp", 4, shape, optimizer_slots=2)
     assert mem["rank0"]["optimizer"] == 2 * 8000 and mem["other"]["optimizer"] == 0
-    assert mem["rank0"]["comm_peak"] == 5 * 8000  # four gathered gradients + their average
+    # rank 0 keeps a row per rank for the gather (each 1000 gradients + the 2-element tail,
+    # reduced in place), the others one row; the broadcast parameters are transient
+    assert mem["rank0"]["comm_buffers"] == 4 * 8016 and mem["other"]["comm_buffers"] == 8016
+    assert mem["rank0"]["comm_peak"] == 8016
     ddp = predict_memory("ddp", 4, shape, optimizer_slots=2)
     assert ddp["rank0"] == ddp["other"] and ddp["other"]["optimizer"] == 2 * 8000
 

@@ -117,8 +117,10 @@ class ReLU(Function):
 
     @staticmethod
     def backward(ctx, grad):
-        positive = np.greater(ctx.saved_tensors[0], 0, out=scratch("relu.positive", grad.shape, bool))
-        return grad * positive  # 0 at a == 0, as PyTorch
+        # PyTorch's threshold_backward: 0 where out <= 0 (so at a == 0), the gradient
+        # itself elsewhere, NaN inputs included
+        keep = np.less_equal(ctx.saved_tensors[0], 0, out=scratch("relu.keep", grad.shape, bool))
+        return grad * np.logical_not(keep, out=keep)
 
 
 class Sigmoid(Function):

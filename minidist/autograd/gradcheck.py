@@ -104,6 +104,20 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-4, seed=0):
     """
     inputs = list(inputs)
     checked = _validate_inputs(inputs)
+    analytic, weights = _analytic_grads(fn, inputs, checked, seed)
+
+    def loss(_):
+        with no_grad():
+            return float((np.asarray(fn(*inputs).data) * weights).sum())
+
+    for k, a in zip(checked, analytic):
+        _compare(k, a, numeric_grad(loss, inputs[k], eps), eps, atol, rtol)
+    return True
+
+
+def _analytic_grads(fn, inputs, checked, seed):
+    """``(backward's gradient of each checked input, the output weights R)``; the inputs'
+    own ``.grad`` is restored afterwards."""
     saved_grads = [inputs[k].grad for k in checked]
     try:
         for k in checked:
@@ -118,26 +132,23 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-4, seed=0):
     finally:
         for k, g in zip(checked, saved_grads):
             inputs[k].grad = g
+    return analytic, weights
 
-    def loss(_):
-        with no_grad():
-            return float((np.asarray(fn(*inputs).data) * weights).sum())
 
-    for k, a in zip(checked, analytic):
-        numeric = numeric_grad(loss, inputs[k], eps)
-        bad = np.abs(a - numeric) > atol + rtol * np.abs(numeric)
-        bad |= np.isnan(a) != np.isnan(numeric)
-        if bad.any():
-            excess = np.where(bad, np.abs(a - numeric) - rtol * np.abs(numeric), -np.inf)
-            excess = np.where(np.isnan(excess), np.inf, excess)
-            worst = np.unravel_index(np.argmax(excess), a.shape) if a.ndim else ()
-            where = tuple(int(j) for j in worst)
-            raise AssertionError(
-                f"gradcheck: gradient of input {k} (shape {tuple(a.shape)}) is wrong at index "
-                f"{where}: analytic {float(a[worst])!r}, numeric {float(numeric[worst])!r} "
-                f"({int(bad.sum())} of {a.size} elements outside atol={atol}, rtol={rtol}; "
-                f"eps={eps})")
-    return True
+def _compare(k, a, numeric, eps, atol, rtol) -> None:
+    """Raise AssertionError naming input `k`'s worst element when `a` and `numeric` differ."""
+    bad = np.abs(a - numeric) > atol + rtol * np.abs(numeric)
+    bad |= np.isnan(a) != np.isnan(numeric)
+    if bad.any():
+        excess = np.where(bad, np.abs(a - numeric) - rtol * np.abs(numeric), -np.inf)
+        excess = np.where(np.isnan(excess), np.inf, excess)
+        worst = np.unravel_index(np.argmax(excess), a.shape) if a.ndim else ()
+        where = tuple(int(j) for j in worst)
+        raise AssertionError(
+            f"gradcheck: gradient of input {k} (shape {tuple(a.shape)}) is wrong at index "
+            f"{where}: analytic {float(a[worst])!r}, numeric {float(numeric[worst])!r} "
+            f"({int(bad.sum())} of {a.size} elements outside atol={atol}, rtol={rtol}; "
+            f"eps={eps})")
 
 
 def _validate_inputs(inputs):

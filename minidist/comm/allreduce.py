@@ -35,6 +35,7 @@ from .auto import choose_allreduce_algorithm
 from .checks import check_array, check_choice, check_op, chunk_starts, mismatch_error
 from .ledger import MPI_CALL
 from .ring import _ring_allreduce
+from .timeline import traced
 
 ALLREDUCE_ALGORITHMS = ("auto", "ring", "recursive_doubling", "rabenseifner", "mpi")
 _MPI_OPS = {"sum": MPI.SUM, "mean": MPI.SUM, "max": MPI.MAX, "min": MPI.MIN}
@@ -80,6 +81,7 @@ def _real_rank(newrank: int, rem: int) -> int:
     return 2 * newrank + 1 if newrank < rem else newrank + rem
 
 
+@traced("recursive_doubling_allreduce")
 def recursive_doubling_allreduce(comm, x: np.ndarray, op: str = "sum") -> np.ndarray:
     r"""All-reduce `x` in place by recursive doubling; returns `x`.
 
@@ -131,6 +133,7 @@ def _recursive_doubling(comm, x, op, ufunc):
     return x
 
 
+@traced("rabenseifner_allreduce")
 def rabenseifner_allreduce(comm, x: np.ndarray, op: str = "sum") -> np.ndarray:
     r"""All-reduce `x` in place by Rabenseifner's algorithm; returns `x`.
 
@@ -186,6 +189,7 @@ def _rabenseifner(comm, x, op, ufunc):
     return x
 
 
+@traced("mpi_allreduce")
 def mpi_allreduce(comm, x: np.ndarray, op: str = "sum") -> np.ndarray:
     """The MPI library's own ``MPI_Allreduce`` on `x`, in place; returns `x`. The
     reference our algorithms are compared against, never used by the strategies. The
@@ -207,6 +211,7 @@ _IMPLEMENTATIONS = {"ring": _ring_allreduce, "recursive_doubling": _recursive_do
                     "rabenseifner": _rabenseifner, "mpi": _mpi}
 
 
+@traced("allreduce")
 def allreduce(comm, x: np.ndarray, op: str = "sum", algorithm: str = "auto") -> np.ndarray:
     """All-reduce `x` in place with the named algorithm ("auto": see
     `minidist.comm.auto`); returns `x`. Checks its arguments once and calls the

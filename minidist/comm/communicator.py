@@ -124,6 +124,8 @@ class Communicator:
     number of bytes that arrived. Tags default to 0; the collectives use tags >= 30000.
     """
 
+    timeline = None  # a timeline.Timeline records collective calls and spans when set
+
     def __init__(self, mpi_comm=None, detailed: bool = False):
         self.mpi = MPI.COMM_WORLD if mpi_comm is None else mpi_comm
         self.rank = self.mpi.Get_rank()

@@ -12,6 +12,10 @@ A combined call (``Sendrecv``) is recorded as one send and one receive; its seco
 the receive side only, so that ``totals()["seconds"]`` is the wall time spent inside
 communication calls, never counted twice.
 
+Waiting: `add_wait` records, per phase, the part of the collective calls' time spent
+before their last participant entered; `Timeline.settle` (timeline.py) computes it after
+the step, and ``totals()["wait_seconds"]`` reports it beside ``seconds``.
+
 Temporary buffers: collectives report the scratch space they use with `alloc` / `free`
 (or the `temporary` context manager); the ledger keeps the current total and its peak
 (``peak_temp_bytes``), so a memory report can show what each strategy costs beyond
@@ -28,7 +32,7 @@ DEFAULT_PHASE = "default"
 
 def _empty_totals() -> dict:
     return {"bytes_sent": 0, "bytes_received": 0, "messages_sent": 0,
-            "messages_received": 0, "seconds": 0.0}
+            "messages_received": 0, "seconds": 0.0, "wait_seconds": 0.0}
 
 
 class Ledger:
@@ -47,6 +51,7 @@ class Ledger:
         self.detailed = bool(detailed)
         self._counters: dict[tuple, list] = {}  # (phase, peer, direction) -> [messages, bytes, seconds]
         self._log: list[dict] = []
+        self._wait: dict[str, float] = {}  # phase -> seconds waiting for the last peer (timeline.py)
         self._last_exchange = None  # (phase, dest, source, send counters, recv counters)
         self.current_temp_bytes = 0
         self.peak_temp_bytes = 0
@@ -96,9 +101,9 @@ class Ledger:
 
     # ---- queries -------------------------------------------------------------------------
     def totals(self, phase: str | None = None) -> dict:
-        """``{bytes_sent, bytes_received, messages_sent, messages_received, seconds}`` for
-        this rank, over one phase or (``phase=None``) all of them. An unknown phase gives
-        zeros."""
+        """``{bytes_sent, bytes_received, messages_sent, messages_received, seconds,
+        wait_seconds}`` for this rank, over one phase or (``phase=None``) all of them. An
+        unknown phase gives zeros."""
         t = _empty_totals()
         for (ph, _peer, direction), (messages, nbytes, seconds) in self._counters.items():
             if phase is not None and ph != phase:
@@ -110,7 +115,13 @@ class Ledger:
                 t["messages_received"] += messages
                 t["bytes_received"] += nbytes
             t["seconds"] += seconds
+        t["wait_seconds"] = sum((w for ph, w in self._wait.items() if phase is None or ph == phase), 0.0)
         return t
+
+    def add_wait(self, phase: str, seconds: float) -> None:
+        """Of this phase's seconds, `seconds` were spent waiting for the last participant of
+        a collective call to enter it (computed after the step: `timeline.Timeline.settle`)."""
+        self._wait[phase] = self._wait.get(phase, 0.0) + seconds
 
     def phases(self) -> list[str]:
         """The phases seen since the last `reset`, in the order they first appeared."""
@@ -151,6 +162,7 @@ class Ledger:
         self._counters.clear()
         self._last_exchange = None  # its counters were just dropped
         self._log.clear()
+        self._wait.clear()
         self.peak_temp_bytes = self.current_temp_bytes
 
     # ---- scratch memory ------------------------------------------------------------------

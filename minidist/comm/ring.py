@@ -34,6 +34,7 @@ import numpy as np
 from .tags import TAG_ALLGATHER, TAG_REDUCE_SCATTER
 from .checks import RING_DTYPES, chunk_bounds, check_array, check_op, mismatch_error
 from .ring_plan import ring_steps
+from .timeline import traced
 
 _FLOAT16 = np.dtype(np.float16)
 
@@ -125,6 +126,7 @@ class RingSteps:
             np.divide(own, self.size, out=own)
 
 
+@traced("ring_reduce_scatter")
 def ring_reduce_scatter(comm, x: np.ndarray, op: str = "sum") -> np.ndarray:
     r"""Reduce `x` over all ranks and return this rank's share of the result.
 
@@ -182,6 +184,7 @@ def _allgather_inplace(comm, flat: np.ndarray, bounds) -> None:
             raise mismatch_error("ring_allgather", rank, left, got, incoming.nbytes)
 
 
+@traced("ring_allgather")
 def ring_allgather(comm, chunk: np.ndarray, out: np.ndarray | None = None,
                    count: int | None = None) -> np.ndarray:
     """Every rank's chunk, concatenated in rank order, on every rank: the inverse of
@@ -221,6 +224,7 @@ def ring_allgather(comm, chunk: np.ndarray, out: np.ndarray | None = None,
     return result
 
 
+@traced("ring_allreduce")
 def ring_allreduce(comm, x: np.ndarray, op: str = "sum") -> np.ndarray:
     r"""All-reduce `x` in place by ring: reduce-scatter, then all-gather; returns `x`.
 

@@ -25,6 +25,7 @@ from mpi4py import MPI
 from .tags import TAG_RING_ALLREDUCE
 from .checks import RING_DTYPES, check_array, check_op
 from .ring import RingSteps, ring_scratch_count
+from .timeline import RingTrace
 
 _tags_in_flight: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # comm -> {tag}
 
@@ -76,6 +77,7 @@ class RingAllreduce:
         self._started = False
         self._requests = ()
         self._phase = comm.current_phase
+        self._trace = None  # a RingTrace while comm.timeline records
         self._right, self._left = (comm.rank + 1) % comm.size, (comm.rank - 1) % comm.size
 
     def __repr__(self) -> str:
@@ -94,23 +96,33 @@ class RingAllreduce:
                                  "ring its own tag, or wait() for the other one first")
             in_flight.add(self.tag)
             comm = self.comm
+            if getattr(comm, "timeline", None) is not None:
+                self._trace = RingTrace(comm.timeline, self._phase, self.tag, self.x.nbytes)
             flat = self.x if self.x.ndim == 1 else self.x.reshape(-1)
             # its own buffer (reported as scratch) until done: rings in flight never share
             self._buffer = comm.take_scratch(ring_scratch_count(flat.size, comm.size), flat.dtype)
             self._steps = RingSteps(flat, comm.rank, comm.size, self.op, self._ufunc, self._buffer)
             self._post()
+            if self._trace is not None:
+                self._trace.inside(self._trace.call.enter)  # setting up and posting step 0
         self._started = True
         return self
 
     def _post(self) -> None:
         send, recv = self._steps.buffers(self.step)
         comm = self.comm
+        if self._trace is not None:
+            self._trace.posted()
         with comm.phase(self._phase):
             self._requests = (comm.irecv(recv, self._left, self.tag),
                               comm.isend(send, self._right, self.tag))
 
     def _complete_step(self) -> None:
         self._steps.finish(self.step)
+        if self._trace is not None:
+            send, recv = self._steps.buffers(self.step)
+            self._trace.step_done(self.step, self.total_steps, send.nbytes, recv.nbytes,
+                                  self._right, self._left)
         self.step += 1
         if self.step < self.total_steps:
             self._post()
@@ -143,9 +155,16 @@ class RingAllreduce:
         at least one). Returns `done`."""
         if not self._started:
             raise RuntimeError(f"{self!r} has not been started; call start() first")
+        trace = self._trace
+        start = None if trace is None else trace.now()
         while not self.done and self._ready(block):
             block = False
             self._complete_step()
+        if trace is not None:  # the time inside this call: tests, waits, additions, posts
+            trace.inside(start)
+            if self.done:
+                trace.done()
+                self._trace = None
         return self.done
 
     def advance_to(self, steps: int) -> bool:

@@ -17,8 +17,9 @@ import numpy as np
 from .tags import TAG_BCAST, TAG_GATHER, TAG_REDUCE, TAG_SCATTER
 from .checks import (SUPPORTED_DTYPES, check_array, check_choice, check_op, check_root,
                      chunk_bounds, mismatch_error)
+from .timeline import traced
 
-ALGORITHMS = ("linear", "binomial")
+ROOTED_ALGORITHMS = ("linear", "binomial")
 HEADER_LEN = 10  # scatter header: [dtype index, ndim, up to 8 dims] as int64
 HEADER_BYTES = HEADER_LEN * 8
 _ERROR = -1  # dtype index the root sends when its own arguments were wrong
@@ -30,6 +31,7 @@ def _recv_exact(comm, buf, source, tag, what):
         raise mismatch_error(what, comm.rank, source, got, buf.nbytes)
 
 
+@traced("gather_to_root")
 def gather_to_root(comm, x: np.ndarray, root: int = 0):
     """Every rank's `x`, stacked in rank order, on the root; None on the other ranks.
 
@@ -53,6 +55,7 @@ def gather_to_root(comm, x: np.ndarray, root: int = 0):
     return out
 
 
+@traced("reduce_to_root")
 def reduce_to_root(comm, x: np.ndarray, root: int = 0, op: str = "sum",
                    algorithm: str = "linear"):
     r"""The reduction of every rank's `x` on the root; None on the other ranks.
@@ -72,7 +75,7 @@ def reduce_to_root(comm, x: np.ndarray, root: int = 0, op: str = "sum",
     check_array(x, writable=False)
     root = check_root(root, comm.size)
     ufunc = check_op(op, x.dtype)
-    check_choice("algorithm", algorithm, ALGORITHMS)
+    check_choice("algorithm", algorithm, ROOTED_ALGORITHMS)
     if algorithm == "linear":
         result = _reduce_linear(comm, x, root, ufunc)
     else:
@@ -143,6 +146,7 @@ def _reduce_binomial(comm, x, root, ufunc):
             comm.return_scratch(array)
 
 
+@traced("broadcast")
 def broadcast(comm, x: np.ndarray, root: int = 0, algorithm: str = "linear") -> np.ndarray:
     """Copy the root's `x` into `x` on every rank, in place; returns `x`.
 
@@ -155,7 +159,7 @@ def broadcast(comm, x: np.ndarray, root: int = 0, algorithm: str = "linear") -> 
     """
     check_array(x)
     root = check_root(root, comm.size)
-    check_choice("algorithm", algorithm, ALGORITHMS)
+    check_choice("algorithm", algorithm, ROOTED_ALGORITHMS)
     rank, size = comm.rank, comm.size
     if algorithm == "linear":
         if rank == root:
@@ -180,6 +184,7 @@ def broadcast(comm, x: np.ndarray, root: int = 0, algorithm: str = "linear") -> 
     return x
 
 
+@traced("scatter")
 def scatter(comm, x, root: int = 0, out: np.ndarray | None = None) -> np.ndarray:
     """Split the root's `x` along axis 0 as ``np.array_split(x, N)`` does and give piece r
     to rank r (the first ``len(x) % N`` pieces have one more row).

@@ -6,7 +6,6 @@
     40_000-        later DDP instances, one span of 10_000 each, up to the MPI_TAG_UB
 """
 # parallel: the strategies
-TAG_SAMPLES_QUESTION, TAG_SAMPLES_VERDICT = 19_001, 19_002
 TAG_OUTPUT_GATHER = 19_500  # dp's loss_on_root: outputs gathered to rank 0
 
 # parallel: DDP's buckets
@@ -20,3 +19,5 @@ TAG_REDUCE_SCATTER, TAG_ALLGATHER, TAG_RING_ALLREDUCE = 30_100, 30_101, 30_102
 TAG_GATHER, TAG_REDUCE, TAG_BCAST, TAG_SCATTER = 30_200, 30_201, 30_202, 30_203
 TAG_ALLREDUCE = 30_300
 TAG_CALIBRATE = 31_000
+TAG_CLOCK = 31_500            # clock.py: ping-pong offsets (bookkeeping)
+TAG_MACHINE_PROFILE = 31_600  # cost/machine.py: the quick calibration's exchanges

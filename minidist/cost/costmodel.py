@@ -40,7 +40,7 @@ from ..comm.auto import choose_allreduce_algorithm, set_auto_table
 from . import counts
 from .profiles import PROFILES, Profile, get_profile, load_profile, save_profile
 
-__all__ = ["Step", "COLLECTIVES", "ALLREDUCE_ALGORITHMS", "steps", "predict", "cost_terms",
+__all__ = ["Step", "COLLECTIVE_STEPS", "ALLREDUCE_STEPS", "steps", "predict", "cost_terms",
            "mpich_allreduce_algorithm", "best_allreduce", "use_profile", "current_profile",
            "default_profile",
            "prediction_table", "format_table",
@@ -196,14 +196,14 @@ def mpich_allreduce_algorithm(size, nbytes, itemsize=4):
     return "rabenseifner"
 
 
-ALLREDUCE_ALGORITHMS = {
+ALLREDUCE_STEPS = {
     "ring": ring_allreduce_steps,
     "recursive_doubling": recursive_doubling_steps,
     "rabenseifner": rabenseifner_steps,
 }
 
 # collective name -> (steps function, default algorithm or None when it takes none)
-COLLECTIVES = {
+COLLECTIVE_STEPS = {
     "ring_reduce_scatter": (ring_reduce_scatter_steps, None),
     "ring_allgather": (ring_allgather_steps, None),
     "ring_allreduce": (ring_allreduce_steps, None),
@@ -229,30 +229,30 @@ def _check(size, nbytes):
 def steps(collective, size, nbytes, algorithm=None, profile=None, itemsize=4):
     """The critical path of `collective` on `size` ranks for `nbytes`, as `Step`s.
 
-    ``collective`` is one of `COLLECTIVES`; ``algorithm`` picks the variant where there is
+    ``collective`` is one of `COLLECTIVE_STEPS`; ``algorithm`` picks the variant where there is
     a choice (``broadcast``/``reduce_to_root``: linear (default, as in rooted.py) or
     binomial; ``allreduce``: auto|ring|recursive_doubling|rabenseifner|mpi).
     ``allreduce`` with ``"auto"`` asks `minidist.comm.allreduce.choose_allreduce_algorithm`
     (given `profile`). One rank communicates nothing: the list is empty."""
     size, nbytes = _check(size, nbytes)
-    if collective not in COLLECTIVES:
+    if collective not in COLLECTIVE_STEPS:
         raise ValueError(f"unknown collective {collective!r}; expected one of "
-                         f"{sorted(COLLECTIVES)}")
+                         f"{sorted(COLLECTIVE_STEPS)}")
     if size == 1:
         return []
-    fn, default = COLLECTIVES[collective]
+    fn, default = COLLECTIVE_STEPS[collective]
     if collective == "mpi_allreduce" or (collective == "allreduce" and algorithm == "mpi"):
-        return ALLREDUCE_ALGORITHMS[mpich_allreduce_algorithm(size, nbytes, itemsize)](size, nbytes)
+        return ALLREDUCE_STEPS[mpich_allreduce_algorithm(size, nbytes, itemsize)](size, nbytes)
     if collective == "allreduce":
         algorithm = algorithm or default
         if algorithm == "auto":
             # what runs here (comm's installed table), or the model's choice for `profile`
             algorithm = (choose_allreduce_algorithm(nbytes, size) if profile is None else
                          best_allreduce(size, nbytes, profile, candidates=AUTO_CANDIDATES))
-        if algorithm not in ALLREDUCE_ALGORITHMS:
+        if algorithm not in ALLREDUCE_STEPS:
             raise ValueError(f"allreduce algorithm must be 'auto', 'mpi' or one of "
-                             f"{sorted(ALLREDUCE_ALGORITHMS)} (got {algorithm!r})")
-        return ALLREDUCE_ALGORITHMS[algorithm](size, nbytes)
+                             f"{sorted(ALLREDUCE_STEPS)} (got {algorithm!r})")
+        return ALLREDUCE_STEPS[algorithm](size, nbytes)
     if default is None:
         if algorithm is not None:
             raise ValueError(f"{collective} has no algorithm choice (got algorithm={algorithm!r})")
@@ -268,7 +268,8 @@ def cost_terms(collective, size, nbytes, profile="shm", algorithm=None, ranks_pe
     it), ``reduce_bytes``, ``alpha_s`` (each message's ``profile.alpha_for(m)``, summed:
     ``rounds * alpha`` for a profile with one alpha), ``beta_s = bytes * beta``,
     ``gamma_s = reduce_bytes * gamma``, ``node_s`` (extra time where the node's shared
-    bandwidth, not the link, is the limit) and ``total_s``, their sum."""
+    bandwidth, not the link, is the limit), ``call_s`` (the profile's per-call overhead)
+    and ``total_s``, their sum."""
     prof = get_profile(profile)
     rpn = prof.ranks_per_node if ranks_per_node is None else int(ranks_per_node)
     if rpn < 1:
@@ -288,7 +289,9 @@ def cost_terms(collective, size, nbytes, profile="shm", algorithm=None, ranks_pe
         terms["beta_s"] += step.repeat * step.nbytes * prof.beta
         terms["gamma_s"] += step.repeat * step.reduce_bytes * prof.gamma
         terms["node_s"] += step.repeat * max(0.0, node - link)
-    terms["total_s"] = terms["alpha_s"] + terms["beta_s"] + terms["gamma_s"] + terms["node_s"]
+    terms["call_s"] = prof.call_overhead if size > 1 else 0.0  # the Python call around the messages
+    terms["total_s"] = (terms["alpha_s"] + terms["beta_s"] + terms["gamma_s"] + terms["node_s"]
+                        + terms["call_s"])
     return terms
 
 
@@ -297,7 +300,7 @@ def predict(collective, size, nbytes, profile="shm", algorithm=None, ranks_per_n
     """Predicted seconds for `collective` on `size` ranks moving `nbytes`.
 
     Args:
-        collective: a name in `COLLECTIVES` (``"ring_allreduce"``, ``"broadcast"``, ...).
+        collective: a name in `COLLECTIVE_STEPS` (``"ring_allreduce"``, ``"broadcast"``, ...).
         size: number of ranks N (any N >= 1; N = 1 costs 0).
         nbytes: bytes of the vector (see each ``*_steps`` docstring for which vector).
         profile: a `Profile` or a name in `PROFILES`.

@@ -36,12 +36,11 @@ from __future__ import annotations
 
 from ..comm.auto import choose_allreduce_algorithm
 from ..comm.checks import chunk_size, chunk_starts
-from ..comm.rooted import HEADER_BYTES
+from ..comm.rooted import HEADER_BYTES, ROOTED_ALGORITHMS
 
-COLLECTIVES = ("ring_allreduce", "ring_reduce_scatter", "ring_allgather", "gather_to_root",
+COUNTED_COLLECTIVES = ("ring_allreduce", "ring_reduce_scatter", "ring_allgather", "gather_to_root",
                "reduce_to_root", "broadcast", "scatter", "recursive_doubling_allreduce",
                "rabenseifner_allreduce", "barrier", "allreduce")
-ROOTED_ALGORITHMS = ("linear", "binomial")
 _ALLREDUCE_BY_ALGORITHM = {"ring": "ring_allreduce", "recursive_doubling": "recursive_doubling_allreduce",
                            "rabenseifner": "rabenseifner_allreduce"}
 
@@ -68,8 +67,8 @@ def _counts(ms, mr, es, er, itemsize) -> dict:
 
 
 def _check_args(collective, size, rank, count, itemsize, root):
-    if collective not in COLLECTIVES:
-        raise ValueError(f"unknown collective {collective!r}; expected one of {list(COLLECTIVES)}")
+    if collective not in COUNTED_COLLECTIVES:
+        raise ValueError(f"unknown collective {collective!r}; expected one of {list(COUNTED_COLLECTIVES)}")
     if size < 1 or not 0 <= rank < size:
         raise ValueError(f"need size >= 1 and 0 <= rank < size (got size={size}, rank={rank})")
     if count < 0 or itemsize < 0:

@@ -27,6 +27,8 @@ import math
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
+from ..atomic import write_text
+
 __all__ = ["Profile", "PROFILES", "get_profile", "save_profile", "load_profile"]
 
 
@@ -45,6 +47,9 @@ class Profile:
         eager_max: largest message (bytes) that costs `alpha`; larger ones cost
             `rendezvous_alpha`. ``None``: `alpha` for every size.
         rendezvous_alpha: seconds per message above `eager_max` (set with it).
+        call_overhead: seconds per collective call beyond its messages (a Python
+            collective's checks, scratch and bookkeeping; 0 for the named profiles,
+            measured by `minidist.cost.machine`).
     """
 
     name: str
@@ -56,9 +61,10 @@ class Profile:
     source: str = ""
     eager_max: int | None = None
     rendezvous_alpha: float | None = None
+    call_overhead: float = 0.0
 
     def __post_init__(self):
-        for field in ("alpha", "beta", "gamma"):
+        for field in ("alpha", "beta", "gamma", "call_overhead"):
             value = getattr(self, field)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
                 raise ValueError(f"profile {self.name!r}: {field} must be a finite number >= 0 "
@@ -173,14 +179,24 @@ def get_profile(profile: "Profile | str") -> Profile:
 
 
 def save_profile(profile: Profile, path: "str | Path") -> None:
-    """Write `profile` to `path` as JSON."""
-    Path(path).write_text(json.dumps(profile.to_dict(), indent=2, allow_nan=False) + "\n")
+    """Write `profile` to `path` as JSON, atomically (a killed write leaves the old file)."""
+    write_text(path, json.dumps(profile.to_dict(), indent=2, allow_nan=False) + "\n")
 
 
 def load_profile(path: "str | Path") -> Profile:
-    """Read a profile written by `save_profile` (validated on load)."""
-    data = json.loads(Path(path).read_text())
+    """Read a profile written by `save_profile` (validated on load); a corrupt or
+    truncated file raises ValueError naming the file and the line."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}:{exc.lineno}:{exc.colno}: not a valid profile JSON file ({exc.msg}); "
+                         "is it truncated? write it again with save_profile or minidist calibrate") from None
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not a text profile JSON file ({exc})") from None
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a JSON object with profile fields, got "
+        raise ValueError(f"{path}:1: expected a JSON object with profile fields, got "
                          f"{type(data).__name__}")
-    return Profile.from_dict(data)
+    try:
+        return Profile.from_dict(data)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: not a valid profile: {exc}") from None

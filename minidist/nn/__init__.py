@@ -8,7 +8,8 @@ from .activation import Dropout, ReLU, Sigmoid, Tanh
 from .conv import Conv2d, Flatten, MaxPool2d
 from .linear import Linear
 from .loss import CrossEntropyLoss, MSELoss
-from .module import Module, Parameter, Sequential
+from .container import Sequential
+from .module import Module, Parameter
 from .norm import BatchNorm1d, BatchNorm2d, LayerNorm
 from .syncbn import SyncBatchNorm, convert_sync_batchnorm
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import functional as F
+from . import init
 from .module import Module
 
 
@@ -32,8 +33,10 @@ class Dropout(Module):
     r"""``Dropout(p=0.5, *, rng=None)``: in training mode zero each element with
     probability `p` and scale the survivors by :math:`1 / (1 - p)`; identity in eval.
 
-    The masks come from `rng`, held by the module and advanced by each training forward
-    (None: ``np.random.default_rng(0)``, so a run is reproducible). Shape: any; output same shape.
+    The masks come from `rng`, advanced by each training forward; with None, from the
+    process-wide generator that `minidist.manual_seed` reseeds (as torch's default
+    generator), so two layers draw different masks and a reseeded script repeats them.
+    Shape: any; output same shape.
     """
 
     def __init__(self, p: float = 0.5, *, rng: np.random.Generator | None = None):
@@ -43,10 +46,10 @@ class Dropout(Module):
         if rng is not None and not isinstance(rng, np.random.Generator):
             raise TypeError(f"rng must be a numpy.random.Generator or None (got {type(rng).__name__})")
         self.p = float(p)
-        self.rng = np.random.default_rng(0) if rng is None else rng
+        self.rng = rng
 
     def forward(self, x):
-        return F.dropout(x, self.p, self.training, self.rng)
+        return F.dropout(x, self.p, self.training, init.default_rng(self.rng))
 
     def extra_repr(self) -> str:
         return f"p={self.p}"

@@ -99,7 +99,7 @@ class Conv2d(Function):
         x_shape, kernel, stride, padding, out_hw = ctx.geometry
         n, c, h, w = x_shape
         (ph, pw), o = padding, weight.shape[0]
-        g = grad.reshape(n, o, -1)  # (N, O, Ho*Wo), as out was
+        g = grad.reshape(n, o, out_hw[0] * out_hw[1])  # (N, O, Ho*Wo), as out was (no -1: N may be 0)
         dx = dweight = dbias = None
         if ctx.needs_input_grad[0]:
             dcols = scratch("conv.dcols", (n, weight[0].size, g.shape[2]), np.result_type(weight, g))
@@ -133,8 +133,10 @@ def _weight_grad(g, cols):
 class MaxPool2d(Function):
     """Max over each (kh, kw) window of the (-inf padded) (N, C, H, W) input.
 
-    Backward sends each output's gradient to the first maximal element of its window (as
-    PyTorch on ties) and adds up where windows overlap. (NaN inputs are not propagated.)
+    Backward sends each output's gradient where PyTorch's CPU kernel does: to the first
+    maximal element of its window (ties), to the last NaN when the window holds NaN (and
+    the output is NaN), and, in a window of only -inf and padding, to its first element
+    inside the input (never to the padding). Gradients add up where windows overlap.
 
     ``forward(ctx, x, kernel, stride, padding)`` with all three as pairs.
     """
@@ -142,21 +144,26 @@ class MaxPool2d(Function):
     @staticmethod
     def forward(ctx, x, kernel, stride, padding):
         n, c, h, w = x.shape
-        (kh, kw) = kernel
-        ho = output_size(h, kh, stride[0], padding[0])
-        wo = output_size(w, kw, stride[1], padding[1])
+        ho = output_size(h, kernel[0], stride[0], padding[0])
+        wo = output_size(w, kernel[1], stride[1], padding[1])
         xp = _pad(x, padding, -np.inf)
+        inside = _pad(np.ones((1, 1, h, w), dtype=bool), padding, False)[0, 0]
         slices = _offset_slices(kernel, stride, (ho, wo))
-        # running max over the kernel offsets; `arg` remembers the offset of the first
-        # maximum: offset k replaces it only when strictly greater, and k only grows, so
-        # arg = max(arg, k * better) is exactly "k where better, else unchanged"
+        # running max over the kernel offsets; `arg` remembers the winning offset: offset k
+        # replaces it when strictly greater, NaN, or the first cell inside the input after
+        # padding only; k only grows, so arg = max(arg, k * better) is "k where better"
         out = xp[:, :, slices[0][0], slices[0][1]].copy()
-        arg = np.zeros(out.shape, dtype=np.uint8 if kh * kw < 256 else np.int32)
+        seen_inside = np.broadcast_to(inside[slices[0]], out.shape).copy()
+        arg = np.zeros(out.shape, dtype=np.uint8 if kernel[0] * kernel[1] < 256 else np.int32)
         better = scratch("maxpool.better", out.shape, bool)
         better_k = scratch("maxpool.better_k", out.shape, arg.dtype)
         for k, (rows, cols) in enumerate(slices[1:], start=1):
             window_k = xp[:, :, rows, cols]
             np.greater(window_k, out, out=better)
+            better |= np.isnan(window_k)
+            if padding != (0, 0):
+                better |= inside[rows, cols] & ~seen_inside
+                seen_inside |= inside[rows, cols]
             np.maximum(out, window_k, out=out)
             np.multiply(better, arg.dtype.type(k), out=better_k)
             np.maximum(arg, better_k, out=arg)

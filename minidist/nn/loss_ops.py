@@ -60,7 +60,8 @@ class CrossEntropy(Function):
         exp, sumexp, target, keep = ctx.saved_tensors
         dlogits = exp / sumexp  # softmax, written into a fresh array
         dlogits[np.arange(len(target)), target] -= 1
-        row_scale = _expand_grad(grad, ctx.reduction, ctx.count or np.nan, dlogits.dtype) * keep
+        # every target ignored: the loss is nan for "mean" but the gradient is zero, as PyTorch
+        row_scale = _expand_grad(grad, ctx.reduction, ctx.count or 1, dlogits.dtype) * keep
         dlogits *= row_scale[:, None]  # ignored rows get zero
         return dlogits, None
 
@@ -76,7 +77,8 @@ class NLLLoss(Function):
     def forward(ctx, logp, target, reduction, ignore_index):
         keep = target != ignore_index
         safe_target = np.where(keep, target, 0)
-        losses = -logp[np.arange(len(target)), safe_target] * keep
+        picked = logp[np.arange(len(target)), safe_target]
+        losses = np.where(keep, -picked, 0)  # not `* keep`: an ignored row's -inf would give nan
         count = int(keep.sum())
         ctx.save_for_backward(safe_target, keep)
         ctx.shape, ctx.reduction, ctx.count = logp.shape, reduction, count
@@ -85,7 +87,7 @@ class NLLLoss(Function):
     @staticmethod
     def backward(ctx, grad):
         target, keep = ctx.saved_tensors
-        scale = _expand_grad(grad, ctx.reduction, ctx.count or np.nan, grad.dtype)
+        scale = _expand_grad(grad, ctx.reduction, ctx.count or 1, grad.dtype)  # all ignored: zeros
         dlogp = np.zeros(ctx.shape, dtype=grad.dtype)
         dlogp[np.arange(len(target)), target] = -scale * keep
         return dlogp, None

@@ -1,4 +1,4 @@
-"""`Module`, `Parameter` and `Sequential`: the containers every layer is built from.
+"""`Module` and `Parameter`: what every layer is built from (`Sequential` is in container.py).
 
 Naming follows PyTorch exactly (``"0.weight"``, ``"features.1.running_mean"``), so a
 ``state_dict()`` maps one to one onto a PyTorch model of the same architecture.
@@ -287,39 +287,3 @@ class Module:
         if not lines:
             return head + ")"
         return head + "\n  " + "\n  ".join(lines) + "\n)"
-
-
-class Sequential(Module):
-    """``Sequential(*modules)``: calls each module on the previous one's output.
-
-    Children are named ``"0"``, ``"1"``, ... (or by key when given one OrderedDict), so
-    parameter names are ``"0.weight"`` as in PyTorch.
-    """
-
-    def __init__(self, *modules):
-        super().__init__()
-        if len(modules) == 1 and isinstance(modules[0], OrderedDict):
-            for name, m in modules[0].items():
-                self.add_module(name, m)
-        else:
-            for i, m in enumerate(modules):
-                if not isinstance(m, Module):
-                    raise TypeError(f"Sequential takes Modules (argument {i} is {type(m).__name__})")
-                self.add_module(str(i), m)
-
-    def __len__(self):
-        return len(self._modules)
-
-    def __iter__(self):
-        return iter(self._modules.values())
-
-    def __getitem__(self, index):
-        items = list(self._modules.values())
-        if isinstance(index, slice):
-            return Sequential(*items[index])
-        return items[index]
-
-    def forward(self, x):
-        for m in self._modules.values():
-            x = m(x)
-        return x

@@ -100,6 +100,8 @@ class _BatchNorm(Module):
     def forward(self, x):
         self._check_input_dim(x)
         self._check_channels(x)
+        if self.training or self.running_mean is None:  # before num_batches_tracked counts it
+            F.check_values_per_channel(tuple(x.shape))
         factor = self._exponential_average_factor()
         use_batch, rm, rv = self._stats_buffers()
         return F.batch_norm(x, rm, rv, self.weight, self.bias, use_batch, factor, self.eps)

@@ -36,8 +36,16 @@ def _channel_dot(a, b):
     """Per-channel ``sum(a * b)`` over every axis but 1, without the product temporary."""
     if a.ndim == 2:
         return np.einsum("ij,ij->j", a, b)
-    n, c = a.shape[:2]
-    return np.einsum("ijk,ijk->j", a.reshape(n, c, -1), b.reshape(n, c, -1))
+    flat = a.shape[:2] + (int(np.prod(a.shape[2:])),)  # explicit: -1 is ambiguous when N = 0
+    return np.einsum("ijk,ijk->j", a.reshape(flat), b.reshape(flat))
+
+
+def check_values_per_channel(xs) -> None:
+    """Training-mode batch norm needs more than one value per channel (an empty batch is
+    allowed: it normalises nothing and keeps the running statistics, as PyTorch)."""
+    if xs[0] * int(np.prod(xs[2:])) == 1:
+        raise ValueError(f"Expected more than 1 value per channel when training, got input size {xs}; "
+                         "use a batch of 2 or more samples, or eval mode")
 
 
 # ---- the SyncBatchNorm-shaped pieces --------------------------------------------------------
@@ -144,13 +152,15 @@ class BatchNorm(Function):
     @staticmethod
     def forward(ctx, x, weight, bias, running_mean, running_var, momentum, eps):
         count = x.size // x.shape[1]
-        mean = x.mean(axis=_channel_axes(x))
+        # an empty batch (N = 0) normalises nothing and leaves the running stats, as PyTorch
+        mean = x.sum(axis=_channel_axes(x)) / max(count, 1)
         xmu = x - _per_channel(mean, x)
-        var = _channel_dot(xmu, xmu) / count
+        var = _channel_dot(xmu, xmu) / max(count, 1)
         invstd = 1.0 / np.sqrt(var + np.asarray(eps, dtype=x.dtype))
-        update_running_stats(running_mean, running_var, mean, var, count, momentum)
+        if count:
+            update_running_stats(running_mean, running_var, mean, var, count, momentum)
         ctx.save_for_backward(xmu, weight, invstd)
-        ctx.count = count
+        ctx.count = max(count, 1)
         out = xmu * _per_channel(invstd if weight is None else invstd * weight, x)
         if bias is not None:
             out += _per_channel(bias, x)

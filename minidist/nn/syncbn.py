@@ -160,13 +160,22 @@ class SyncBatchNorm(_BatchNorm):
     def forward(self, x):
         self._check_input_dim(x)
         self._check_channels(x)
+        use_batch = self._stats_buffers()[0]
+        sync = use_batch and self.training and self.comm.size > 1  # PyTorch's need_sync
+        if use_batch and not sync:
+            F.check_values_per_channel(tuple(x.shape))  # before num_batches_tracked counts it
         factor = self._exponential_average_factor()
         use_batch, rm, rv = self._stats_buffers()
-        if not (use_batch and self.training and self.comm.size > 1):  # PyTorch's need_sync
+        if not sync:
             return F.batch_norm(x, rm, rv, self.weight, self.bias, use_batch, factor, self.eps)
-        return SyncBatchNormFunction.apply(
-            x, self.weight, self.bias, running_mean=rm, running_var=rv, momentum=factor, eps=self.eps,
-            comm=self.comm, grad_average=self.grad_average, algorithm=self.algorithm)
+        try:
+            return SyncBatchNormFunction.apply(
+                x, self.weight, self.bias, running_mean=rm, running_var=rv, momentum=factor, eps=self.eps,
+                comm=self.comm, grad_average=self.grad_average, algorithm=self.algorithm)
+        except ValueError:  # one value per channel over all ranks: raised before the buffers change
+            if self.track_running_stats:
+                self.num_batches_tracked.data -= 1  # and uncounted, on every rank alike
+            raise
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", ranks={self.comm.size}"

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..autograd.workspace import scratch
-from .optimizer import Optimizer
+from .optimizer import Optimizer, check_number
 
 
 class Adam(Optimizer):
@@ -29,18 +29,22 @@ class Adam(Optimizer):
     def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0.0, amsgrad: bool = False, *,
                  maximize: bool = False):
-        if lr < 0.0:
-            raise ValueError(f"invalid learning rate: {lr} (expected lr >= 0)")
-        if eps < 0.0:
-            raise ValueError(f"invalid epsilon value: {eps} (expected eps >= 0)")
-        if not (0.0 <= betas[0] < 1.0 and 0.0 <= betas[1] < 1.0):
-            raise ValueError(f"invalid betas: {betas} (expected both in [0, 1))")
-        if weight_decay < 0.0:
-            raise ValueError(f"invalid weight_decay value: {weight_decay} (expected >= 0)")
-        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
+        betas = tuple(betas) if isinstance(betas, (tuple, list)) else betas
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                                       amsgrad=amsgrad, maximize=maximize))
 
+    def _check_hyperparameters(self, group: dict) -> None:
+        name = type(self).__name__
+        for option in ("lr", "eps", "weight_decay"):
+            check_number(name, option, group[option])
+        betas = group["betas"]
+        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+            raise TypeError(f"{name}: betas must be a pair of numbers in [0, 1) (got betas={betas!r})")
+        for i, beta in enumerate(betas):
+            check_number(name, f"betas[{i}]", beta, below_one=True)
+
     def step(self) -> None:
+        self._check_grads()
         for group in self.param_groups:
             lr, (beta1, beta2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
             for p in self._params_with_grad(group):

@@ -8,10 +8,24 @@ hyper-parameters. ``state_dict()`` names parameters by their position across the
 from __future__ import annotations
 
 import copy
+import math
+import numbers
 
 import numpy as np
 
 from ..autograd import Tensor
+
+
+def check_number(owner: str, option: str, value, *, below_one: bool = False) -> None:
+    """Raise unless `value` is a real, finite number >= 0 (and < 1 with `below_one`):
+    TypeError for a non-number (``lr="0.1"``), ValueError for nan, inf or out of range;
+    the message names `owner`'s `option` and the value."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{owner}: {option} must be a number (got {option}={value!r} of type "
+                        f"{type(value).__name__}); pass e.g. {option}=0.1, not a string")
+    upper = "< 1" if below_one else "finite"
+    if not math.isfinite(value) or value < 0 or (below_one and value >= 1):
+        raise ValueError(f"{owner}: invalid {option}={value!r} (expected a number >= 0 and {upper})")
 
 
 class Optimizer:
@@ -49,6 +63,7 @@ class Optimizer:
             first[id(p)] = i
         new = {k: v for k, v in self.defaults.items()}
         new.update({k: v for k, v in group.items() if k != "params"})
+        self._check_hyperparameters(new)
         new["params"] = params
         self.param_groups.append(new)
 
@@ -60,6 +75,20 @@ class Optimizer:
 
     def step(self) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def _check_hyperparameters(self, group: dict) -> None:
+        """Raise (naming the option and the value) unless `group`'s hyper-parameters are
+        valid; subclasses check theirs, before any state exists."""
+
+    def _check_grads(self) -> None:
+        """Raise, before any state changes, when a parameter's ``.grad`` has another shape
+        than the parameter: the error names its index (as in `state_dict`) and both shapes."""
+        for i, p in enumerate(self._ordered_params()):
+            if p.grad is not None and np.shape(p.grad) != p.shape:
+                group = next(k for k, g in enumerate(self.param_groups) if any(q is p for q in g["params"]))
+                raise ValueError(f"{type(self).__name__}.step(): parameter {i} (group {group}) has shape "
+                                 f"{p.shape} but its .grad has shape {np.shape(p.grad)}; nothing was "
+                                 "updated: the gradient must have the parameter's shape")
 
     def _params_with_grad(self, group):
         for p in group["params"]:
@@ -95,6 +124,8 @@ class Optimizer:
             if len(saved["params"]) != len(own["params"]):
                 raise ValueError(f"parameter group {i} has {len(saved['params'])} parameters in the "
                                  f"loaded state dict but {len(own['params'])} in this optimizer")
+        for saved, own in zip(groups, self.param_groups):
+            self._check_hyperparameters({**own, **saved})
         by_index = {}
         for saved, own in zip(groups, self.param_groups):
             by_index.update(zip(saved["params"], own["params"]))

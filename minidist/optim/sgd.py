@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..autograd.workspace import scratch
-from .optimizer import Optimizer
+from .optimizer import Optimizer, check_number
 
 
 class SGD(Optimizer):
@@ -24,19 +24,18 @@ class SGD(Optimizer):
 
     def __init__(self, params, lr: float, momentum: float = 0.0, dampening: float = 0.0,
                  weight_decay: float = 0.0, nesterov: bool = False, *, maximize: bool = False):
-        if lr < 0.0:
-            raise ValueError(f"invalid learning rate: {lr} (expected lr >= 0)")
-        if momentum < 0.0:
-            raise ValueError(f"invalid momentum value: {momentum} (expected momentum >= 0)")
-        if weight_decay < 0.0:
-            raise ValueError(f"invalid weight_decay value: {weight_decay} (expected >= 0)")
-        if nesterov and (momentum <= 0 or dampening != 0):
-            raise ValueError(f"Nesterov momentum requires a momentum and zero dampening "
-                             f"(got momentum={momentum}, dampening={dampening})")
         super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,
                                       weight_decay=weight_decay, nesterov=nesterov, maximize=maximize))
 
+    def _check_hyperparameters(self, group: dict) -> None:
+        for option in ("lr", "momentum", "dampening", "weight_decay"):
+            check_number("SGD", option, group[option])
+        if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
+            raise ValueError(f"SGD: Nesterov momentum requires a momentum and zero dampening "
+                             f"(got momentum={group['momentum']}, dampening={group['dampening']})")
+
     def step(self) -> None:
+        self._check_grads()
         for group in self.param_groups:
             lr, mu, tau = group["lr"], group["momentum"], group["dampening"]
             wd, nesterov = group["weight_decay"], group["nesterov"]

@@ -9,18 +9,20 @@
 """
 from .base import ParallelModel, verify_same_model
 from .ddp import DistributedDataParallel
-from .dp import DataParallel, RootLoss
+from .dp import DataParallel
 from .drift import ReplicaDriftError, check_replicas, parameter_digest
 from .hub import HubParallel
 from .local import LocalModel
 from .memory import MemoryReport
 from .models import MLP, SmallCNN, build_model
+from .rootloss import RootLoss
 from .sampler import DistributedSampler, local_shard, shard_bounds, shard_sizes
+from .tail import NonFiniteGradientError
 from ..nn.syncbn import SyncBatchNorm
 from .trainer import Trainer, distributed_loader, train_step
 from .wrap import STRATEGIES, wrap
 
-__all__ = ["wrap", "STRATEGIES", "ParallelModel", "LocalModel", "DataParallel", "RootLoss",
+__all__ = ["wrap", "STRATEGIES", "ParallelModel", "LocalModel", "DataParallel", "RootLoss", "NonFiniteGradientError",
            "HubParallel", "DistributedDataParallel", "SyncBatchNorm", "DistributedSampler",
            "local_shard", "shard_bounds", "shard_sizes", "MemoryReport", "ReplicaDriftError",
            "check_replicas", "parameter_digest", "verify_same_model", "MLP", "SmallCNN",

@@ -2,12 +2,13 @@
 
 It is called like the model, exposes the model's parameters (so an optimizer built on
 ``model.parameters()`` updates the real ones), counts the samples each rank sees, and runs
-one step as ``step(optimizer)`` = communication before the update, the update,
-communication after it, then the optional replica check and the memory report.
+one step as ``step(optimizer)`` = communication before the update, the update (skipped
+when the step's status says so), communication after it, then the optional replica check
+and the memory report. The status (global sample count, number of ranks with non-finite
+gradients) rides in the gradient messages (tail.py); `_judge` makes it an error or a skip.
 
 Also here: the wrap-time checks and broadcasts the distributed strategies share
-(`verify_same_model`, `broadcast_tensors`), and `agree_on_samples`, which makes the
-"no sample seen" verdict of the rooted strategies (dp, hub) collective.
+(`verify_same_model`, `broadcast_tensors`).
 """
 from __future__ import annotations
 
@@ -18,13 +19,12 @@ import numpy as np
 from ..autograd import Tensor
 from ..autograd.function import is_grad_enabled
 from ..comm import allreduce, broadcast
-from ..comm.tags import TAG_SAMPLES_QUESTION, TAG_SAMPLES_VERDICT
-from .drift import check_replicas
+from .drift import ReplicaDriftError, check_replicas
 from .flat import layouts_by_dtype
 from .memory import ScratchMeter, measure, reset_ledger_peak
+from .tail import NONFINITE, StatusTail, judge, verdict
 
 AVERAGES = ("samples", "ranks")
-# below DDP's bucket tags (20000..29999) and the comm layer's (30000 and up)
 
 
 class ParallelModel:
@@ -34,22 +34,29 @@ class ParallelModel:
         module: the wrapped model (its Parameters are the ones updated).
         comm: the Communicator (None for "local").
         strategy (str): "local", "dp", "hub" or "ddp".
-        steps (int): completed `step` calls.
+        steps (int): completed `step` calls (skipped ones included).
+        skipped_steps (int): steps skipped for non-finite gradients (``nonfinite="skip"``).
         memory (MemoryReport | None): this rank's memory after the last step.
     """
 
     strategy = "?"
 
-    def __init__(self, module, comm, *, average: str = "samples", check_replicas: bool = False):
+    def __init__(self, module, comm, *, average: str = "samples", check_replicas: bool = False,
+                 nonfinite: str = "raise"):
         if not hasattr(module, "parameters") or not callable(module):
             raise TypeError(f"wrap() needs a minidist.nn.Module (got {type(module).__name__})")
         if average not in AVERAGES:
             raise ValueError(f"average must be one of {AVERAGES} (got {average!r}): 'samples' weights "
                              "each rank's gradient by its sample count, 'ranks' divides by the number of ranks")
+        if nonfinite not in NONFINITE:
+            raise ValueError(f"nonfinite must be one of {NONFINITE} (got {nonfinite!r}): 'raise' stops at a "
+                             "NaN or Inf gradient on any rank, 'skip' skips that step, 'ignore' lets it through")
         self.module, self.comm = module, comm
-        self.average = average
+        self.average, self.nonfinite = average, nonfinite
         self.check_replicas = bool(check_replicas)
-        self.steps = 0
+        self.steps = self.skipped_steps = 0
+        self._skip = False  # this step's update is skipped (set by _judge)
+        self._locally_finite = True  # this rank's gradients of the current step
         self.memory = None
         self._samples = 0  # samples this rank has seen in gradient-recording forwards since the last step
         self._scratch = ScratchMeter()
@@ -81,7 +88,17 @@ class ParallelModel:
         return self.module.state_dict()
 
     def load_state_dict(self, state_dict, strict: bool = True):
-        return self.module.load_state_dict(state_dict, strict)
+        """A collective: every rank loads the same state, then the parameter hashes are compared
+        (`ReplicaDriftError` on every rank, naming the ranks that differ from rank 0)."""
+        result = self.module.load_state_dict(state_dict, strict)
+        try:
+            check_replicas(self.module, self.comm)
+        except ReplicaDriftError as exc:
+            raise ReplicaDriftError(f"load_state_dict: after loading, the parameters of rank(s) {exc.ranks} "
+                                    "differ from rank 0's: every rank must load the same state (e.g. "
+                                    "minidist.load_checkpoint(path, model, optimizer) on every rank)",
+                                    None, exc.ranks) from None
+        return result
 
     def train(self, mode: bool = True):
         self.module.train(mode)
@@ -104,8 +121,10 @@ class ParallelModel:
     def step(self, optimizer) -> None:
         """Finish this step's communication and update the parameters with `optimizer`
         (built on ``model.parameters()``)."""
+        self._skip = False
         self._before_update(optimizer)
-        self._update(optimizer)
+        if not self._skip:
+            self._update(optimizer)
         self._after_update(optimizer)
         self._samples = 0
         self.steps += 1
@@ -141,11 +160,30 @@ class ParallelModel:
         if self.module.training and is_grad_enabled() and x is not None:
             self._samples += int(np.shape(x.data if isinstance(x, Tensor) else x)[0])
 
-    @property
-    def samples_since_step(self) -> int:
-        """Samples in training-mode, gradient-recording forwards since the last step (the weight of this
-        rank's gradient under ``average="samples"``)."""
-        return self._samples
+    def _status_tail(self, counts: bool | None = None) -> StatusTail:
+        """The tail this strategy appends to its first gradient message: the sample count
+        (``average="samples"``, unless `counts` says otherwise) and the non-finite flag
+        (unless ``nonfinite="ignore"``)."""
+        counts = self.average == "samples" if counts is None else counts
+        return StatusTail(counts, self.nonfinite != "ignore")
+
+    def _write_tail(self, tail: StatusTail, out: np.ndarray, finite: bool) -> None:
+        """This rank's tail (its sample count, its flag) into `out`; `finite` is kept for
+        naming the culprits should the step have any."""
+        self._locally_finite = finite
+        tail.encode(out, self._samples, 0 if finite else 1)
+
+    def _verdict(self, total: float | None, nonfinite: int) -> str | None:
+        """None when the step may update; else "no-samples", "skip" or "nonfinite"."""
+        return verdict(total, nonfinite, self.nonfinite)
+
+    def _judge(self, total: float | None, nonfinite: int) -> None:
+        """Act on the step's summed status, the same on every rank (`tail.judge`): raise,
+        or mark the update skipped."""
+        who = self.strategy if self.strategy != "ddp" else "DDP"
+        if judge(who, self.steps + 1, self.comm, total, nonfinite, self.nonfinite, self._locally_finite):
+            self._skip = True
+            self.skipped_steps += 1
 
     def _grad_layouts(self):
         return layouts_by_dtype([p for p in self.module.parameters() if p.requires_grad])
@@ -157,43 +195,6 @@ class ParallelModel:
         if buffers and self.comm.size > 1:
             with self.comm.phase("buffer-broadcast"):
                 broadcast_tensors(self.comm, buffers, 0, algorithm, self._scratch)
-
-
-def require_samples(total: float, who: str) -> float:
-    """The global sample count, which must be positive to average over."""
-    if total <= 0:
-        raise RuntimeError(f"{who}: no rank saw any sample since the last step; call model(x) with "
-                           "gradients enabled before backward() and step()")
-    return total
-
-
-def agree_on_samples(comm, mine: int, total: float | None, silent_ranks: int | None, who: str) -> None:
-    """Raise `require_samples`' error on EVERY rank when no rank saw a sample, where only
-    rank 0 knows the global count (dp and hub gather or reduce the counts to it).
-
-    Rank 0 passes `total` and `silent_ranks`, how many other ranks saw no sample; the other
-    ranks pass `mine` (None for the rest). A rank that saw samples knows the total is
-    positive and needs no verdict; a rank that saw none cannot tell, so it asks rank 0 (its
-    rank number, 8 bytes) and gets the verdict back (8 bytes), phase ``"shard-sizes"``. A
-    normal step, where every rank saw samples, sends nothing more."""
-    if comm.size == 1:
-        require_samples(total, who)
-        return
-    with comm.phase("shard-sizes"):
-        if comm.rank == 0:
-            verdict = np.array([1 if total > 0 else 0], dtype=np.int64)
-            asker = np.empty(1, dtype=np.int64)
-            for _ in range(silent_ranks):  # answer them in the order they ask
-                comm.recv(asker, comm.ANY_SOURCE, TAG_SAMPLES_QUESTION)
-                comm.send(verdict, int(asker[0]), TAG_SAMPLES_VERDICT)
-        elif mine == 0:
-            comm.send(np.array([comm.rank], dtype=np.int64), 0, TAG_SAMPLES_QUESTION)
-            verdict = np.empty(1, dtype=np.int64)
-            comm.recv(verdict, 0, TAG_SAMPLES_VERDICT)
-            total = float(verdict[0])
-        else:
-            total = float(mine)
-    require_samples(total, who)
 
 
 # ---- wrap-time checks and broadcasts ------------------------------------------------------------
@@ -245,31 +246,45 @@ def verify_same_model(module, comm, who: str = "DDP") -> None:
     mine = _signature(module)
     with comm.phase("verify"):
         root_sig = json.loads(broadcast_text(comm, json.dumps(mine) if comm.rank == 0 else None, 0))
-        problem = _describe_mismatch(mine, root_sig, comm.rank)
-        first_bad = np.array([comm.rank if problem else comm.size], dtype=np.int64)
-        allreduce(comm, first_bad, op="min", algorithm="ring")
-        bad = int(first_bad[0])
-        if bad == comm.size:
-            return
-        message = broadcast_text(comm, problem if comm.rank == bad else None, bad)
-    raise RuntimeError(f"{who}: the model differs across ranks: {message}. Every rank must build the "
-                       f"same model (same layers, sizes and dtypes) before wrap()")
+        found = first_problem(comm, _describe_mismatch(mine, root_sig, comm.rank))
+    if found is not None:
+        raise RuntimeError(f"{who}: the model differs across ranks: {found[1]}. Every rank must build the "
+                           f"same model (same layers, sizes and dtypes) before wrap()")
 
 
-def broadcast_tensors(comm, tensors, root: int = 0, algorithm: str = "linear", scratch=None) -> None:
+def first_problem(comm, problem: str):
+    """``(rank, problem)`` of the lowest rank whose `problem` is not '', or None, on every rank."""
+    first_bad = np.array([comm.rank if problem else comm.size], dtype=np.int64)
+    allreduce(comm, first_bad, op="min", algorithm="ring")
+    bad = int(first_bad[0])
+    if bad == comm.size:
+        return None
+    return bad, broadcast_text(comm, problem if comm.rank == bad else None, bad)
+
+
+def broadcast_tensors(comm, tensors, root: int = 0, algorithm: str = "linear", scratch=None,
+                      tail: np.ndarray | None = None) -> None:
     """Copy the root's values of `tensors` (parameters or buffers) into every rank's, one
-    flat message per dtype. Recorded under the caller's phase."""
+    flat message per dtype. `tail` (optional, the first dtype's) rides at the end of the
+    first message: the root's values land in every rank's `tail`. Recorded under the
+    caller's phase."""
     if comm is None or comm.size == 1:
         return
-    for layout in layouts_by_dtype(tensors):
-        flat = layout.pack_data()
+    for i, layout in enumerate(layouts_by_dtype(tensors)):
+        extra = tail.size if i == 0 and tail is not None else 0
+        flat = np.empty(layout.count + extra, layout.dtype)
+        layout.pack_data(out=flat[:layout.count])
+        if extra:
+            flat[layout.count:] = tail
         if scratch is not None:
             with scratch.hold(flat.nbytes):
                 broadcast(comm, flat, root, algorithm)
         else:
             broadcast(comm, flat, root, algorithm)
         if comm.rank != root:
-            layout.unpack_data(flat)
+            layout.unpack_data(flat[:layout.count])
+            if extra:
+                tail[...] = flat[layout.count:]
 
 
 def sync_initial_state(module, comm, who: str) -> None:

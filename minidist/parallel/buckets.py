@@ -24,6 +24,14 @@ from ..comm.tags import TAG_BUCKET_BASE, TAG_BUCKET_SPAN, TAG_INSTANCE_BASE
 
 DEFAULT_BUCKET_CAP_MB = 25.0  # PyTorch's bucket_cap_mb
 FIRST_BUCKET_MB = 1.0  # PyTorch's first bucket (dist._DEFAULT_FIRST_BUCKET_BYTES)
+MB = 1024 * 1024
+
+
+def bucket_limits(bucket_cap_mb: float = DEFAULT_BUCKET_CAP_MB) -> tuple[int, int]:
+    """(bytes per bucket, bytes of the first bucket): PyTorch's small first bucket only when
+    the cap is left at its default."""
+    first = FIRST_BUCKET_MB if bucket_cap_mb == DEFAULT_BUCKET_CAP_MB else bucket_cap_mb
+    return int(bucket_cap_mb * MB), int(first * MB)
 
 
 def instance_tag_base(instance: int, tag_ub: int) -> int:

@@ -1,93 +1,46 @@
 """The "dp" strategy: a single master, as ``torch.nn.DataParallel`` runs it across devices.
 
-Every rank computes on its shard; rank 0 collects every gradient, averages, and alone runs
-the optimizer (so only rank 0 holds optimizer state); then it sends the new parameters to
-everyone. Per step:
-
-* ``"shard-sizes"`` (only when rank 0 cannot know them: ``average="samples"`` without
-  `scatter_inputs`): each rank's sample count, gathered to rank 0;
-* ``"grad-gather"``: ``gather_to_root`` of each rank's gradients (one flat buffer per
-  dtype): rank 0 receives N-1 full gradients and holds N at once;
-* rank 0 averages them, weighted by sample counts (``average="samples"``: the result is
-  the global-batch gradient even for uneven shards) or equally (``"ranks"``), and steps;
-* ``"param-broadcast"``: rank 0's parameters to every rank (``broadcast="linear"`` or
-  ``"binomial"``); ``"buffer-broadcast"``: its buffers (BatchNorm statistics), if any.
-
-Options:
-
-``scatter_inputs=True``: rank 0 holds the global batch and scatters it (phase
-``"scatter"``, ``np.array_split`` rows, a small header per rank). Rank 0 calls
-``model(x_global)``, the others ``model(None)``; each gets the output of its own shard.
-Targets follow the same split with ``y = model.scatter(y_global)`` (None elsewhere)::
-
-    out = model(x if comm.rank == 0 else None)
-    y = model.scatter(y if comm.rank == 0 else None)
-    loss = F.cross_entropy(out, y)
-
-``find_unused_parameters=True`` (PyTorch's name, as DDP's): each rank appends one element
-per parameter (1 where it has a ``.grad``, 0 where it is None) to what it sends in
-``"grad-gather"`` (no extra message; each grows by one element per parameter); a parameter
-no rank has a gradient for keeps ``.grad`` None on rank 0, so its optimizer skips it (no
-momentum or weight decay step), as without dp. Without it (the default) such a parameter
-gets a zero gradient and is updated.
-
-``loss_on_root=True``: torch.nn.DataParallel's real flow. The outputs are gathered to
-rank 0 (``"output-gather"``), the loss is computed there on the global batch, the output
-gradients are scattered back (``"output-grad-scatter"``), each rank back-propagates its
-piece, and the gradients gathered to rank 0 are *summed* (the loss already averaged over
-the global batch). The loop reads::
-
-    out = model(x)                               # this rank's shard
-    loss = model.loss(F.cross_entropy, out, y)   # y: the GLOBAL targets on rank 0
-    model.zero_grad()
-    loss.backward()
-    model.step(opt)
-
-`RootLoss.item()` is the global loss on rank 0 and nan elsewhere. Shards must follow the
-``np.array_split`` layout of the global batch (what `scatter_inputs`, `local_shard` and
-``DistributedSampler(pad=False)`` give).
-
-Errors found on rank 0 alone are raised on every rank, with the same message, so that no
-rank is left waiting (even under a plain ``mpiexec python script.py``): a bad global batch
-under `scatter_inputs` (every rank raises in the same scatter); missing targets, shards off
-the ``np.array_split`` layout or a failing `loss_fn` under `loss_on_root` (rank 0 still
-receives every rank's outputs, raises in ``model.loss``, and the others raise in
-``loss.backward()``, where they wait for rank 0's output gradients); no sample seen by any
-rank before ``step()`` (`agree_on_samples`). Each costs messages only when it happens.
+Every rank computes on its shard; rank 0 gathers every rank's gradients into persistent
+rows (``"grad-gather"``), sums them in place, divides, and alone runs the optimizer; then
+it broadcasts the new parameters (``"param-broadcast"``), with the step's status (global
+sample count, number of ranks whose gradients were not finite: tail.py) riding at the end, so every
+rank raises or skips alike. Options: ``scatter_inputs`` (rank 0 scatters the global batch,
+phase ``"scatter"``), ``loss_on_root`` (rootloss.py: outputs gathered to rank 0, loss
+there, output gradients scattered back), ``find_unused_parameters`` (used flags ride in
+the gradient messages). Errors rank 0 alone sees are raised on every rank. Details:
+docs/dp.md.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from ..autograd import Tensor
-from ..autograd.function import is_grad_enabled
-from ..comm import gather_to_root, scatter
-from ..comm.checks import chunk_bounds
-from ..comm.tags import TAG_OUTPUT_GATHER
-from .base import ParallelModel, agree_on_samples, broadcast_tensors, broadcast_text, sync_initial_state
-from .sampler import shard_sizes
-
+from ..comm.checks import mismatch_error
+from ..comm.tags import TAG_GATHER
+from .base import ParallelModel, broadcast_tensors, sync_initial_state
+from .rootloss import root_loss, scatter_or_fail
+from .tail import all_finite
 
 
 class DataParallel(ParallelModel):
     """``DataParallel(module, comm, *, broadcast="linear", scatter_inputs=False,
-    loss_on_root=False, average="samples", check_replicas=False, find_unused_parameters=False)``;
-    see the module
-    docstring. Rank 0 is the master."""
+    loss_on_root=False, average="samples", check_replicas=False, find_unused_parameters=False,
+    nonfinite="raise")``; see the module docstring. Rank 0 is the master."""
 
     strategy = "dp"
 
     def __init__(self, module, comm, *, broadcast: str = "linear", scatter_inputs: bool = False,
                  loss_on_root: bool = False, average: str = "samples", check_replicas: bool = False,
-                 find_unused_parameters: bool = False):
-        super().__init__(module, comm, average=average, check_replicas=check_replicas)
+                 find_unused_parameters: bool = False, nonfinite: str = "raise"):
+        super().__init__(module, comm, average=average, check_replicas=check_replicas, nonfinite=nonfinite)
         if broadcast not in ("linear", "binomial"):
             raise ValueError(f"broadcast must be 'linear' or 'binomial' (got {broadcast!r})")
         self.broadcast_algorithm = broadcast
         self.scatter_inputs, self.loss_on_root = bool(scatter_inputs), bool(loss_on_root)
         self.find_unused_parameters = bool(find_unused_parameters)
-        self._root_counts = np.zeros(comm.size)  # per-rank samples scattered since the last step
-        self._root_losses = 0  # model.loss calls since the last step
+        self._buffers = None  # the persistent gather buffers (`_gather_buffers`)
+        self._status = (None, 0)  # rank 0: (global samples, ranks with non-finite gradients)
+        self._root_losses = []  # model.loss results since the last step
         self._scattered_rows = None  # rank 0: rows of the last scattered input batch
         sync_initial_state(module, comm, "dp")
         self._restart_peaks()
@@ -118,8 +71,6 @@ class DataParallel(ParallelModel):
         piece = self._scatter_rows(x)
         if self.comm.rank == 0:
             self._scattered_rows = len(x)  # what model.scatter(y) must match
-        if self.comm.rank == 0 and self.module.training and is_grad_enabled():  # training samples only
-            self._root_counts += shard_sizes(len(x), self.comm.size)
         return super().forward(Tensor(piece), *args, **kwargs)
 
     def scatter(self, y):
@@ -135,192 +86,114 @@ class DataParallel(ParallelModel):
         if not self.loss_on_root:
             raise RuntimeError("model.loss() is the loss_on_root flow: wrap with "
                                "wrap(net, 'dp', comm, loss_on_root=True)")
-        comm = self.comm
-        local = np.ascontiguousarray(out.data)
-        self._root_losses += 1
-        if comm.rank != 0:
-            with comm.phase("output-gather"):
-                comm.send(local, 0, TAG_OUTPUT_GATHER)
-            return RootLoss(comm, None, None, out, self._scratch)
-        with comm.phase("output-gather"):
-            gathered, problem = _gather_rows(comm, local, None if target is None else len(target))
-        if problem is not None:
-            with comm.phase("output-grad-scatter"):  # the others learn it in loss.backward()
-                tell_scatter_failed(comm, f"dp loss_on_root: {problem}")
-            raise ValueError(f"dp loss_on_root: {problem}")
-        leaf = Tensor(gathered, requires_grad=True)
-        try:
-            with self._scratch.hold(gathered.nbytes):  # rank 0 holds every rank's outputs
-                value = loss_fn(leaf, target)
-        except Exception as exc:  # the user's loss failed: the others must not wait for rank 0
-            with comm.phase("output-grad-scatter"):
-                tell_scatter_failed(comm, f"dp loss_on_root: the loss failed on rank 0: "
-                                          f"{type(exc).__name__}: {exc}")
-            raise
-        return RootLoss(comm, value, leaf, out, self._scratch)
+        self._root_losses.append(root_loss(self.comm, loss_fn, out, target, self._scratch))
+        return self._root_losses[-1]
 
     # ---- the step ------------------------------------------------------------------------------
-    def _weights(self) -> np.ndarray | None:
-        """Rank 0's weight for each rank's gradient (None on the others)."""
-        comm = self.comm
-        if self.loss_on_root:
-            if self._root_losses == 0:
-                raise RuntimeError("dp with loss_on_root=True: compute the loss with model.loss(...) "
-                                   "before step()")
-            return np.ones(comm.size) if comm.rank == 0 else None
-        if self.average == "ranks":
-            return np.full(comm.size, 1.0 / comm.size) if comm.rank == 0 else None
-        if self.scatter_inputs:
-            counts = self._root_counts
-        else:
-            with comm.phase("shard-sizes"):
-                gathered = gather_to_root(comm, np.array([float(self._samples)]), root=0)
-            counts = gathered[:, 0] if comm.rank == 0 else None
-        silent = int(np.count_nonzero(counts[1:] == 0)) if comm.rank == 0 else None
-        agree_on_samples(comm, self._samples, counts.sum() if comm.rank == 0 else None, silent, "dp")
-        return counts / counts.sum() if comm.rank == 0 else None
+    def _gather_buffers(self) -> list:
+        """[(layout, rows, tail or None)], kept across steps: per dtype, this rank's packed
+        message (gradients, used flags, and on the first one the status tail) is
+        ``rows[0]``; rank 0's `rows` has a row per rank, where the gather lands."""
+        if self._buffers is None:
+            self._buffers = []
+            for i, layout in enumerate(self._grad_layouts()):
+                tail = self._status_tail(counts=self._counted) if i == 0 else None
+                width = layout.count + (len(layout.tensors) if self.find_unused_parameters else 0)
+                rows = np.zeros((self.comm.size if self.comm.rank == 0 else 1,
+                                 width + (tail.length if tail else 0)), layout.dtype)
+                self._buffers.append((layout, rows, tail))
+        return self._buffers
+
+    @property
+    def _counted(self) -> bool:
+        """The sample counts ride in the messages, and rank 0 divides by their sum."""
+        return self.average == "samples" and not self.loss_on_root
+
+    def _pack(self) -> list:
+        """This rank's gradients (times its sample count when `_counted`), used flags and
+        status tail, into row 0 of each buffer."""
+        if self.loss_on_root and not self._root_losses:
+            raise RuntimeError("dp with loss_on_root=True: compute the loss with model.loss(...) "
+                               "before step()")
+        weight = float(self._samples) if self._counted else None
+        buffers, finite = self._gather_buffers(), True
+        for layout, rows, _ in buffers:
+            count, mine = layout.count, rows[0]
+            layout.pack_grads(out=mine[:count], scale=weight)
+            if self.find_unused_parameters:
+                layout.used_flags(out=mine[count:count + len(layout.tensors)])
+            finite = finite and (self.nonfinite == "ignore" or all_finite(mine[:count]))
+        if buffers:
+            _, rows, tail = buffers[0]
+            self._write_tail(tail, rows[0, rows.shape[1] - tail.length:], finite)
+        return buffers
 
     def _before_update(self, optimizer) -> None:
+        """Gather every rank's message into rank 0's rows and reduce them in place into row
+        0 (N-1 additions of one message each, in rank order: charged as a reduction, as
+        hub's). Rank 0 alone knows the status here; the others learn it in `_after_update`."""
         comm = self.comm
-        weights = self._weights()
-        for layout in self._grad_layouts():
-            count = layout.count
-            flags = len(layout.tensors) if self.find_unused_parameters else 0
-            flat = np.empty(count + flags, layout.dtype)  # gradients, then the used flags
-            layout.pack_grads(out=flat[:count])
-            if flags:
-                layout.used_flags(out=flat[count:])
-            # rank 0 holds every rank's gradients at once: the master's memory load
-            held = flat.nbytes * (comm.size + 1 if comm.rank == 0 else 1)
-            with self._scratch.hold(held):
-                with comm.phase("grad-gather"):
-                    stacked = gather_to_root(comm, flat, root=0)
+        self._status = (None, 0)
+        for layout, rows, tail in self._pack():
+            with comm.phase("grad-gather"):
+                gather_rows(comm, rows)
                 if comm.rank == 0:
-                    layout.unpack_grads(weights @ stacked[:, :count])
-                    if flags:
-                        layout.drop_unused_grads(stacked[:, count:].sum(axis=0))
+                    for source in range(1, comm.size):
+                        np.add(rows[0], rows[source], out=rows[0])
+            if comm.rank == 0 and tail is not None:
+                self._status = tail.read(rows[0, rows.shape[1] - tail.length:])
+        if comm.rank == 0:
+            self._skip = self._verdict(*self._status) is not None
+            if not self._skip:
+                self._unpack(self._status[0])
+
+    def _unpack(self, total: float | None) -> None:
+        """Rank 0: the summed gradients, divided (by the global count, by N under
+        ``average="ranks"``, by nothing under `loss_on_root`), into ``.grad``."""
+        divisor = 1.0 if self.loss_on_root else (total if self._counted else float(self.comm.size))
+        for layout, rows, _ in self._buffers:
+            count, summed = layout.count, rows[0]
+            np.divide(summed[:count], divisor, out=summed[:count])
+            layout.unpack_grads(summed[:count])
+            if self.find_unused_parameters:
+                layout.drop_unused_grads(summed[count:count + len(layout.tensors)])
 
     def _update(self, optimizer) -> None:
         if self.comm.rank == 0:  # the other ranks' optimizers are never stepped: no state there
             optimizer.step()
 
     def _after_update(self, optimizer) -> None:
+        """Rank 0's parameters to every rank, with the status riding at the end of the first
+        message; then every rank acts on it (raise, or count the skip)."""
         comm = self.comm
-        self._root_counts[:] = 0
-        self._root_losses = 0
+        for loss in self._root_losses:  # rank 0: the gathered outputs are no longer held
+            loss.release()
+        self._root_losses = []
+        params = list(self.module.parameters())
+        tail = self._buffers[0][2] if self._buffers and self._buffers[0][2].length else None
+        carried = None
+        if tail is not None and params:
+            carried = np.zeros(tail.length, params[0].data.dtype)  # the first message's dtype
+            if comm.rank == 0:
+                tail.encode(carried, *self._status)
         with comm.phase("param-broadcast"):
-            broadcast_tensors(comm, list(self.module.parameters()), 0, self.broadcast_algorithm, self._scratch)
+            broadcast_tensors(comm, params, 0, self.broadcast_algorithm, self._scratch, tail=carried)
         self._broadcast_buffers(self.broadcast_algorithm)
+        if carried is not None:
+            self._skip = False
+            self._judge(*tail.read(carried))
+
+    def _persistent_comm_bytes(self) -> int:
+        return sum(rows.nbytes for _, rows, _ in self._buffers or [])
 
 
-class RootLoss:
-    """What ``DataParallel.loss`` returns. ``backward()``: rank 0 back-propagates the loss
-    to the gathered outputs, their gradient rows are scattered back (phase
-    ``"output-grad-scatter"``) and every rank back-propagates its piece through its
-    replica. ``item()`` / ``data``: the loss on rank 0, nan elsewhere."""
-
-    def __init__(self, comm, value, leaf, local_out, scratch):
-        self._comm, self._value, self._leaf, self._out = comm, value, leaf, local_out
-        self._scratch = scratch
-
-    @property
-    def data(self):
-        return self._value.data if self._value is not None else np.array(np.nan)
-
-    def item(self) -> float:
-        return float(self.data)
-
-    def backward(self) -> None:
-        comm = self._comm
-        if comm.rank != 0:  # raises rank 0's error if it failed (in model.loss or here)
-            with comm.phase("output-grad-scatter"):
-                piece = scatter_or_fail(comm, None)
-            self._out.backward(piece.astype(self._out.dtype, copy=False))
-            return
-        try:
-            self._value.backward()
-        except Exception as exc:
-            with comm.phase("output-grad-scatter"):
-                tell_scatter_failed(comm, f"dp loss_on_root: the loss's backward failed on rank 0: "
-                                          f"{type(exc).__name__}: {exc}")
-            raise
-        grad_all = self._leaf.grad if self._leaf.grad is not None else np.zeros_like(self._leaf.data)
-        grad_all = np.ascontiguousarray(grad_all)
-        with self._scratch.hold(self._leaf.data.nbytes + grad_all.nbytes):  # all outputs, all gradients
-            with comm.phase("output-grad-scatter"):
-                piece = scatter(comm, grad_all, root=0)
-        self._out.backward(piece.astype(self._out.dtype, copy=False))
-
-
-# ---- rank 0's errors, raised on every rank ---------------------------------------------------------
-def tell_scatter_failed(comm, message: str) -> None:
-    """Rank 0, instead of a `scatter` the other ranks are waiting in: make their scatter
-    fail (minidist.comm's error header), then send them `message` (`scatter_or_fail` raises
-    it there). Call it under the scatter's phase."""
-    try:
-        scatter(comm, None, root=0)  # rejected: every other rank gets the error header
-    except (TypeError, ValueError):
-        pass
-    broadcast_text(comm, message, 0)
-
-
-def scatter_or_fail(comm, value, problem: str | None = None, context: str = ""):
-    """``scatter(comm, value, root=0)``, but when rank 0 has a `problem` (or scatter
-    rejects its `value`), every rank raises ``ValueError("<context> (<problem>)")``, with
-    rank 0's text. Non-roots pass anything as `value` and `problem`."""
+def gather_rows(comm, rows: np.ndarray) -> None:
+    """`gather_to_root`'s messages, landing in rank 0's persistent `rows` (row r from rank
+    r); every other rank sends its one row."""
     if comm.rank != 0:
-        try:
-            return scatter(comm, None, root=0)
-        except ValueError:  # with out=None, only rank 0's rejection makes a non-root's scatter raise
-            raise ValueError(broadcast_text(comm, None, 0)) from None
-    if problem is None:
-        try:
-            return scatter(comm, value, root=0)
-        except (TypeError, ValueError) as exc:  # scatter sent the others its error header
-            problem, cause = str(exc), exc
-    else:
-        cause = None
-        try:
-            scatter(comm, None, root=0)
-        except (TypeError, ValueError):
-            pass
-    message = f"{context} ({problem})"
-    broadcast_text(comm, message, 0)
-    raise ValueError(message) from cause
-
-
-def _gather_rows(comm, local: np.ndarray, total_rows):
-    """Rank 0's side of the output gather (the others just send theirs): ``(rows,
-    problem)``. `rows` stacks every rank's output rows in rank order, rank r's at
-    ``chunk_bounds(total_rows, N)[r]``; `problem` is None, or what was wrong (then `rows`
-    is None). Every rank's message is received whatever happens, so no rank is left
-    sending. Same messages as `gather_to_root` (N-1 into the root), but shards may differ
-    by one row."""
-    rest, row_bytes = local.shape[1:], local[:1].nbytes or 1
-    bounds = chunk_bounds(int(total_rows), comm.size) if total_rows is not None else None
-    problem = None if bounds is not None else "rank 0 must pass the global targets to model.loss (got None)"
-    if bounds is not None and local.shape[0] != bounds[0][1]:
-        problem = (f"rank 0 has {local.shape[0]} output rows but its share of the {total_rows} targets is "
-                   f"{bounds[0][1]}: shards must follow np.array_split's layout of the global batch")
-    out = np.empty((int(total_rows),) + rest, local.dtype) if problem is None else None
-    if out is not None:
-        out[: bounds[0][1]] = local
-    spare = None  # once something is wrong, the remaining rows are received here and dropped
+        comm.send(rows[0], 0, TAG_GATHER)
+        return
     for source in range(1, comm.size):
-        if problem is None:
-            start, stop = bounds[source]
-            buf = out[start:stop]
-        else:
-            if spare is None:
-                rows = max(local.shape[0], bounds[0][1] if bounds else 0)
-                spare = np.empty((rows,) + rest, local.dtype)
-            buf = spare
-        try:
-            got = comm.recv(buf, source, TAG_OUTPUT_GATHER)
-        except ValueError:  # more rows than `buf` holds: the message is consumed all the same
-            got = None
-        if problem is None and got != buf.nbytes:
-            sent = "more output rows" if got is None else f"{got // row_bytes} output rows"
-            problem = (f"rank {source} sent {sent} but its share of the {total_rows} targets is "
-                       f"{stop - start}: shards must follow np.array_split's layout of the global batch")
-    return out, problem
+        got = comm.recv(rows[source], source, TAG_GATHER)
+        if got != rows[source].nbytes:
+            raise mismatch_error("dp grad-gather", 0, source, got, rows[source].nbytes)

@@ -1,31 +1,15 @@
 """The "hub" strategy: a parameter-server-like star. Every rank sends its gradients to rank
 0, which reduces them; rank 0 sends the average back; every rank updates its own copy.
 
-Per step (one flat message per dtype):
-
-* ``"shard-sizes"`` (``average="samples"`` only): each rank's sample count is reduced to
-  rank 0 (one float64). A rank that saw no sample sends a flag instead (2**-20: the
-  fractional part of the sum tells rank 0 how many such ranks there are); each of them
-  then asks rank 0 whether anyone saw a sample (`agree_on_samples`), so that when nobody
-  did, every rank raises the same error instead of rank 0 alone. A normal step pays
-  nothing for this;
-* ``"grad-reduce"``: ``reduce_to_root`` of each rank's gradients (pre-multiplied by its
-  sample count under ``average="samples"``);
-* ``"grad-broadcast"``: rank 0 divides by the total count (or by the number of ranks) and
-  broadcasts the average;
-* then every rank runs its own optimizer on identical gradients, so replicas stay
-  byte-identical. Rank 0 handles N-1 full gradients in each direction: the hub's load.
-
-``find_unused_parameters=True`` (PyTorch's name, as DDP's): each rank appends one element
-per parameter (1 where it has a ``.grad``, 0 where it is None) to its packed gradients, so
-the flags are summed by the same ``"grad-reduce"`` and sent back by the same
-``"grad-broadcast"`` (no extra message; each grows by one element per parameter). A
-parameter no rank has a gradient for keeps ``.grad`` None on every rank, so the optimizer
-skips it (no momentum or weight decay step), as without hub. Without it (the default) such
-a parameter gets a zero gradient and is updated.
-
-With ``broadcast_buffers=True`` rank 0's buffers (BatchNorm running statistics) are
-broadcast at each training forward (phase ``"buffer-broadcast"``), as DDP does.
+Per step, one flat message per dtype: ``"grad-reduce"`` (``reduce_to_root`` of each rank's
+packed gradients, times its sample count under ``average="samples"``), then
+``"grad-broadcast"`` (rank 0 divides by the global count, or by N, and broadcasts). The
+first message carries the step's status tail (tail.py: the count, the non-finite flag),
+so every rank learns from the broadcast the total and how many ranks had non-finite
+gradients. Rank 0 handles N-1 full gradients in each direction: the hub's load.
+``find_unused_parameters=True``: one used-flag per parameter rides in the same messages; a
+parameter no rank used keeps ``.grad`` None. ``broadcast_buffers=True``: rank 0's buffers are broadcast at every
+forward with gradients enabled (training or eval mode), phase ``"buffer-broadcast"``.
 """
 from __future__ import annotations
 
@@ -33,17 +17,14 @@ import numpy as np
 
 from ..autograd.function import is_grad_enabled
 from ..comm import broadcast, reduce_to_root
-from .base import ParallelModel, agree_on_samples, sync_initial_state
-
-# what a rank that saw no sample reports as its count: the sum stays exact (integer
-# counts below 2**32, fewer than 2**20 flags), and its fraction counts the flags
-NO_SAMPLE_FLAG = 2.0 ** -20
+from .base import ParallelModel, sync_initial_state
+from .tail import all_finite
 
 
 class HubParallel(ParallelModel):
     """``HubParallel(module, comm, *, reduce="linear", broadcast="linear",
     broadcast_buffers=True, average="samples", check_replicas=False,
-    find_unused_parameters=False)``.
+    find_unused_parameters=False, nonfinite="raise")``.
 
     `reduce` / `broadcast` pick the rooted algorithms ("linear" or "binomial")."""
 
@@ -51,8 +32,8 @@ class HubParallel(ParallelModel):
 
     def __init__(self, module, comm, *, reduce: str = "linear", broadcast: str = "linear",
                  broadcast_buffers: bool = True, average: str = "samples", check_replicas: bool = False,
-                 find_unused_parameters: bool = False):
-        super().__init__(module, comm, average=average, check_replicas=check_replicas)
+                 find_unused_parameters: bool = False, nonfinite: str = "raise"):
+        super().__init__(module, comm, average=average, check_replicas=check_replicas, nonfinite=nonfinite)
         for name, value in (("reduce", reduce), ("broadcast", broadcast)):
             if value not in ("linear", "binomial"):
                 raise ValueError(f"{name} must be 'linear' or 'binomial' (got {value!r})")
@@ -67,41 +48,47 @@ class HubParallel(ParallelModel):
             self._broadcast_buffers(self.broadcast_algorithm)
         return super().forward(x, *args, **kwargs)
 
+    def _pack(self) -> list:
+        """[(layout, packed, tail or None)]: per dtype, this rank's gradients (times its
+        sample count under ``average="samples"``), the used flags, and on the first
+        message the status tail."""
+        weight = float(self._samples) if self.average == "samples" else None
+        messages, finite = [], True
+        for i, layout in enumerate(self._grad_layouts()):
+            count, flags = layout.count, len(layout.tensors) if self.find_unused_parameters else 0
+            tail = self._status_tail() if i == 0 else None
+            flat = np.empty(count + flags + (tail.length if tail else 0), layout.dtype)
+            layout.pack_grads(out=flat[:count], scale=weight)
+            if flags:
+                layout.used_flags(out=flat[count:count + flags])
+            finite = finite and (self.nonfinite == "ignore" or all_finite(flat[:count]))
+            messages.append((layout, flat, tail))
+        if messages:
+            layout, flat, tail = messages[0]
+            self._write_tail(tail, flat[flat.size - tail.length:], finite)
+        return messages
+
     def _before_update(self, optimizer) -> None:
         comm = self.comm
-        weighted = self.average == "samples"
-        total = float(comm.size)
-        if weighted:
-            total = self._total_samples()
-        for layout in self._grad_layouts():
-            count = layout.count
-            flags = len(layout.tensors) if self.find_unused_parameters else 0
-            flat = np.empty(count + flags, layout.dtype)  # gradients, then the used flags
-            layout.pack_grads(out=flat[:count], scale=float(self._samples) if weighted else None)
-            if flags:
-                layout.used_flags(out=flat[count:])
-            with self._scratch.hold(2 * flat.nbytes):  # the packed gradients and the result
-                with comm.phase("grad-reduce"):
+        messages = self._pack()
+        divisor = float(comm.size)  # average="ranks"; under "samples" the count, from the first tail
+        with self._scratch.hold(sum(flat.nbytes for _, flat, _ in messages)):  # the packed messages
+            for layout, flat, tail in messages:
+                count = layout.count
+                with self._scratch.hold(flat.nbytes), comm.phase("grad-reduce"):  # ... and the result
                     reduced = reduce_to_root(comm, flat, 0, "sum", self.reduce_algorithm)
                 if comm.rank == 0:
-                    np.divide(reduced[:count], total, out=flat[:count])
-                    flat[count:] = reduced[count:]  # the flags stay counts of ranks
+                    flat[count:] = reduced[count:]  # flags and tail stay sums over ranks
+                    if tail is not None and tail.counts:
+                        divisor = float(reduced[flat.size - tail.length]) or 1.0  # 0: _judge raises
+                    np.divide(reduced[:count], divisor, out=flat[:count])
                 with comm.phase("grad-broadcast"):
                     broadcast(comm, flat, 0, self.broadcast_algorithm)
+        if messages:  # every rank now holds the summed tail: the same verdict everywhere
+            _, flat, tail = messages[0]
+            self._judge(*tail.read(flat[flat.size - tail.length:]))
+        for layout, flat, _ in [] if self._skip else messages:
+            count = layout.count
             layout.unpack_grads(flat[:count])
-            if flags:
-                layout.drop_unused_grads(flat[count:])
-
-    def _total_samples(self) -> float:
-        """The global sample count on rank 0 (0.0 elsewhere); raises on every rank when it
-        is zero."""
-        comm = self.comm
-        count = np.array([float(self._samples) if self._samples else NO_SAMPLE_FLAG])
-        with comm.phase("shard-sizes"):
-            summed = reduce_to_root(comm, count, 0, "sum", self.reduce_algorithm)
-        total = silent = None
-        if comm.rank == 0:
-            total = float(np.floor(summed[0]))
-            silent = int(round((float(summed[0]) - total) / NO_SAMPLE_FLAG)) - (self._samples == 0)
-        agree_on_samples(comm, self._samples, total, silent, "hub")
-        return total if comm.rank == 0 else 0.0
+            if self.find_unused_parameters:
+                layout.drop_unused_grads(flat[count:count + len(layout.tensors)])

@@ -3,6 +3,7 @@ it is the reference every other strategy is compared against."""
 from __future__ import annotations
 
 from .base import ParallelModel
+from .tail import all_finite
 
 
 class LocalModel(ParallelModel):
@@ -14,7 +15,15 @@ class LocalModel(ParallelModel):
 
     strategy = "local"
 
-    def __init__(self, module, comm=None, *, check_replicas: bool = False):
-        super().__init__(module, comm, average="samples", check_replicas=False)
+    def __init__(self, module, comm=None, *, check_replicas: bool = False, nonfinite: str = "raise"):
+        super().__init__(module, comm, average="samples", check_replicas=False, nonfinite=nonfinite)
         if check_replicas:
             raise ValueError("check_replicas has no meaning for strategy 'local' (there are no replicas)")
+
+    def _before_update(self, optimizer) -> None:
+        """``nonfinite``: the same check as the distributed strategies, on this process's
+        gradients (it reports itself as rank 0)."""
+        if self.nonfinite != "ignore":
+            grads = [p.grad for p in self.module.parameters() if p.grad is not None]
+            self._locally_finite = all(all_finite(g) for g in grads)
+            self._judge(None, 0 if self._locally_finite else 1)

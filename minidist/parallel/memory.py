@@ -1,24 +1,14 @@
-"""Per-rank memory accounting of a training step.
+"""Per-rank memory accounting of a training step, split the way the strategies differ.
 
-What one rank holds, in bytes, split the way the strategies differ:
-
-* ``parameters``: its replica of the model's parameters (every strategy: a full copy);
-* ``gradients``: its ``.grad`` arrays;
-* ``optimizer``: the optimizer's state (momentum, Adam's moments). Under ``dp`` only rank
-  0 steps, so only rank 0 holds any: the report shows it. Under ``hub`` and ``ddp`` every
-  rank holds the same state: Adam's two moments are replicated N times;
-* ``comm_buffers``: buffers a strategy keeps across steps (DDP's bucket buffers);
-* ``comm_peak``: the most scratch held at once for communication during the step, from
-  the end of the previous ``step()`` (or of wrap) to the end of this one, so forward and
-  backward count (DDP's buckets in flight during backward, SyncBatchNorm's all-reduces,
-  dp's output gather): the collectives' own scratch (``comm.ledger.peak_temp_bytes``)
-  plus the peak of the strategy's transient buffers (e.g. dp's rank 0 receiving every
-  rank's gradients: N copies). The two peaks are added, an upper bound when they are
-  not reached at the same moment;
-* ``total`` = parameters + gradients + optimizer + comm_buffers, and ``peak`` = the largest
-  ``total + comm_peak`` seen so far.
-
-Activations are not counted (they are the same for every strategy on the same shard).
+``parameters`` and ``gradients`` (every strategy: a full replica); ``optimizer`` (its
+state: under dp only rank 0 holds any, under hub and ddp every rank does);
+``comm_buffers`` (kept across steps: DDP's buckets, dp's gather rows); ``comm_peak`` (the
+most communication scratch held at once from the end of the previous step to the end of
+this one, forward and backward included: the collectives' own, from the ledger, plus the
+strategy's transient buffers, e.g. dp-root's gathered outputs on rank 0; the two peaks are
+added, an upper bound when they do not coincide); ``total`` = parameters + gradients +
+optimizer + comm_buffers; ``peak`` = the largest ``total + comm_peak`` so far.
+Activations are not counted (the same for every strategy on the same shard).
 """
 from __future__ import annotations
 
@@ -50,12 +40,19 @@ class ScratchMeter:
 
     @contextmanager
     def hold(self, nbytes: int):
-        self.current += int(nbytes)
-        self.peak = max(self.peak, self.current)
+        self.take(nbytes)
         try:
             yield
         finally:
-            self.current -= int(nbytes)
+            self.give_back(nbytes)
+
+    def take(self, nbytes: int) -> None:
+        """Count `nbytes` as held from now on (until `give_back`)."""
+        self.current += int(nbytes)
+        self.peak = max(self.peak, self.current)
+
+    def give_back(self, nbytes: int) -> None:
+        self.current -= int(nbytes)
 
     def reset_peak(self) -> None:
         self.peak = self.current

@@ -1,8 +1,7 @@
 """`Trainer`: the small training loop the scripts and labs share.
 
-It runs the one loop every strategy has (forward, loss, zero_grad, backward,
-``model.step(opt)``) over a loader that yields this rank's shard, evaluates accuracy over
-a global evaluation set split across ranks, and shows a tqdm bar on rank 0 only::
+The one loop every strategy has (forward, loss, zero_grad, backward, ``model.step(opt)``)
+over this rank's shard; accuracy over a global evaluation set split across ranks::
 
     comm = Communicator()
     net = MLP(2, 64, 3, rng=0)
@@ -11,12 +10,9 @@ a global evaluation set split across ranks, and shows a tqdm bar on rank 0 only:
     loader = distributed_loader(X, y, batch_size=32, comm=comm, seed=0)
     history = Trainer(model, opt, comm=comm).fit(loader, epochs=5, eval_data=(X_test, y_test))
 
-`train_step` is one step of that loop for any wrapped model, dp's ``scatter_inputs`` and
-``loss_on_root`` flows included.
-
-Seeds: the trainer draws no random numbers. The model's initial weights come from the
-Generator/seed given to the model, the shuffle from the loader's seed (with
-`distributed_loader`: ``DistributedSampler(seed=...)``, one permutation per epoch).
+`train_step` is one step of that loop for any wrapped model (dp's ``scatter_inputs`` and
+``loss_on_root`` included). The trainer draws no random numbers: the seeds are the
+model's and the loader's (``DistributedSampler(seed=...)``, one permutation per epoch).
 """
 from __future__ import annotations
 
@@ -26,6 +22,7 @@ import numpy as np
 
 from ..autograd import Tensor, no_grad
 from ..comm import allreduce
+from ..comm.timeline import span
 from ..data import DataLoader
 from ..nn import functional as F
 from .sampler import DistributedSampler, local_shard
@@ -43,7 +40,7 @@ def distributed_loader(X, y, batch_size: int, comm=None, *, seed: int = 0, shuff
     return DataLoader(X, y, batch_size=batch_size, drop_last=drop_last, sampler=sampler)
 
 
-def train_step(model, optimizer, x, y, loss_fn=None):
+def train_step(model, optimizer, x, y, loss_fn=None, timeline=None):
     """One training step of a wrapped model: forward, loss, ``zero_grad``, backward,
     ``model.step(optimizer)``. What `x` and `y` are depends on the flow:
 
@@ -56,25 +53,32 @@ def train_step(model, optimizer, x, y, loss_fn=None):
     `loss_fn(out, y)` defaults to ``F.cross_entropy``. Returns ``(out, y_local, loss)``:
     this rank's outputs, its targets (None under ``loss_on_root`` without
     ``scatter_inputs``: only rank 0 has targets there) and the loss (a `RootLoss` under
-    ``loss_on_root``: the global loss on rank 0, nan elsewhere).
+    ``loss_on_root``: the global loss on rank 0, nan elsewhere). `timeline` (a
+    `minidist.comm.timeline.Timeline`; default: the model's communicator's, if any) gets
+    forward, backward and step spans.
     """
     loss_fn = F.cross_entropy if loss_fn is None else loss_fn
     scatter_inputs = getattr(model, "scatter_inputs", False)
     loss_on_root = getattr(model, "loss_on_root", False)
     root = model.comm is None or model.comm.rank == 0
-    if scatter_inputs:
-        out = model(x if root else None)
-        y_local = model.scatter(y if root else None)
-    else:
-        out = model(x if isinstance(x, Tensor) else Tensor(x))
-        y_local = None if loss_on_root else y
-    if loss_on_root:
-        loss = model.loss(loss_fn, out, y if root else None)
-    else:
-        loss = loss_fn(out, y_local)
+    if timeline is None:  # spans for the trace, when the communicator records them
+        timeline = getattr(model.comm, "timeline", None)
+    with span(timeline, "forward"):
+        if scatter_inputs:
+            out = model(x if root else None)
+            y_local = model.scatter(y if root else None)
+        else:
+            out = model(x if isinstance(x, Tensor) else Tensor(x))
+            y_local = None if loss_on_root else y
+        if loss_on_root:
+            loss = model.loss(loss_fn, out, y if root else None)
+        else:
+            loss = loss_fn(out, y_local)
     model.zero_grad()
-    loss.backward()
-    model.step(optimizer)
+    with span(timeline, "backward"):
+        loss.backward()
+    with span(timeline, "step"):
+        model.step(optimizer)
     return out, y_local, loss
 
 

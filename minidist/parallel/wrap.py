@@ -10,29 +10,7 @@ The wrapped model is called like the model and every strategy runs the same loop
         loss.backward()                 # ddp: bucketed ring all-reduce may start here
         model.step(opt)                 # communication that is left + the update
 
-Strategies and their options (see each module's docstring):
-
-* ``"local"`` (`LocalModel`): no communication; the reference on the global batch.
-* ``"dp"`` (`DataParallel`): ``broadcast="linear"|"binomial"``, ``scatter_inputs``,
-  ``loss_on_root``, ``find_unused_parameters`` (one flag per parameter appended to each
-  rank's "grad-gather" message, so that parameters no rank used keep ``.grad`` None on
-  rank 0).
-* ``"hub"`` (`HubParallel`): ``reduce=``, ``broadcast=`` ("linear"|"binomial"),
-  ``broadcast_buffers``, ``find_unused_parameters`` (one flag per parameter appended to the
-  reduced and broadcast gradients, so that parameters no rank used keep ``.grad`` None).
-* ``"ddp"`` (`DistributedDataParallel`): ``bucket_cap_mb``, ``overlap``, ``algorithm``,
-  ``broadcast_buffers``, ``comm_hook="fp16"``, ``static_graph`` (a promise that every rank
-  produces the same gradients in the same order each iteration, checked at the first
-  step; it makes the overlap deterministic), ``find_unused_parameters`` (a per-step bitmap
-  all-reduce so that parameters no rank used keep ``.grad`` None), ``record_events``;
-  ``no_sync()``.
-
-Common options: ``average="samples"`` (default: each rank's gradient weighted by its share
-of the global batch's samples, exact for uneven shards, one tiny extra message per step
-where rank 0 cannot know the counts) or ``"ranks"`` (divide by the number of ranks, as
-PyTorch; exact for equal shards only); ``check_replicas=True`` (hash the parameters on
-every rank after each step and raise `ReplicaDriftError` naming the step and the ranks).
-Every SyncBatchNorm inside the model is told how its gradients will be averaged.
+The options of each strategy are listed in `wrap`'s docstring.
 """
 from __future__ import annotations
 
@@ -46,8 +24,32 @@ STRATEGIES = {"local": LocalModel, "dp": DataParallel, "hub": HubParallel, "ddp"
 
 
 def wrap(model, strategy: str, comm=None, **options):
-    """Wrap `model` for `strategy` over `comm` (see the module docstring). Returns a
-    `ParallelModel`: call it like the model; ``step(optimizer)`` ends each step."""
+    """Wrap `model` for `strategy` over `comm`. Returns a `ParallelModel`: call it like the
+    model; ``step(optimizer)`` ends each step. Strategies and their options:
+
+    * ``"local"`` (`LocalModel`): no communication; the reference on the global batch.
+    * ``"dp"`` (`DataParallel`): ``broadcast="linear"|"binomial"``, ``scatter_inputs``,
+      ``loss_on_root``, ``find_unused_parameters`` (a used flag per parameter rides in the
+      "grad-gather" messages; parameters no rank used keep ``.grad`` None on rank 0).
+    * ``"hub"`` (`HubParallel`): ``reduce=``, ``broadcast=`` ("linear"|"binomial"),
+      ``broadcast_buffers``, ``find_unused_parameters`` (flags ride in the reduced and
+      broadcast gradients).
+    * ``"ddp"`` (`DistributedDataParallel`): ``bucket_cap_mb``, ``overlap``, ``algorithm``,
+      ``broadcast_buffers``, ``comm_hook="fp16"``, ``static_graph`` (a promise of the same
+      gradients in the same order each iteration, checked at the first step; it makes the
+      overlap deterministic), ``find_unused_parameters`` (a used-map all-reduce per step),
+      ``record_events``; ``no_sync()``.
+
+    Common options: ``average="samples"`` (default: each rank's gradient weighted by its
+    sample count, which rides as one extra element of the gradient messages, then divided
+    by the global count: exact for uneven shards, no extra message) or ``"ranks"`` (divide
+    by the number of ranks, as PyTorch; exact for equal shards only);
+    ``nonfinite="raise"`` (default: a NaN or Inf in any rank's local gradients raises
+    `NonFiniteGradientError` on every rank, naming the step and the ranks), ``"skip"``
+    (every rank skips that update, as loss scaling does) or ``"ignore"``; the flags ride
+    in the gradient messages too (tail.py); ``check_replicas=True`` (hash the parameters
+    on every rank after each step and raise `ReplicaDriftError` naming the step and the
+    ranks). Every SyncBatchNorm inside the model is told how its gradients are averaged."""
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; expected one of {list(STRATEGIES)}")
     if strategy != "local" and comm is None:

@@ -4,39 +4,65 @@ A run is a header record and one ``"step"`` record per strategy, step and rank (
 layout is in compare.py's docstring). Everything here is plain Python over those dicts:
 medians over steps (the machine is shared and noisy; the first step is left out of the
 timings as warm-up when there are more than two), sums over phases, and the prediction of
-the same steps by `minidist.parallel.stepcost`.
+the same steps by `minidist.cost.stepcost`.
 """
 from __future__ import annotations
 
 import json
+import warnings
 from statistics import median
 
 import numpy as np
 
 from ..cost.stepcost import ModelShape, predict_step
 
+PROJECTION_SIZES = (2, 8, 64, 512, 4096)
+LARGE_MODEL = 125_000_000  # a GPT-2-small-sized model, for the projections
+LARGE_MODEL_TENSORS = 148  # GPT-2 small's parameter tensors: `minidist predict`'s default too
 COUNT_KEYS = ("messages_sent", "messages_received", "bytes_sent", "bytes_received")
 # compare.py's variants -> the options the predictor models (None: not modelled)
 PREDICTABLE = {"dp": ("dp", {}), "hub": ("hub", {}), "ddp": ("ddp", {}),
                "ddp-no-overlap": ("ddp", {})}
 
 
+def _records(path):
+    """``(line number, record)`` of each JSON line of `path`. A corrupt line raises
+    ValueError naming the file and the line; a truncated LAST line (no newline: a writer
+    killed while appending) is skipped with a warning that says so."""
+    try:
+        with open(path) as f:
+            lines = f.read().split("\n")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not a text JSONL run file ({exc})") from None
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            if lineno == len(lines):  # the text after the last newline
+                warnings.warn(f"{path}:{lineno}: skipped a truncated last line ({exc.msg}); the run "
+                              "was cut short while writing", stacklevel=3)
+                return
+            raise ValueError(f"{path}:{lineno}: not a JSON record ({exc.msg} at column {exc.colno}); "
+                             "the run file is damaged: run scripts/compare.py again") from None
+        if not isinstance(record, dict):
+            raise ValueError(f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}")
+        yield lineno, record
+
+
 def load_run(path) -> tuple[dict, list[dict]]:
     """(header, step records) of a compare.py JSONL file, with a clear error otherwise."""
     header, steps = None, []
-    with open(path) as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            record = json.loads(line)
-            kind = record.get("type")
-            if kind == "header":
-                header = record
-            elif kind == "step":
-                steps.append(record)
-            else:
-                raise ValueError(f"{path}:{lineno}: unknown record type {kind!r}; expected "
-                                 "'header' or 'step' (is this a scripts/compare.py run?)")
+    for lineno, record in _records(path):
+        kind = record.get("type")
+        if kind == "header":
+            header = record
+        elif kind == "step":
+            steps.append(record)
+        else:
+            raise ValueError(f"{path}:{lineno}: unknown record type {kind!r}; expected "
+                             "'header' or 'step' (is this a scripts/compare.py run?)")
     if header is None or not steps:
         raise ValueError(f"{path}: needs a header record and step records (got header="
                          f"{header is not None}, {len(steps)} steps); run scripts/compare.py first")
@@ -114,6 +140,15 @@ def model_shape(header) -> ModelShape | None:
                       [(c, np.dtype(d)) for c, d in shape["buffers"]])
 
 
+def predict_variant(name, config, size, shape, profile) -> dict:
+    """`predict_step` for compare.py's variant `name` (in PREDICTABLE) with the run's options."""
+    strategy, options = PREDICTABLE[name]
+    options = dict(options, average=config.get("average", "samples"))
+    if strategy == "ddp":
+        options["bucket_cap_mb"] = config.get("bucket_cap_mb", 25.0)
+    return predict_step(strategy, size, shape, profile=profile, **options)
+
+
 def predicted_vs_measured(header, steps, profile="shm") -> list[dict]:
     """For each strategy the predictor models: rank 0's and rank 1's predicted and measured
     counts per step (equal, when the implementation matches its closed forms), and the
@@ -127,11 +162,7 @@ def predicted_vs_measured(header, steps, profile="shm") -> list[dict]:
     for name in header["strategies"]:
         if name not in PREDICTABLE:
             continue
-        strategy, options = PREDICTABLE[name]
-        options = dict(options, average=config.get("average", "samples"))
-        if strategy == "ddp":
-            options["bucket_cap_mb"] = config.get("bucket_cap_mb", 25.0)
-        cost = predict_step(strategy, size, shape, profile=profile, **options)
+        cost = predict_variant(name, config, size, shape, profile)
         for who, rank in (("rank0", 0), ("other", 1)):
             measured = rows[name]["ranks"][rank]
             out.append({"strategy": name, "rank": rank,

@@ -104,7 +104,7 @@ def static_nosync_first(comm, steps=3):
             F.cross_entropy(model(Tensor(x[a:b])), y[a:b]).backward()
         model.step(opt)
         local_step(ref, ropt, x, y)
-    return {"diff": param_diff(net, ref), "graph_length": len(model._graph or []),
+    return {"diff": param_diff(net, ref), "graph_length": len(model._graph.order or []),
             "parameters": len(list(net.parameters()))}
 
 
@@ -135,7 +135,7 @@ class Headed(nn.Module):
 
 def phase_counts(comm) -> dict:
     """{phase: {messages_sent, bytes_sent, ...}} recorded so far."""
-    return {phase: {k: int(v) for k, v in t.items() if k != "seconds"}
+    return {phase: {k: int(v) for k, v in t.items() if not k.endswith("seconds")}
             for phase, t in comm.ledger.by_phase().items()}
 
 

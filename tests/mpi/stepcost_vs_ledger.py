@@ -21,7 +21,15 @@ CASES = [("dp", {}), ("dp", {"broadcast": "binomial"}), ("hub", {}),
          ("ddp", {"find_unused_parameters": True, "overlap": False}),
          ("hub", {"find_unused_parameters": True}), ("dp", {"find_unused_parameters": True}),
          ("hub", {"find_unused_parameters": True, "frozen": True}),
-         ("dp", {"frozen": True}), ("hub", {"frozen": True}), ("ddp", {"frozen": True, "overlap": False})]
+         ("dp", {"frozen": True}), ("hub", {"frozen": True}), ("ddp", {"frozen": True, "overlap": False}),
+         ("dp", {"nonfinite": "ignore"}), ("dp", {"nonfinite": "ignore", "average": "ranks"}),
+         ("hub", {"nonfinite": "skip", "average": "ranks"}), ("hub", {"nonfinite": "ignore"}),
+         ("ddp", {"nonfinite": "ignore", "average": "ranks", "overlap": False}),
+         ("ddp", {"nonfinite": "skip", "bucket_cap_mb": 0.002}),
+         ("dp", {"loss_on_root": True, "outputs": (6 * comm.size + 1, 5)}),
+         ("dp", {"loss_on_root": True, "nonfinite": "ignore", "outputs": (6 * comm.size + 1, 5)}),
+         # a batch whose outputs and their gradients outweigh the parameter broadcast on rank 0
+         ("dp", {"loss_on_root": True, "outputs": (60 * comm.size + 1, 5), "base": 60})]
 
 
 def model():
@@ -30,27 +38,39 @@ def model():
                          nn.Linear(33, 5, rng=rng))
 
 
-rng = np.random.default_rng(comm.rank)
-x = Tensor(rng.standard_normal((6, 7)).astype(np.float32))
-y = rng.integers(0, 5, 6)
+def shard(rank, base=6):  # rank 0 has one row more: np.array_split's layout of base N + 1 rows
+    rng = np.random.default_rng(rank)
+    rows = base + (rank == 0)
+    return rng.standard_normal((rows, 7)).astype(np.float32), rng.integers(0, 5, rows)
+
+
+def batch(base):
+    """This rank's inputs and targets, and the global targets (loss_on_root's, on rank 0)."""
+    x, y = shard(comm.rank, base)
+    return Tensor(x), y, np.concatenate([shard(r, base)[1] for r in range(comm.size)])
+test_only = {"frozen", "outputs", "base"}  # options wrap does not take
 out = []
 for strategy, options in CASES:
     net = model()
     if options.get("frozen"):  # a frozen first layer: broadcast, never reduced
         for p in net[0].parameters():
             p.requires_grad = False
-    wrapped = wrap(net, strategy, comm, **{k: v for k, v in options.items() if k != "frozen"})
+    wrapped = wrap(net, strategy, comm, **{k: v for k, v in options.items() if k not in test_only})
+    x, y, y_global = batch(options.get("base", 6))
     opt = optim.SGD([p for p in wrapped.parameters() if p.requires_grad], lr=0.1, momentum=0.9)
     for step in range(2):
         comm.ledger.reset()
-        loss = F.cross_entropy(wrapped(x), y)
+        if options.get("loss_on_root"):
+            loss = wrapped.loss(F.cross_entropy, wrapped(x), y_global if comm.rank == 0 else None)
+        else:
+            loss = F.cross_entropy(wrapped(x), y)
         wrapped.zero_grad()
         loss.backward()
         wrapped.step(opt)
-    measured = {phase: {k: int(v) for k, v in t.items() if k != "seconds"}
+    measured = {phase: {k: int(v) for k, v in t.items() if not k.endswith("seconds")}
                 for phase, t in comm.ledger.by_phase().items()}
     who = "rank0" if comm.rank == 0 else "other"
-    wrap_only = {"overlap", "frozen"}  # options the predictor does not need
+    wrap_only = {"overlap", "frozen", "base"}  # options the predictor does not need
     predicted = predict_step(strategy, comm.size, describe(net),
                              **{k: v for k, v in options.items() if k not in wrap_only})
     out.append({"strategy": strategy, "options": options, "measured": measured,
