@@ -3,9 +3,9 @@ minidist runs as one of several MPI ranks (``MINIDIST_MALLOC=default`` turns it 
 
 A training step frees megabytes of temporaries at its end; by default glibc hands big
 freed blocks back to the OS (trim, munmap) and the next step page-faults them back in,
-4 KiB at a time. Measured here (docs/performance.md): the CNN engine step took 0.65x the
-time with this setting (page faults per step 1883 -> 4, peak memory +1 MiB), a DDP CNN
-step on 2 ranks 0.6x. Needs only ctypes.
+4 KiB at a time. Measured here (docs/performance.md), paired runs: the CNN engine step
+took 0.52-0.65x the time with this setting (page faults per step ~4000 -> 4, peak memory
++1 MiB), a DDP CNN step on 2 ranks 0.33-0.5x. Needs only ctypes.
 """
 from __future__ import annotations
 
