@@ -11,6 +11,8 @@ import os
 # does, since BLAS's own threads only fight over the cores (a 67k-parameter MLP step took
 # ~150 ms instead of ~5 ms with 4 ranks on 2 cores). A value already set wins. It must
 # happen before NumPy is first imported: scripts import minidist first.
+# Such a job is also fail-stop from here on: an error on one rank ends every rank (this
+# loads minidist.comm, and so MPI, in that case only; see docs/reliability.md).
 if int(os.environ.get("PMI_SIZE") or os.environ.get("OMPI_COMM_WORLD_SIZE") or 1) > 1:
     for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(_var, "1")
@@ -18,6 +20,7 @@ if int(os.environ.get("PMI_SIZE") or os.environ.get("OMPI_COMM_WORLD_SIZE") or 1
         from .allocator import keep_freed_memory
 
         keep_freed_memory()
+    importlib.import_module(".comm.failstop", __name__).install()
 
 __version__ = "0.1.0"
 

@@ -262,9 +262,8 @@ def main(argv=None) -> int:
     comm = Communicator()
     if comm.rank == 0:
         warn_about(args, comm.size)
-    with comm.fail_together():
-        timing = time_setup(args, comm)
-        result = train_all(args, comm)
+    timing = time_setup(args, comm)  # an error on any rank ends the job (comm/failstop.py)
+    result = train_all(args, comm)
     if comm.rank == 0:
         save_and_report(args, comm, *result, timing)
     return 0

@@ -1,10 +1,9 @@
 """The ring all-reduce's cached per-call setup (minidist/comm/ring_plan.py): results stay
 exact when the same arrays come again, when new ones do, and past the cache's size."""
-import numpy as np
 import pytest
 
 from minidist.comm import ring_plan
-from minidist.comm.ring import RingSteps
+from minidist.comm.ring import ring_schedule
 from mpi_util import run_mpi
 
 
@@ -15,15 +14,12 @@ def test_repeated_ring_allreduces_stay_exact(n):
         assert r["ok"] and r["calls"] > 40 and 0 < r["plans"] <= r["max"]
 
 
-def test_same_arrays_get_the_same_plan_and_large_ones_none():
+def test_the_same_request_gets_the_same_schedule_and_the_cache_is_bounded():
     ring_plan.clear()
-    flat, buf = np.zeros(10), np.empty(5)
-    first = ring_plan.ring_steps(flat, 0, 2, "sum", np.add, buf)
-    assert isinstance(first, RingSteps) and ring_plan.ring_steps(flat, 0, 2, "sum", np.add, buf) is first
-    assert ring_plan.ring_steps(flat, 1, 2, "sum", np.add, buf) is not first  # another rank's schedule
-    assert ring_plan.ring_steps(flat, 0, 2, "mean", np.add, buf) is not first
-    big = np.zeros(ring_plan.MAX_PLAN_BYTES // 8 + 1)
-    plans = len(ring_plan._plans)
-    ring_plan.ring_steps(big, 0, 2, "sum", np.add, np.empty(big.size))
-    assert len(ring_plan._plans) == plans  # not cached
+    first = ring_plan.cached_schedule(3, 1, 10)
+    assert first == list(ring_schedule(3, 1, 10)) and ring_plan.cached_schedule(3, 1, 10) is first
+    assert ring_plan.cached_schedule(3, 2, 10) == list(ring_schedule(3, 2, 10))  # another rank's
+    for count in range(ring_plan.MAX_PLANS + 5):
+        ring_plan.cached_schedule(2, 0, count)
+    assert len(ring_plan._plans) == ring_plan.MAX_PLANS
     ring_plan.clear()

@@ -1,22 +1,10 @@
 """`Function`: an op's forward and backward, side by side.
 
-A subclass defines two static methods on NumPy arrays::
-
-    class Mul(Function):
-        @staticmethod
-        def forward(ctx, a, b):
-            ctx.save_for_backward(a, b)
-            return a * b
-
-        @staticmethod
-        def backward(ctx, grad):
-            a, b = ctx.saved_tensors
-            return grad * b, grad * a
-
-and is called as ``Mul.apply(x, y)`` on Tensors (or plain values). ``forward`` sees the
-arrays inside the Tensors; ``backward`` returns one gradient per positional input (None
-for inputs that are not Tensors or need no gradient). A gradient may have the shape of the
-broadcast output: the engine sums it back to the input's shape (see `unbroadcast`).
+A subclass defines ``forward(ctx, *arrays, **options) -> array`` and ``backward(ctx, grad)
+-> one gradient per positional input`` as static methods on NumPy arrays (``ctx.
+save_for_backward`` keeps what backward needs), and is called as ``Op.apply(*tensors)``.
+A gradient may have the broadcast output's shape: the engine sums it back to the input's
+(`unbroadcast`). A worked example: docs/autograd.md; every op in ops.py is one.
 """
 from __future__ import annotations
 

@@ -1,19 +1,10 @@
 """Finite-difference gradient checks, in float64.
 
 ``gradcheck(fn, inputs)`` compares the gradient that backward computes with central
-differences, element by element, for every input that requires grad. Use it for every
-op and layer::
-
-    x = Tensor(rng.standard_normal((4, 3)), requires_grad=True)      # float64
-    w = Tensor(rng.standard_normal((5, 3)), requires_grad=True)
-    gradcheck(lambda x, w: F.linear(x, w), [x, w])
-
-    layer = nn.Linear(3, 5).to(np.float64)                           # parameters too:
-    gradcheck(lambda x, *params: layer(x), [x, *layer.parameters()])
-
-Inputs are perturbed in place (``x.data[i] += eps``), so `fn` may reach them through a
-closure (a module's parameters) as well as through its arguments; each entry is restored
-to its exact original value afterwards.
+differences, element by element, for every input that requires grad; a failure names the
+input, the element, the shape and both values. Inputs are perturbed in place and restored
+exactly, so `fn` may reach them through a closure (a module's parameters) as well as
+through its arguments. Examples: docs/autograd.md.
 """
 from __future__ import annotations
 

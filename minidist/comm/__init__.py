@@ -1,6 +1,6 @@
 """minidist.comm: a Communicator that records every message in a ledger, and every
 collective written from its point-to-point calls. NumPy and mpi4py only: this package
-never imports autograd, nn or parallel.
+never imports autograd, nn, parallel or cost.
 
     from minidist.comm import Communicator, ring_allreduce
     comm = Communicator()                  # MPI.COMM_WORLD
@@ -8,17 +8,8 @@ never imports autograd, nn or parallel.
         ring_allreduce(comm, grads, op="mean")
     comm.ledger.totals("grad-allreduce")   # bytes/messages sent and received, seconds
 
-Arrays: C-contiguous float32, float64 or int64 (anything else raises, saying what to do);
-the ring collectives also take float16 (summed in float16, for DDP's fp16 hook).
-Reductions: op="sum" | "mean" | "max" | "min"; "mean" needs a floating dtype (TypeError
-for int64: use "sum" and divide).
-
-Run under ``mpiexec -n N python -m mpi4py script.py`` so that an exception on one rank
-aborts the whole job (or use ``with comm.fail_together():``).
-
-Non-blocking: ``op = RingAllreduce(comm, x, tag=...).start()``, then ``op.advance()``
-while computing and ``op.wait()`` at the end: the same ring as `ring_allreduce`, the
-same bytes, posted step by step.
+Dtypes, reduction ops, the non-blocking ring, fail-stop, the watchdog and debug mode:
+docs/comm.md and docs/reliability.md.
 """
 from .allreduce import (allreduce, choose_allreduce_algorithm, mpi_allreduce,
                         rabenseifner_allreduce, recursive_doubling_allreduce)

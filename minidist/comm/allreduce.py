@@ -1,27 +1,11 @@
 """All-reduce by recursive doubling and by Rabenseifner's algorithm, the `allreduce`
 dispatcher, and `mpi_allreduce` (the MPI library's own, as the reference).
 
-Both algorithms need a power-of-two number of ranks; for other N they do what MPICH
-does. With p the largest power of two <= N and rem = N - p, among the first 2*rem ranks
-each even rank sends its whole buffer to the odd rank above it and sits out ("fold in");
-the p ranks left, renumbered 0..p-1, run the algorithm; at the end each odd rank sends
-the result back to its even partner ("fold out"). That costs 2 extra rounds.
-
-* recursive doubling: log2(p) rounds; in round k rank v exchanges its WHOLE buffer with
-  rank v ^ 2**k and adds. Latency-optimal, bandwidth-poor (log2(p) full buffers).
-* Rabenseifner: a reduce-scatter by recursive halving (the buffer is cut into p pieces,
-  array_split layout; in each round a rank keeps one half of its current range and sends
-  the other half to its partner, distance p/2, p/4, ..., 1), after which rank v holds the
-  reduced piece v; then an all-gather by recursive doubling, the same exchanges in reverse.
-  2*log2(p) rounds, about 2(p-1)/p of the buffer moved, like the ring.
-
-Every rank ends with bit-identical bytes: partners compute a + b and b + a, which IEEE
-addition makes equal, and in Rabenseifner each piece is finished on one rank and copied.
-
-Small messages are dominated by per-call Python work, so `allreduce` checks its arguments
-once and calls the algorithms' unchecked bodies, and receive buffers come from the
-communicator's cache (`Communicator.take_scratch`). The "auto" choice is a table lookup
-(`minidist.comm.auto`).
+Both need a power-of-two number of ranks; for other N they do what MPICH does: the first
+2*(N - p) ranks fold pairwise into p = 2**floor(log2 N) ranks, which run the algorithm,
+and fold back out at the end. Recursive doubling exchanges the whole buffer log2(p)
+times (latency-optimal); Rabenseifner halves, then doubles (about 2(p-1)/p of the buffer,
+like the ring). Every rank ends with identical bits. Details: docs/comm.md.
 """
 from __future__ import annotations
 
@@ -95,7 +79,9 @@ def recursive_doubling_allreduce(comm, x: np.ndarray, op: str = "sum") -> np.nda
         x: any shape, C-contiguous, writable, the same shape and dtype on every rank.
     """
     check_array(x)
-    return _recursive_doubling(comm, x, op, check_op(op, x.dtype))
+    ufunc = check_op(op, x.dtype)
+    with comm.collective("recursive_doubling_allreduce", x, op=op):
+        return _recursive_doubling(comm, x, op, ufunc)
 
 
 def _recursive_doubling(comm, x, op, ufunc):
@@ -149,7 +135,9 @@ def rabenseifner_allreduce(comm, x: np.ndarray, op: str = "sum") -> np.ndarray:
         x: any shape, C-contiguous, writable, the same shape and dtype on every rank.
     """
     check_array(x)
-    return _rabenseifner(comm, x, op, check_op(op, x.dtype))
+    ufunc = check_op(op, x.dtype)
+    with comm.collective("rabenseifner_allreduce", x, op=op):
+        return _rabenseifner(comm, x, op, ufunc)
 
 
 def _rabenseifner(comm, x, op, ufunc):
@@ -195,7 +183,9 @@ def mpi_allreduce(comm, x: np.ndarray, op: str = "sum") -> np.ndarray:
     reference our algorithms are compared against, never used by the strategies. The
     ledger records it as one ``"mpi"`` entry (its seconds; no messages of ours)."""
     check_array(x)
-    return _mpi(comm, x, op, check_op(op, x.dtype))
+    ufunc = check_op(op, x.dtype)
+    with comm.collective("mpi_allreduce", x, op=op):
+        return _mpi(comm, x, op, ufunc)
 
 
 def _mpi(comm, x, op, ufunc):
@@ -227,4 +217,5 @@ def allreduce(comm, x: np.ndarray, op: str = "sum", algorithm: str = "auto") -> 
     ufunc = check_op(op, x.dtype)
     if algorithm == "auto":
         algorithm = choose_allreduce_algorithm(x.nbytes, comm.size)
-    return _IMPLEMENTATIONS[algorithm](comm, x, op, ufunc)
+    with comm.collective("allreduce", x, op=op, algorithm=algorithm):
+        return _IMPLEMENTATIONS[algorithm](comm, x, op, ufunc)

@@ -1,53 +1,37 @@
 """`Communicator`: point-to-point messages on NumPy arrays, each one recorded in a ledger.
 
-Every byte minidist moves between ranks goes through the buffer calls here (``Send``,
-``Recv``, ``Sendrecv``, ``Isend``, ``Irecv`` of mpi4py on NumPy arrays; never pickled
-objects), so the `Ledger` sees every message: phase, peer, direction, bytes, and the
-seconds spent inside the call. The collectives (ring.py, rooted.py, allreduce.py) are
-written on top of these calls alone.
+Every byte minidist moves between ranks goes through the calls here (mpi4py's ``Isend`` /
+``Irecv`` on NumPy arrays, never pickled objects), so the `Ledger` sees every message:
+phase, peer, direction, bytes, and the seconds spent inside the call. The collectives
+(ring.py, rooted.py, allreduce.py) are written on top of these calls alone.
 
-Failing together. An exception on one rank must not leave the others waiting forever:
-
-* run scripts as ``mpiexec -n 4 python -m mpi4py script.py``: mpi4py then calls
-  ``MPI_Abort`` on an uncaught exception, which ends every rank (the recommended way);
-* or wrap the work in ``with comm.fail_together(): ...``, which prints the error with the
-  rank and aborts the job; it works under a plain ``mpiexec -n 4 python script.py`` too;
-* or call ``comm.abort("what went wrong")`` yourself.
-
-Scratch: the collectives take their receive buffers from the communicator's cache
-(`take_scratch` / `return_scratch`): grow-only byte buffers kept between calls, so that a
-large all-reduce does not fault a fresh buffer in on every call. A buffer serves one
-collective at a time (non-blocking rings in flight each hold their own); the ledger counts
-a buffer as scratch only while a collective uses it.
-
-A Communicator is not thread-safe: use it from one thread at a time (give a background
-thread its own, e.g. ``Communicator(comm.mpi.Dup())``).
+Blocking calls post their requests and wait in watchdog.py's polling loop (Ctrl-C works,
+``MINIDIST_TIMEOUT``, yielding); in a job of several ranks a Communicator turns fail-stop
+on (failstop.py); with ``debug=True`` or ``MINIDIST_DEBUG=1`` the ranks compare each
+collective call first (debug.py). Receive buffers come from a cache (scratch.py). See
+docs/reliability.md. Not thread-safe: give a background thread its own communicator
+(``Communicator(comm.mpi.Dup())``).
 """
 from __future__ import annotations
 
-import sys
-import traceback
-from contextlib import contextmanager
+import os
 from time import perf_counter
 
 import numpy as np
 from mpi4py import MPI
 
+from . import failstop
 from .allreduce import allreduce
-from .tags import TAG_BARRIER
+from .debug import CallScope
 from .ledger import DEFAULT_PHASE, RECV, SEND, Ledger
 from .ring import ring_allgather
+from .scratch import ScratchCache
+from .tags import COMM_TAGS, TAG_BARRIER, model_tag_shift
+from .watchdog import (check_timeout, timeout_from_environment, truncation_error, wait_all,
+                       yielding_from_environment)
 
 _BYTE = MPI.BYTE
 _EMPTY = np.empty(0, dtype=np.uint8)
-
-
-def _raise_if_truncated(exc: Exception, rank: int, source: int, buf: np.ndarray) -> None:
-    """A truncated message means the ranks disagree on sizes: say so in plain words."""
-    if exc.Get_error_class() == MPI.ERR_TRUNCATE:
-        raise ValueError(f"rank {rank}: the message from rank {source} is larger than the "
-                         f"receive buffer ({buf.nbytes} bytes, dtype {buf.dtype}); every rank "
-                         "must pass an array of the same shape and dtype") from exc
 
 
 class Request:
@@ -56,6 +40,7 @@ class Request:
     phase that was current when it was posted."""
 
     __slots__ = ("_comm", "_req", "_phase", "_peer", "_direction", "_nbytes", "_seconds", "done")
+    # _peer, _direction, _nbytes: what was posted (`posted` gives them to the wait loop)
 
     def __init__(self, comm, req, phase, peer, direction, nbytes, seconds):
         self._comm, self._req, self._phase = comm, req, phase
@@ -67,8 +52,14 @@ class Request:
             return
         status = MPI.Status()
         t0 = perf_counter()
-        self._req.Wait(status)
+        wait_all(self._comm, [self._req], [status], [self.posted])
         self._finish(status, perf_counter() - t0)
+
+    @property
+    def posted(self) -> tuple:
+        """``(direction, peer, nbytes)``: as posted; for a completed receive, the bytes
+        that arrived."""
+        return self._direction, self._peer, self._nbytes
 
     def test(self) -> bool:
         """True if the request has completed (and then records it); never blocks. The
@@ -77,7 +68,10 @@ class Request:
             return True
         status = MPI.Status()
         t0 = perf_counter()
-        completed = self._req.Test(status)
+        try:
+            completed = self._req.Test(status)
+        except MPI.Exception as exc:
+            raise truncation_error(self._comm, exc, self.posted) from None
         if completed:
             self._finish(status, perf_counter() - t0)
         else:
@@ -87,15 +81,14 @@ class Request:
     def _finish(self, status, seconds: float) -> None:
         peer, nbytes = self._peer, self._nbytes
         if self._direction == RECV:  # the true size and sender of what arrived
-            nbytes = status.Get_count(_BYTE)
+            nbytes = self._nbytes = status.Get_count(_BYTE)
             peer = status.Get_source() if peer < 0 else peer
         self._comm.ledger.record(self._phase, peer, self._direction, nbytes, self._seconds + seconds)
         self.done = True
 
 
 class _PhaseScope:
-    """The context manager of `Communicator.phase`: a plain class, several times cheaper
-    than a @contextmanager generator (the non-blocking ring enters one per step)."""
+    """The context manager of `Communicator.phase` (a plain class: the ring enters one per step)."""
 
     __slots__ = ("_comm", "_name", "_previous")
 
@@ -112,13 +105,20 @@ class _PhaseScope:
 
 
 class Communicator:
-    """``Communicator(mpi_comm=None, detailed=False)`` wraps an mpi4py communicator
-    (``MPI.COMM_WORLD`` by default; a plain ``python script.py`` is a world of size 1).
+    """``Communicator(mpi_comm=None, detailed=False, *, debug=None, timeout=None)`` wraps
+    an mpi4py communicator (``MPI.COMM_WORLD`` by default; a plain ``python script.py`` is
+    a world of size 1).
 
     Attributes:
         rank (int), size (int): this process's rank and the number of ranks.
         ledger (Ledger): this rank's record of messages and scratch memory.
         mpi (mpi4py.MPI.Comm): the raw communicator (for the reference MPI calls).
+        debug (bool): compare each collective call across ranks first ($MINIDIST_DEBUG).
+        timeout (float): the watchdog's limit on one wait, s (0: none; $MINIDIST_TIMEOUT: 300).
+        yielding (bool): waits give the core away (``$MINIDIST_YIELD``, watchdog.py).
+        step (int | None): the training step in progress (1-based), set by wrapped models.
+        model (int | None): the wrapped model stepping now; both name what a message is about.
+        operation (str | None): the collective running now; calls (int): collectives so far.
 
     Point-to-point calls take C-contiguous NumPy arrays; `recv` and `sendrecv` return the
     number of bytes that arrived. Tags default to 0; the collectives use tags >= 30000.
@@ -126,17 +126,33 @@ class Communicator:
 
     timeline = None  # a timeline.Timeline records collective calls and spans when set
 
-    def __init__(self, mpi_comm=None, detailed: bool = False):
+    def __init__(self, mpi_comm=None, detailed: bool = False, *, debug: bool | None = None,
+                 timeout: float | None = None):
+        self.timeout = timeout_from_environment() if timeout is None else check_timeout(timeout)
+        if debug is None:
+            debug = os.environ.get("MINIDIST_DEBUG", "0").strip().lower() not in ("", "0", "false", "no")
+        self.debug = bool(debug)
+        self.yielding = yielding_from_environment()
         self.mpi = MPI.COMM_WORLD if mpi_comm is None else mpi_comm
         self.rank = self.mpi.Get_rank()
         self.size = self.mpi.Get_size()
+        if MPI.COMM_WORLD.Get_size() > 1:
+            failstop.install()
         self.ledger = Ledger(detailed)
+        self.step = self.model = self.operation = None
+        self.calls = 0
         self._phase = DEFAULT_PHASE
-        self._status = MPI.Status()  # reused by the blocking calls (one thread at a time)
-        self._idle_scratch: list[np.ndarray] = []  # idle cached buffers (views of uint8 .base)
+        self._statuses = [MPI.Status(), MPI.Status()]  # reused by the blocking calls (one thread at a time)
+        self._scratch = ScratchCache()
 
     def __repr__(self) -> str:
         return f"Communicator(rank={self.rank}, size={self.size}, phase={self._phase!r})"
+
+    def collective(self, name: str, x=None, *, op=None, root=None, algorithm=None) -> CallScope:
+        """``with comm.collective("broadcast", x, root=0): ...`` marks a collective call:
+        names it for the watchdog's messages, counts it, and in debug mode first checks
+        that every rank makes the same call (debug.py)."""
+        return CallScope(self, name, x, op, root, algorithm)
 
     # ---- phases --------------------------------------------------------------------------
     @property
@@ -174,21 +190,25 @@ class Communicator:
         """`minidist.comm.allreduce` of `x` in place over this communicator."""
         return allreduce(self, x, op, algorithm)
 
-    # ---- blocking point-to-point -----------------------------------------------------------
+    def _scoped(self, tag: int) -> int:
+        """A collective's tag is shifted while a wrapped model steps (tags.model_tag_shift)."""
+        return tag + model_tag_shift(self.model) if self.model is not None and tag in COMM_TAGS else tag
+
+    # ---- blocking point-to-point (posted, then waited for in watchdog.py's loop) -----------
     def send(self, buf: np.ndarray, dest: int, tag: int = 0) -> None:
         t0 = perf_counter()
-        self.mpi.Send(buf, dest, tag)
+        tag = self._scoped(tag)
+        request = self.mpi.Isend(buf, dest, tag)
+        wait_all(self, [request], self._statuses[:1], [(SEND, dest, buf.nbytes)])
         self.ledger.record(self._phase, dest, SEND, buf.nbytes, perf_counter() - t0)
 
     def recv(self, buf: np.ndarray, source: int, tag: int = 0) -> int:
         """Receive into `buf` (at most ``buf.nbytes``); returns the bytes that arrived."""
-        status = self._status
+        status = self._statuses[0]
         t0 = perf_counter()
-        try:
-            self.mpi.Recv(buf, source, tag, status)
-        except MPI.Exception as exc:
-            _raise_if_truncated(exc, self.rank, source, buf)
-            raise
+        tag = self._scoped(tag)
+        request = self.mpi.Irecv(buf, source, tag)
+        wait_all(self, [request], [status], [(RECV, source, buf.nbytes)])
         seconds = perf_counter() - t0
         nbytes = status.Get_count(_BYTE)
         self.ledger.record(self._phase, source if source >= 0 else status.Get_source(),
@@ -200,30 +220,28 @@ class Communicator:
         """Send `sendbuf` to `dest` while receiving into `recvbuf` from `source` (no
         deadlock whatever the order); returns the bytes received. Its seconds are recorded
         on the receive side only."""
-        status = self._status
+        statuses = self._statuses
         t0 = perf_counter()
-        try:
-            self.mpi.Sendrecv(sendbuf, dest, tag, recvbuf, source, tag, status)
-        except MPI.Exception as exc:
-            _raise_if_truncated(exc, self.rank, source, recvbuf)
-            raise
+        tag = self._scoped(tag)
+        requests = [self.mpi.Irecv(recvbuf, source, tag), self.mpi.Isend(sendbuf, dest, tag)]
+        wait_all(self, requests, statuses, [(RECV, source, recvbuf.nbytes), (SEND, dest, sendbuf.nbytes)])
         seconds = perf_counter() - t0
-        nbytes = status.Get_count(_BYTE)
+        nbytes = statuses[0].Get_count(_BYTE)
         self.ledger.record_exchange(self._phase, dest, sendbuf.nbytes,
-                                    source if source >= 0 else status.Get_source(), nbytes, seconds)
+                                    source if source >= 0 else statuses[0].Get_source(), nbytes, seconds)
         return nbytes
 
     # ---- non-blocking ------------------------------------------------------------------
     def isend(self, buf: np.ndarray, dest: int, tag: int = 0) -> Request:
         """Start sending `buf`; do not touch it until the request's `wait()` returns."""
         t0 = perf_counter()
-        req = self.mpi.Isend(buf, dest, tag)
+        req = self.mpi.Isend(buf, dest, self._scoped(tag))
         return Request(self, req, self._phase, dest, SEND, buf.nbytes, perf_counter() - t0)
 
     def irecv(self, buf: np.ndarray, source: int, tag: int = 0) -> Request:
         """Start receiving into `buf`; it holds the message once `wait()` returns."""
         t0 = perf_counter()
-        req = self.mpi.Irecv(buf, source, tag)
+        req = self.mpi.Irecv(buf, source, self._scoped(tag))
         return Request(self, req, self._phase, source, RECV, buf.nbytes, perf_counter() - t0)
 
     def waitall(self, requests) -> None:
@@ -234,64 +252,34 @@ class Communicator:
             return
         statuses = [MPI.Status() for _ in pending]
         t0 = perf_counter()
-        MPI.Request.Waitall([r._req for r in pending], statuses)
+        wait_all(self, [r._req for r in pending], statuses, [r.posted for r in pending])
         share = (perf_counter() - t0) / len(pending)
         for r, status in zip(pending, statuses):
             r._finish(status, share)
 
-    # ---- scratch: cached, grow-only receive buffers -----------------------------------------
+    # ---- scratch: receive buffers from the cache (scratch.py says why) ----------------------
     def take_scratch(self, count: int, dtype: np.dtype) -> np.ndarray:
         """A 1-D array of `count` elements of `dtype` (an np.dtype; uninitialised) for a
-        collective's receive buffer, reported to the ledger as ``count * itemsize`` bytes
-        of scratch until `return_scratch`.
-
-        It is carved from a cache of byte buffers kept between calls, so that a large
-        collective does not page-fault a fresh buffer in on every call (glibc hands big
-        freed blocks back to the OS). Each buffer serves one user at a time: the smallest
-        idle one that is large enough; if none is, the largest idle one is replaced by a
-        larger one (the cache only grows); if none is idle, a new one joins the cache. So
-        several non-blocking rings in flight hold different buffers, and the cache holds
-        as many buffers as were ever in use at once. `scratch_cache_bytes` says how much it
-        holds; `drop_scratch_cache` frees it."""
-        nbytes = count * dtype.itemsize
-        idle = self._idle_scratch
-        if len(idle) == 1:  # the usual case, kept short
-            last = idle[0]
-            if last.size == count and last.dtype == dtype:  # the same request as last time
-                self.ledger.alloc(nbytes)
-                return idle.pop()
-            buf = idle.pop().base if last.base.nbytes >= nbytes else self._fitting_scratch(nbytes)
-        else:
-            buf = self._fitting_scratch(nbytes)
-        self.ledger.alloc(nbytes)
-        return np.ndarray(count, dtype, buf)  # its .base is `buf`, the cached bytes
-
-    def _fitting_scratch(self, nbytes: int) -> np.ndarray:
-        """Remove from the cache and return the smallest idle byte buffer of at least
-        `nbytes`; if none is that large, drop the largest idle one and allocate afresh."""
-        idle = self._idle_scratch
-        fits = [i for i, a in enumerate(idle) if a.base.nbytes >= nbytes]
-        if fits:
-            return idle.pop(min(fits, key=lambda i: idle[i].base.nbytes)).base
-        if idle:  # grow-only: the largest idle buffer makes way for a larger one
-            idle.pop(max(range(len(idle)), key=lambda i: idle[i].base.nbytes))
-        return np.empty(nbytes, np.uint8)
+        collective's receive buffer, from the communicator's `ScratchCache`, reported to
+        the ledger as ``count * itemsize`` bytes of scratch until `return_scratch`."""
+        self.ledger.alloc(count * dtype.itemsize)
+        return self._scratch.take(count, dtype)
 
     def return_scratch(self, array: np.ndarray) -> None:
         """Give back an array from `take_scratch` (once); the ledger's scratch drops by its
         bytes, and its buffer waits in the cache for the next collective."""
         self.ledger.free(array.nbytes)
-        self._idle_scratch.append(array)  # kept typed: the next same-sized take reuses it
+        self._scratch.give_back(array)
 
     @property
     def scratch_cache_bytes(self) -> int:
         """Bytes of receive buffers the cache holds idle between calls (not in the ledger:
         it counts scratch only while a collective uses it)."""
-        return sum(a.base.nbytes for a in self._idle_scratch)
+        return self._scratch.idle_bytes
 
     def drop_scratch_cache(self) -> None:
         """Free the idle cached receive buffers (the next collective allocates afresh)."""
-        self._idle_scratch.clear()
+        self._scratch.clear()
 
     # ---- synchronisation and failure -----------------------------------------------------
     def barrier(self) -> None:
@@ -299,28 +287,14 @@ class Communicator:
         an empty message to ``rank + 2**k`` and receives one from ``rank - 2**k`` (mod
         size); after ceil(log2 size) rounds every rank has heard, indirectly, from all.
         Recorded like any message (0 bytes), under the current phase."""
-        step = 1
-        while step < self.size:
-            self.sendrecv(_EMPTY, (self.rank + step) % self.size, _EMPTY,
-                          (self.rank - step) % self.size, TAG_BARRIER)
-            step *= 2
+        with self.collective("barrier"):
+            distance = 1
+            while distance < self.size:
+                self.sendrecv(_EMPTY, (self.rank + distance) % self.size, _EMPTY,
+                              (self.rank - distance) % self.size, TAG_BARRIER)
+                distance *= 2
 
     def abort(self, message: str, errorcode: int = 1) -> None:
         """Print `message` to stderr as ``[rank R/N] message`` and end every rank of the job
         with MPI_Abort (no rank is left waiting). Does not return."""
-        sys.stderr.write(f"[rank {self.rank}/{self.size}] {message}\n")
-        sys.stderr.flush()
-        self.mpi.Abort(errorcode)
-
-    @contextmanager
-    def fail_together(self):
-        """``with comm.fail_together(): ...``: an exception inside the block prints its
-        traceback with this rank's number and aborts the whole job, so the other ranks do
-        not hang in a collective waiting for this one. In a world of size 1 the exception
-        is simply re-raised (nobody can be left waiting)."""
-        try:
-            yield self
-        except BaseException as exc:
-            if self.size == 1 or (isinstance(exc, SystemExit) and exc.code in (0, None)):
-                raise
-            self.abort(f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}")
+        failstop.abort(message, errorcode)

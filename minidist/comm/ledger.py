@@ -1,28 +1,11 @@
 """`Ledger`: what one rank sent, received, waited for and allocated, per phase.
 
-The `Communicator` calls `record` once per message (or per completed request). To keep
-that cheap, the ledger aggregates counters per ``(phase, peer, direction)``: one dict
-lookup and three additions per message. A per-message log is kept only when
-``detailed=True`` (off by default), for timelines and for tests that replay the order of
-messages.
-
-Directions are ``"send"``, ``"recv"`` and ``"mpi"`` (a call into the MPI library's own
-collective, e.g. `mpi_allreduce`: its seconds count, its bytes are not messages of ours).
-A combined call (``Sendrecv``) is recorded as one send and one receive; its seconds go to
-the receive side only, so that ``totals()["seconds"]`` is the wall time spent inside
-communication calls, never counted twice.
-
-Waiting: `add_wait` records, per phase, the part of the collective calls' time spent
-before their last participant entered; `Timeline.settle` (timeline.py) computes it after
-the step, and ``totals()["wait_seconds"]`` reports it beside ``seconds``.
-
-Temporary buffers: collectives report the scratch space they use with `alloc` / `free`
-(or the `temporary` context manager); the ledger keeps the current total and its peak
-(``peak_temp_bytes``), so a memory report can show what each strategy costs beyond
-parameters and gradients. A receive buffer that the `Communicator` keeps between calls
-(its grow-only scratch cache) is reported here only while a collective uses it, and only
-the bytes that collective uses: the counts are those of counts.scratch_bytes, whatever
-the cache happens to hold.
+The `Communicator` calls `record` once per message; the ledger aggregates counters per
+``(phase, peer, direction)`` (``"send"``, ``"recv"``, or ``"mpi"`` for a call into the MPI
+library's own collective). A ``Sendrecv``'s seconds go to its receive side only, so
+``totals()["seconds"]`` is the wall time inside communication calls, never counted twice;
+``wait_seconds`` beside it is the part spent before the last participant entered. It also
+tracks the scratch buffers collectives use (current and peak). Details: docs/comm.md.
 """
 from __future__ import annotations
 
@@ -52,7 +35,6 @@ class Ledger:
         self._counters: dict[tuple, list] = {}  # (phase, peer, direction) -> [messages, bytes, seconds]
         self._log: list[dict] = []
         self._wait: dict[str, float] = {}  # phase -> seconds waiting for the last peer (timeline.py)
-        self._last_exchange = None  # (phase, dest, source, send counters, recv counters)
         self.current_temp_bytes = 0
         self.peak_temp_bytes = 0
 
@@ -73,31 +55,10 @@ class Ledger:
 
     def record_exchange(self, phase: str, dest, sent: int, source, received: int,
                         seconds: float) -> None:
-        """One combined send-and-receive (``Sendrecv``): the same as ``record(phase, dest,
-        "send", sent, 0.0)`` then ``record(phase, source, "recv", received, seconds)``, in
-        one call (it is on every step of every collective)."""
-        last = self._last_exchange  # a ring or a butterfly repeats the same peers and phase
-        if last is not None and last[0] == phase and last[1] == dest and last[2] == source:
-            sends, recvs = last[3], last[4]
-        else:
-            counters = self._counters
-            sends = counters.get((phase, dest, SEND))
-            if sends is None:
-                sends = counters[phase, dest, SEND] = [0, 0, 0.0]
-            recvs = counters.get((phase, source, RECV))
-            if recvs is None:
-                recvs = counters[phase, source, RECV] = [0, 0, 0.0]
-            self._last_exchange = (phase, dest, source, sends, recvs)
-        sends[0] += 1
-        sends[1] += sent
-        recvs[0] += 1
-        recvs[1] += received
-        recvs[2] += seconds
-        if self.detailed:
-            self._log.append({"phase": phase, "peer": dest, "direction": SEND, "messages": 1,
-                              "bytes": int(sent), "seconds": 0.0})
-            self._log.append({"phase": phase, "peer": source, "direction": RECV, "messages": 1,
-                              "bytes": int(received), "seconds": seconds})
+        """One combined send-and-receive (``Sendrecv``): a send of `sent` bytes to `dest`
+        (no seconds) and a receive of `received` bytes from `source` (all the seconds)."""
+        self.record(phase, dest, SEND, sent, 0.0)
+        self.record(phase, source, RECV, received, seconds)
 
     # ---- queries -------------------------------------------------------------------------
     def totals(self, phase: str | None = None) -> dict:
@@ -160,7 +121,6 @@ class Ledger:
     def reset(self) -> None:
         """Forget every message; the scratch peak restarts from what is held now."""
         self._counters.clear()
-        self._last_exchange = None  # its counters were just dropped
         self._log.clear()
         self._wait.clear()
         self.peak_temp_bytes = self.current_temp_bytes

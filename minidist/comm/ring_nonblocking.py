@@ -1,30 +1,25 @@
 """`RingAllreduce`: the ring all-reduce of ring.py, posted step by step, so that it can
 progress while the caller computes (DDP's buckets during backward).
 
-It runs the very `RingSteps` schedule of the blocking `ring_allreduce`: the same chunks,
-the same additions in the same order (partial from the left + own), so the bytes of the
-result are identical to the blocking ring's, and the ledger records the same messages
-(2(N-1) each way, counts.py's ``"ring_allreduce"``). Only the transport differs: each
-step is an ``irecv`` from the left and an ``isend`` to the right; the step is applied,
-and the next one posted, when both have completed (`Request.test` or a blocking wait).
-
-Several all-reduces may be in flight at once between the same neighbours as long as each
-has its own tag (MPI matches messages by source and tag; two rings on one tag could take
-each other's messages): starting one on a tag that another one in flight on the same
-communicator still uses raises ValueError. Progress is only made inside `advance` and
-`wait`; every rank must eventually drive every ring it started to the end, and blocking
-waits on several rings must be made in the same order on every rank.
+It runs the very `ring_schedule` of the blocking `ring_allreduce`: the same chunks and
+additions in the same order, so the same bytes and the same ledger (2(N-1) messages each
+way). Each step is an ``irecv`` from the left and an ``isend`` to the right, applied (and
+the next one posted) once both have completed. Several rings may be in flight between the
+same neighbours if each has its own tag (MPI matches by source and tag): a tag already in
+flight on the communicator raises ValueError. Progress happens only inside `advance` and
+`wait`; every rank must drive every ring it started to the end, and make its blocking
+waits on several rings in the same order. Debug mode does not check these rings (ranks
+may start them in any order): the wrapped model's ``step()`` is checked instead.
 """
 from __future__ import annotations
 
 import weakref
 
 import numpy as np
-from mpi4py import MPI
 
+from .checks import RING_DTYPES, check_array, check_op, mismatch_error
+from .ring import combine, ring_schedule, ring_scratch_count, wire
 from .tags import TAG_RING_ALLREDUCE
-from .checks import RING_DTYPES, check_array, check_op
-from .ring import RingSteps, ring_scratch_count
 from .timeline import RingTrace
 
 _tags_in_flight: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # comm -> {tag}
@@ -69,8 +64,10 @@ class RingAllreduce:
             raise ValueError(f"tag must be a non-negative int (got {tag!r})")
         self.comm, self.x, self.op, self.tag = comm, x, op, int(tag)
         self._ufunc = ufunc
-        self._steps = None  # built by start(), with a receive buffer of its own
-        self._buffer = None
+        self._flat = x.reshape(-1)
+        self._schedule = ()  # built by start(): [(send, recv, reduce)] per step
+        self._buffer = None  # a receive buffer of its own while it runs
+        self._incoming = None  # where the current step's message lands
         self.total_steps = 2 * (comm.size - 1)
         self.step = 0
         self.done = comm.size == 1
@@ -95,13 +92,12 @@ class RingAllreduce:
                                  f"this communicator (rank {self.comm.rank}); give each concurrent "
                                  "ring its own tag, or wait() for the other one first")
             in_flight.add(self.tag)
-            comm = self.comm
+            comm, flat = self.comm, self._flat
             if getattr(comm, "timeline", None) is not None:
                 self._trace = RingTrace(comm.timeline, self._phase, self.tag, self.x.nbytes)
-            flat = self.x if self.x.ndim == 1 else self.x.reshape(-1)
             # its own buffer (reported as scratch) until done: rings in flight never share
             self._buffer = comm.take_scratch(ring_scratch_count(flat.size, comm.size), flat.dtype)
-            self._steps = RingSteps(flat, comm.rank, comm.size, self.op, self._ufunc, self._buffer)
+            self._schedule = list(ring_schedule(comm.size, comm.rank, flat.size))
             self._post()
             if self._trace is not None:
                 self._trace.inside(self._trace.call.enter)  # setting up and posting step 0
@@ -109,19 +105,29 @@ class RingAllreduce:
         return self
 
     def _post(self) -> None:
-        send, recv = self._steps.buffers(self.step)
-        comm = self.comm
+        send, recv, reduce = self._schedule[self.step]
+        flat, comm = self._flat, self.comm
+        self._incoming = self._buffer[: recv.stop - recv.start] if reduce else flat[recv]
         if self._trace is not None:
             self._trace.posted()
         with comm.phase(self._phase):
-            self._requests = (comm.irecv(recv, self._left, self.tag),
-                              comm.isend(send, self._right, self.tag))
+            self._requests = (comm.irecv(wire(self._incoming), self._left, self.tag),
+                              comm.isend(wire(flat[send]), self._right, self.tag))
 
     def _complete_step(self) -> None:
-        self._steps.finish(self.step)
+        send, recv, reduce = self._schedule[self.step]
+        arrived = self._requests[0].posted[2]
+        if arrived != self._incoming.nbytes:
+            raise mismatch_error("RingAllreduce", self.comm.rank, self._left, arrived,
+                                 self._incoming.nbytes)
+        if reduce:  # as in ring_allreduce: partial from the left + our part
+            own = self._flat[recv]
+            combine(self._ufunc, self._incoming, own, out=own)
+            if self.step == self.comm.size - 2 and self.op == "mean":  # chunk `rank`, final here
+                np.divide(own, self.comm.size, out=own)
         if self._trace is not None:
-            send, recv = self._steps.buffers(self.step)
-            self._trace.step_done(self.step, self.total_steps, send.nbytes, recv.nbytes,
+            sent = (send.stop - send.start) * self._flat.itemsize
+            self._trace.step_done(self.step, self.total_steps, sent, self._incoming.nbytes,
                                   self._right, self._left)
         self.step += 1
         if self.step < self.total_steps:
@@ -130,36 +136,35 @@ class RingAllreduce:
         self.done = True
         self._requests = ()
         self.comm.return_scratch(self._buffer)  # back to the cache for the next ring
-        self._buffer = None
+        self._buffer = self._incoming = None
         _tags_in_flight[self.comm].discard(self.tag)
 
     def _ready(self, block: bool) -> bool:
-        """Whether both requests of the current step are complete (waiting if `block`)."""
-        try:
-            if block:
-                self.comm.waitall(self._requests)
-                return True
-            recv, send = self._requests  # test both: each records itself when it completes
-            return recv.test() & send.test()
-        except MPI.Exception as exc:
-            if exc.Get_error_class() == MPI.ERR_TRUNCATE:
-                expected = self._steps.buffers(self.step)[1].nbytes
-                raise ValueError(f"RingAllreduce: rank {self.comm.rank} received a message from "
-                                 f"rank {self._left} larger than the {expected} bytes expected at step "
-                                 f"{self.step}; every rank must pass an array of the same shape "
-                                 "and dtype") from exc
-            raise
+        """Whether both requests of the current step are complete (waiting if `block`; a
+        message of the wrong size raises ValueError, watchdog.py)."""
+        if block:
+            self.comm.waitall(self._requests)
+            return True
+        recv, send = self._requests  # test both: each records itself when it completes
+        return recv.test() & send.test()
 
     def advance(self, block: bool = False) -> bool:
         """Complete as many steps as are ready, posting each next one (``block``: wait for
         at least one). Returns `done`."""
         if not self._started:
             raise RuntimeError(f"{self!r} has not been started; call start() first")
+        comm, named = self.comm, self.comm.operation is None
+        if named:  # what the watchdog names if a wait here never ends
+            comm.operation = f"RingAllreduce (tag {self.tag}, step {self.step}/{self.total_steps})"
         trace = self._trace
         start = None if trace is None else trace.now()
-        while not self.done and self._ready(block):
-            block = False
-            self._complete_step()
+        try:
+            while not self.done and self._ready(block):
+                block = False
+                self._complete_step()
+        finally:
+            if named:
+                comm.operation = None
         if trace is not None:  # the time inside this call: tests, waits, additions, posts
             trace.inside(start)
             if self.done:

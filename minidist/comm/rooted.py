@@ -32,23 +32,35 @@ def _recv_exact(comm, buf, source, tag, what):
 
 
 @traced("gather_to_root")
-def gather_to_root(comm, x: np.ndarray, root: int = 0):
+def gather_to_root(comm, x: np.ndarray, root: int = 0, out: np.ndarray | None = None):
     """Every rank's `x`, stacked in rank order, on the root; None on the other ranks.
 
     Linear: each non-root sends `x` once; the root receives N-1 messages, in rank order,
-    straight into the output. `x` is not modified.
+    straight into the output: `out` when given (the root's, reused step after step; `x`
+    may be its row ``root``), else a new array. `x` is not modified.
 
     Shape:
         x: any shape, the same on every rank. output (root): ``(N, *x.shape)``.
     """
     check_array(x, writable=False)
     root = check_root(root, comm.size)
+    if out is not None and comm.rank == root:
+        check_array(out, "out")
+        if out.shape != (comm.size, *x.shape) or out.dtype != x.dtype:
+            raise ValueError(f"gather_to_root: out has shape {out.shape} and dtype {out.dtype}; it "
+                             f"must be {(comm.size, *x.shape)} and {x.dtype}")
+    with comm.collective("gather_to_root", x, root=root):
+        return _gather(comm, x, root, out)
+
+
+def _gather(comm, x, root, out=None):
     if comm.rank != root:
         comm.send(x, root, TAG_GATHER)
         return None
-    out = np.empty((comm.size, *x.shape), x.dtype)
+    out = np.empty((comm.size, *x.shape), x.dtype) if out is None else out
     rows = out.reshape(comm.size, x.size)  # one writable 1-D view per rank, even for 0-d x
-    rows[root] = x.reshape(-1)
+    if not np.shares_memory(rows[root], x):
+        rows[root] = x.reshape(-1)
     for source in range(comm.size):
         if source != root:
             _recv_exact(comm, rows[source], source, TAG_GATHER, "gather_to_root")
@@ -76,10 +88,11 @@ def reduce_to_root(comm, x: np.ndarray, root: int = 0, op: str = "sum",
     root = check_root(root, comm.size)
     ufunc = check_op(op, x.dtype)
     check_choice("algorithm", algorithm, ROOTED_ALGORITHMS)
-    if algorithm == "linear":
-        result = _reduce_linear(comm, x, root, ufunc)
-    else:
-        result = _reduce_binomial(comm, x, root, ufunc)
+    with comm.collective("reduce_to_root", x, op=op, root=root, algorithm=algorithm):
+        if algorithm == "linear":
+            result = _reduce_linear(comm, x, root, ufunc)
+        else:
+            result = _reduce_binomial(comm, x, root, ufunc)
     if result is not None and op == "mean":
         np.divide(result, comm.size, out=result)
     return result
@@ -160,6 +173,11 @@ def broadcast(comm, x: np.ndarray, root: int = 0, algorithm: str = "linear") -> 
     check_array(x)
     root = check_root(root, comm.size)
     check_choice("algorithm", algorithm, ROOTED_ALGORITHMS)
+    with comm.collective("broadcast", x, root=root, algorithm=algorithm):
+        return _broadcast(comm, x, root, algorithm)
+
+
+def _broadcast(comm, x, root, algorithm):
     rank, size = comm.rank, comm.size
     if algorithm == "linear":
         if rank == root:
@@ -200,8 +218,13 @@ def scatter(comm, x, root: int = 0, out: np.ndarray | None = None) -> np.ndarray
         x (root): ``(n, *rest)``, ndim 1..8. output on rank r: ``(n // N + (r < n % N), *rest)``.
     """
     root = check_root(root, comm.size)
-    if comm.rank == root:
-        return _scatter_from_root(comm, x, root, out)
+    with comm.collective("scatter", x if comm.rank == root else None, root=root):
+        if comm.rank == root:
+            return _scatter_from_root(comm, x, root, out)
+        return _scatter_to(comm, root, out)
+
+
+def _scatter_to(comm, root, out):
     problem = None
     if out is not None:
         try:

@@ -59,23 +59,6 @@ def uniform_(tensor: Tensor, a: float = 0.0, b: float = 1.0, *, rng: np.random.G
     return _fill(tensor, rng.uniform(a, b, size=tensor.shape))
 
 
-def normal_(tensor: Tensor, mean: float = 0.0, std: float = 1.0, *, rng: np.random.Generator) -> Tensor:
-    """Fill with N(mean, std^2)."""
-    return _fill(tensor, rng.normal(mean, std, size=tensor.shape))
-
-
-def constant_(tensor: Tensor, value: float) -> Tensor:
-    return _fill(tensor, value)
-
-
-def zeros_(tensor: Tensor) -> Tensor:
-    return _fill(tensor, 0)
-
-
-def ones_(tensor: Tensor) -> Tensor:
-    return _fill(tensor, 1)
-
-
 def kaiming_uniform_(tensor: Tensor, a: float = 0.0, mode: str = "fan_in",
                      nonlinearity: str = "leaky_relu", *, rng: np.random.Generator) -> Tensor:
     """Fill with U(-bound, bound), bound = gain * sqrt(3 / fan). With ``a=sqrt(5)`` (what
@@ -85,28 +68,6 @@ def kaiming_uniform_(tensor: Tensor, a: float = 0.0, mode: str = "fan_in",
         return tensor  # PyTorch warns and leaves a zero-element tensor alone
     bound = math.sqrt(3.0) * calculate_gain(nonlinearity, a) / math.sqrt(fan)
     return uniform_(tensor, -bound, bound, rng=rng)
-
-
-def kaiming_normal_(tensor: Tensor, a: float = 0.0, mode: str = "fan_in",
-                    nonlinearity: str = "leaky_relu", *, rng: np.random.Generator) -> Tensor:
-    """Fill with N(0, std^2), std = gain / sqrt(fan)."""
-    fan = _fan(tensor, mode)
-    if fan == 0:
-        return tensor
-    return normal_(tensor, 0.0, calculate_gain(nonlinearity, a) / math.sqrt(fan), rng=rng)
-
-
-def xavier_uniform_(tensor: Tensor, gain: float = 1.0, *, rng: np.random.Generator) -> Tensor:
-    """Fill with U(-a, a), a = gain * sqrt(6 / (fan_in + fan_out))."""
-    fan_in, fan_out = calculate_fan_in_and_fan_out(tensor)
-    bound = gain * math.sqrt(6.0 / (fan_in + fan_out))
-    return uniform_(tensor, -bound, bound, rng=rng)
-
-
-def xavier_normal_(tensor: Tensor, gain: float = 1.0, *, rng: np.random.Generator) -> Tensor:
-    """Fill with N(0, std^2), std = gain * sqrt(2 / (fan_in + fan_out))."""
-    fan_in, fan_out = calculate_fan_in_and_fan_out(tensor)
-    return normal_(tensor, 0.0, gain * math.sqrt(2.0 / (fan_in + fan_out)), rng=rng)
 
 
 def linear_layer_(weight: Tensor, bias: Tensor | None, rng: np.random.Generator | None = None) -> None:

@@ -1,31 +1,14 @@
 """`SyncBatchNorm`: batch normalisation with the statistics of the *global* batch.
 
-Each rank holds a shard of the batch. In training mode the forward all-gathers, per rank,
-the count of its values and, per channel, their mean and sum of squared deviations M2
-(2C+1 float64 per rank, ``comm.allgather`` (the ring), phase ``"syncbn"``); every rank combines them
-in rank order, as PyTorch's ``batch_norm_gather_stats_with_counts`` does (Chan et al.'s
-parallel variance), into the global mean and biased variance, normalises with them and
-updates its running statistics (unbiased variance), so the output and the running buffers
-are those of BatchNorm over the global batch, whatever the shard sizes. No sum of squares
-is ever subtracted from another: the variance keeps its precision for data far from zero
-(mean 1000, std 0.01), where ``E[x^2] - E[x]^2`` would lose five digits. The backward
-all-reduces the two per-channel gradient sums (2C float64, the `algorithm` option). The
-other arithmetic is minidist.nn.norm_ops', the pieces PyTorch's SyncBatchNorm is built from.
-
-As in PyTorch, only a training forward over more than one rank communicates: in eval
-mode, or with one rank, it is BatchNorm (with ``track_running_stats=False``, eval mode
-normalises with this rank's own batch statistics). `minidist.cost.syncbn_message_counts`
-gives a layer's messages per training step. The layer is handed its communicator and only
-calls its methods (`allgather`, `allreduce`, `phase`): nn imports no comm or parallel.
-
-Gradient scaling. Rank r's incoming gradient is that of *its own* loss (a mean over its
-n_r samples); the data-parallel wrapper then averages parameter gradients with weights
-a_r (``average="samples"``: a_r = n_r / N; ``"ranks"``: 1 / R; ``"sum"``: 1, for dp's
-``loss_on_root``, where each rank's incoming gradient is already the global loss's). The global loss is
-``sum_r a_r L_r``, so the backward all-reduces ``a_r * (sum dy, sum dy*(x-mean))`` and
-returns this rank's input gradient divided by a_r: once the wrapper averages, every
-gradient is exactly the global-batch one (for ``"ranks"`` with equal shards this is
-PyTorch's formula). The wrappers set `grad_average` to their own `average`.
+In training, over more than one rank, the forward all-gathers each rank's (count, mean,
+M2) per channel (2C+1 float64, ``comm.allgather``, phase ``"syncbn"``) and combines them in
+rank order (Chan et al.'s parallel variance, as PyTorch's
+``batch_norm_gather_stats_with_counts``): output and running statistics are BatchNorm's
+over the global batch, whatever the shard sizes, with no E[x^2] - E[x]^2 cancellation.
+The backward all-reduces the two per-channel gradient sums (2C float64). Eval mode, or
+one rank, is plain BatchNorm. The layer is handed its communicator and only calls its
+methods (`allgather`, `allreduce`, `phase`), so nn imports no comm or parallel. How the
+gradient is scaled under each wrapper's `average`: docs/syncbn.md.
 """
 from __future__ import annotations
 

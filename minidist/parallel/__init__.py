@@ -10,7 +10,7 @@
 from .base import ParallelModel, verify_same_model
 from .ddp import DistributedDataParallel
 from .dp import DataParallel
-from .drift import ReplicaDriftError, check_replicas, parameter_digest
+from .drift import ReplicaDriftError, assert_replicas_agree, parameter_digest
 from .hub import HubParallel
 from .local import LocalModel
 from .memory import MemoryReport
@@ -25,5 +25,5 @@ from .wrap import STRATEGIES, wrap
 __all__ = ["wrap", "STRATEGIES", "ParallelModel", "LocalModel", "DataParallel", "RootLoss", "NonFiniteGradientError",
            "HubParallel", "DistributedDataParallel", "SyncBatchNorm", "DistributedSampler",
            "local_shard", "shard_bounds", "shard_sizes", "MemoryReport", "ReplicaDriftError",
-           "check_replicas", "parameter_digest", "verify_same_model", "MLP", "SmallCNN",
+           "assert_replicas_agree", "parameter_digest", "verify_same_model", "MLP", "SmallCNN",
            "build_model", "Trainer", "distributed_loader", "train_step"]

@@ -7,24 +7,27 @@ when the step's status says so), communication after it, then the optional repli
 and the memory report. The status (global sample count, number of ranks with non-finite
 gradients) rides in the gradient messages (tail.py); `_judge` makes it an error or a skip.
 
-Also here: the wrap-time checks and broadcasts the distributed strategies share
-(`verify_same_model`, `broadcast_tensors`).
+Also here: the wrap-time broadcasts the distributed strategies share (`broadcast_tensors`;
+`sync_initial_state` first runs verify.py's `verify_same_model`). While a wrapped model
+steps, its communicator names the model and the step (messages, debug mode, tags).
 """
 from __future__ import annotations
 
-import json
+from weakref import WeakKeyDictionary
 
 import numpy as np
 
 from ..autograd import Tensor
 from ..autograd.function import is_grad_enabled
-from ..comm import allreduce, broadcast
-from .drift import ReplicaDriftError, check_replicas
+from ..comm import broadcast
+from .drift import ReplicaDriftError, assert_replicas_agree
 from .flat import layouts_by_dtype
 from .memory import ScratchMeter, measure, reset_ledger_peak
 from .tail import NONFINITE, StatusTail, judge, verdict
+from .verify import broadcast_text, first_problem, verify_same_model  # noqa: F401 (dp, checkpoint use them from here)
 
 AVERAGES = ("samples", "ranks")
+_models_wrapped: "WeakKeyDictionary" = WeakKeyDictionary()  # comm -> models wrapped on it so far
 
 
 class ParallelModel:
@@ -34,6 +37,8 @@ class ParallelModel:
         module: the wrapped model (its Parameters are the ones updated).
         comm: the Communicator (None for "local").
         strategy (str): "local", "dp", "hub" or "ddp".
+        model_id (int): 1, 2, ... in the order models were wrapped on `comm` (the same on
+            every rank); messages name it.
         steps (int): completed `step` calls (skipped ones included).
         skipped_steps (int): steps skipped for non-finite gradients (``nonfinite="skip"``).
         memory (MemoryReport | None): this rank's memory after the last step.
@@ -55,6 +60,9 @@ class ParallelModel:
         self.average, self.nonfinite = average, nonfinite
         self.check_replicas = bool(check_replicas)
         self.steps = self.skipped_steps = 0
+        self.model_id = _models_wrapped.get(comm, 0) + 1 if comm is not None else 1
+        if comm is not None:
+            _models_wrapped[comm] = self.model_id
         self._skip = False  # this step's update is skipped (set by _judge)
         self._locally_finite = True  # this rank's gradients of the current step
         self.memory = None
@@ -92,7 +100,7 @@ class ParallelModel:
         (`ReplicaDriftError` on every rank, naming the ranks that differ from rank 0)."""
         result = self.module.load_state_dict(state_dict, strict)
         try:
-            check_replicas(self.module, self.comm)
+            assert_replicas_agree(self.module, self.comm)
         except ReplicaDriftError as exc:
             raise ReplicaDriftError(f"load_state_dict: after loading, the parameters of rank(s) {exc.ranks} "
                                     "differ from rank 0's: every rank must load the same state (e.g. "
@@ -122,14 +130,25 @@ class ParallelModel:
         """Finish this step's communication and update the parameters with `optimizer`
         (built on ``model.parameters()``)."""
         self._skip = False
-        self._before_update(optimizer)
-        if not self._skip:
-            self._update(optimizer)
-        self._after_update(optimizer)
+        comm = self.comm
+        if comm is not None:  # messages (watchdog, errors) name the model and the step
+            comm.step, comm.model = self.steps + 1, self.model_id
+            with comm.collective("step"):  # debug mode: every rank steps this model now
+                pass
+        try:
+            self._before_update(optimizer)
+            if not self._skip:
+                self._update(optimizer)
+            self._after_update(optimizer)
+        finally:
+            if comm is not None:
+                comm.model = None
         self._samples = 0
         self.steps += 1
+        if comm is not None:  # from now on the messages speak of the next step (its forward)
+            comm.step = self.steps + 1
         if self.check_replicas:
-            check_replicas(self.module, self.comm, step=self.steps)
+            assert_replicas_agree(self.module, self.comm, step=self.steps)
         self.memory = measure(self.module, optimizer, comm=self.comm,
                               comm_buffers=self._persistent_comm_bytes(),
                               scratch_peak=self._scratch.peak,
@@ -198,70 +217,6 @@ class ParallelModel:
 
 
 # ---- wrap-time checks and broadcasts ------------------------------------------------------------
-def _signature(module) -> list:
-    return [[name, list(p.data.shape), str(p.data.dtype)] for name, p in module.named_parameters()]
-
-
-def _describe_mismatch(mine: list, root: list, rank: int) -> str:
-    """'' when equal, else one sentence naming the first parameter that differs."""
-    for i, (a, b) in enumerate(zip(mine, root)):
-        if a[0] != b[0]:
-            return (f"parameter #{i} is named {a[0]!r} on rank {rank} but {b[0]!r} on rank 0 "
-                    f"(shapes {tuple(a[1])} and {tuple(b[1])})")
-        if a[1] != b[1]:
-            return (f"parameter {a[0]!r} has shape {tuple(a[1])} on rank {rank} but shape "
-                    f"{tuple(b[1])} on rank 0")
-        if a[2] != b[2]:
-            return (f"parameter {a[0]!r} has dtype {a[2]} on rank {rank} but dtype {b[2]} on rank 0 "
-                    f"(shape {tuple(a[1])})")
-    if len(mine) != len(root):
-        extra = mine[len(root):] or root[len(mine):]
-        who = rank if len(mine) > len(root) else 0
-        return (f"rank {rank} has {len(mine)} parameters but rank 0 has {len(root)}; the first "
-                f"extra one, on rank {who}, is {extra[0][0]!r} with shape {tuple(extra[0][1])}")
-    return ""
-
-
-def _text_to_int64(text: str) -> np.ndarray:
-    raw = text.encode()
-    raw += b"\0" * (-len(raw) % 8)
-    return np.frombuffer(raw, dtype=np.int64).copy()
-
-
-def broadcast_text(comm, text: str | None, root: int) -> str:
-    """Broadcast a string from `root` as int64 words (length first)."""
-    length = np.array([len(_text_to_int64(text)) if comm.rank == root else 0], dtype=np.int64)
-    broadcast(comm, length, root)
-    words = _text_to_int64(text) if comm.rank == root else np.empty(int(length[0]), np.int64)
-    broadcast(comm, words, root)
-    return words.tobytes().rstrip(b"\0").decode()
-
-
-def verify_same_model(module, comm, who: str = "DDP") -> None:
-    """Check that every rank's parameters have rank 0's names, shapes and dtypes; raise the
-    same RuntimeError on every rank otherwise (naming the rank, the parameter and both
-    shapes), so no rank is left waiting in a later collective. Phase ``"verify"``."""
-    if comm is None or comm.size == 1:
-        return
-    mine = _signature(module)
-    with comm.phase("verify"):
-        root_sig = json.loads(broadcast_text(comm, json.dumps(mine) if comm.rank == 0 else None, 0))
-        found = first_problem(comm, _describe_mismatch(mine, root_sig, comm.rank))
-    if found is not None:
-        raise RuntimeError(f"{who}: the model differs across ranks: {found[1]}. Every rank must build the "
-                           f"same model (same layers, sizes and dtypes) before wrap()")
-
-
-def first_problem(comm, problem: str):
-    """``(rank, problem)`` of the lowest rank whose `problem` is not '', or None, on every rank."""
-    first_bad = np.array([comm.rank if problem else comm.size], dtype=np.int64)
-    allreduce(comm, first_bad, op="min", algorithm="ring")
-    bad = int(first_bad[0])
-    if bad == comm.size:
-        return None
-    return bad, broadcast_text(comm, problem if comm.rank == bad else None, bad)
-
-
 def broadcast_tensors(comm, tensors, root: int = 0, algorithm: str = "linear", scratch=None,
                       tail: np.ndarray | None = None) -> None:
     """Copy the root's values of `tensors` (parameters or buffers) into every rank's, one

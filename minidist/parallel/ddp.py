@@ -117,8 +117,8 @@ class DistributedDataParallel(ParallelModel):
         elif bucket.op is not None or bucket.index < self._next_launch:  # raised on this rank only
             raise RuntimeError(f"DDP: on rank {self.comm.rank}, a second backward() reached bucket "
                                f"{bucket.index}, which is already being all-reduced; accumulate inside "
-                               "model.no_sync(), or call step() between backward passes (the other ranks "
-                               "are not told: run under python -m mpi4py so that this error ends the job)")
+                               "model.no_sync(), or call step() between backward passes (raised on this "
+                               "rank only: in a job of several ranks it ends the whole job)")
         else:  # a second backward before launch: .grad holds the sum, refill it
             bucket.filled.discard(id(p))
             bucket.pending += 1

@@ -15,8 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..autograd import Tensor
-from ..comm.checks import mismatch_error
-from ..comm.tags import TAG_GATHER
+from ..comm import gather_to_root
 from .base import ParallelModel, broadcast_tensors, sync_initial_state
 from .rootloss import root_loss, scatter_or_fail
 from .tail import all_finite
@@ -136,7 +135,7 @@ class DataParallel(ParallelModel):
         self._status = (None, 0)
         for layout, rows, tail in self._pack():
             with comm.phase("grad-gather"):
-                gather_rows(comm, rows)
+                gather_to_root(comm, rows[0], 0, out=rows if comm.rank == 0 else None)
                 if comm.rank == 0:
                     for source in range(1, comm.size):
                         np.add(rows[0], rows[source], out=rows[0])
@@ -186,14 +185,3 @@ class DataParallel(ParallelModel):
     def _persistent_comm_bytes(self) -> int:
         return sum(rows.nbytes for _, rows, _ in self._buffers or [])
 
-
-def gather_rows(comm, rows: np.ndarray) -> None:
-    """`gather_to_root`'s messages, landing in rank 0's persistent `rows` (row r from rank
-    r); every other rank sends its one row."""
-    if comm.rank != 0:
-        comm.send(rows[0], 0, TAG_GATHER)
-        return
-    for source in range(1, comm.size):
-        got = comm.recv(rows[source], source, TAG_GATHER)
-        if got != rows[source].nbytes:
-            raise mismatch_error("dp grad-gather", 0, source, got, rows[source].nbytes)

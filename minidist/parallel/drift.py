@@ -6,8 +6,7 @@ the 32-byte digests, compares them with its own and broadcasts the verdict, so e
 raises the same `ReplicaDriftError` naming the step and the ranks that differ. Cost per
 check: one gather and one broadcast of a few bytes (phase ``"drift-check"``).
 
-``wrap(..., check_replicas=True)`` runs it after every step; `check_replicas` is the
-function.
+``wrap(..., check_replicas=True)`` runs `assert_replicas_agree` after every step.
 """
 from __future__ import annotations
 
@@ -41,7 +40,7 @@ def parameter_digest(module) -> bytes:
     return h.digest()
 
 
-def check_replicas(module, comm, step=None) -> None:
+def assert_replicas_agree(module, comm, step=None) -> None:
     """Compare every rank's `parameter_digest` with rank 0's; raise `ReplicaDriftError` on
     every rank if any differs. A collective: every rank must call it at the same point."""
     if comm is None or comm.size == 1:

@@ -1,20 +1,14 @@
 """Sharding: which samples each rank sees.
 
-Two ways to split data across ``R`` ranks:
+* `DistributedSampler` splits a dataset for a whole epoch as PyTorch's does: one
+  permutation per epoch, the same on every rank, then rank r takes every R-th index from
+  r; step t of all ranks together is exactly the global batch a single process with
+  batch b*R takes (same seed).
+* `shard_bounds` / `local_shard` split one global batch into contiguous rows, the first
+  ``B % R`` ranks taking one row more (``np.array_split``'s rule); the comparison uses it.
 
-* `DistributedSampler` splits a *dataset* for a whole epoch, as
-  ``torch.utils.data.distributed.DistributedSampler`` does: one permutation per epoch (the
-  same on every rank: `minidist.data.epoch_permutation(n, seed, epoch)`, the one a
-  single-process ``DataLoader(shuffle=True, seed=seed)`` uses), then rank ``r`` takes every
-  R-th index starting at ``r``. With a per-rank batch size ``b``, step ``t`` of all ranks
-  together covers the contiguous slice ``perm[t*b*R : (t+1)*b*R]`` of that permutation:
-  exactly the global batch a single process takes with batch size ``b*R``.
-* `shard_bounds` / `local_shard` split one *global batch* into contiguous rows, the first
-  ``B % R`` ranks taking one row more (NumPy's ``array_split`` rule). compare.py uses this so
-  every strategy sees the same global batch.
-
-When shards are uneven the wrappers weight each rank's gradient by its sample count (their
-default ``average="samples"``), so the averaged gradient is still the global-batch one.
+Uneven shards are weighted by sample count (``average="samples"``), so the averaged
+gradient is still the global-batch one.
 """
 from __future__ import annotations
 
@@ -30,7 +24,7 @@ def shard_sizes(n: int, num_replicas: int) -> np.ndarray:
     """Rows each rank gets when `n` rows are split contiguously: ``n // R`` each, plus one
     for the first ``n % R`` ranks (the collectives' `chunk_bounds` layout). Shape:
     ``(num_replicas,)``, int64."""
-    _check_replicas(num_replicas)
+    _check_num_replicas(num_replicas)
     if n < 0:
         raise ValueError(f"cannot split a negative number of rows (got n={n})")
     return np.array([stop - start for start, stop in chunk_bounds(n, num_replicas)], dtype=np.int64)
@@ -157,12 +151,12 @@ class DistributedSampler:
                 f"shuffle={self.shuffle}, seed={self.seed}, drop_last={self.drop_last}, pad={self.pad})")
 
 
-def _check_replicas(num_replicas: int) -> None:
+def _check_num_replicas(num_replicas: int) -> None:
     if num_replicas < 1:
         raise ValueError(f"num_replicas must be >= 1 (got {num_replicas})")
 
 
 def _check_rank(rank: int, num_replicas: int) -> None:
-    _check_replicas(num_replicas)
+    _check_num_replicas(num_replicas)
     if not 0 <= rank < num_replicas:
         raise ValueError(f"rank must be in [0, {num_replicas - 1}] for num_replicas={num_replicas} (got {rank})")

@@ -40,7 +40,7 @@ GLOSSARY = {
     "output-grad-scatter": "dp loss_on_root: the output gradients sent back from rank 0",
     "syncbn": "SyncBatchNorm's exchange of per-rank (count, mean, M2) statistics",
     "eval": "evaluation counts summed across ranks",
-    "drift-check": "check_replicas: rank 0 gathers every rank's parameter digest and broadcasts the verdict",
+    "drift-check": "check_replicas=True: rank 0 gathers every rank's parameter digest and broadcasts the verdict",
     "checkpoint": "saving or loading a checkpoint: the ranks agree that every rank found no problem",
     "default": "messages sent outside any named phase",
 }

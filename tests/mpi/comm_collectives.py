@@ -387,18 +387,17 @@ def nonblocking_all():
 
 def main(mode):
     counts = sorted({0, 1, max(N - 1, 0), N, N + 1, 2 * N, BIG_PRIME})
-    with comm.fail_together():
-        for dtype in DTYPES:
-            for count in counts:
-                all_cases(count, dtype, full=(mode == "all"))
-        nonblocking = nonblocking_all() if mode == "all" else None
-        cache = scratch_cache_checks() if mode == "all" else None
-        result = {"nonblocking": nonblocking, "cache": cache, "cases": cases, "ledger": comm.ledger.by_phase(),
-                  "peak_temp_bytes": comm.ledger.peak_temp_bytes,
-                  "current_temp_bytes": comm.ledger.current_temp_bytes}
-        if mode == "all":
-            result["depth"] = binomial_depth_logs()
-            result["errors"], result["after_errors_ok"] = error_cases()
+    for dtype in DTYPES:
+        for count in counts:
+            all_cases(count, dtype, full=(mode == "all"))
+    nonblocking = nonblocking_all() if mode == "all" else None
+    cache = scratch_cache_checks() if mode == "all" else None
+    result = {"nonblocking": nonblocking, "cache": cache, "cases": cases, "ledger": comm.ledger.by_phase(),
+              "peak_temp_bytes": comm.ledger.peak_temp_bytes,
+              "current_temp_bytes": comm.ledger.current_temp_bytes}
+    if mode == "all":
+        result["depth"] = binomial_depth_logs()
+        result["errors"], result["after_errors_ok"] = error_cases()
     emit(result)
 
 

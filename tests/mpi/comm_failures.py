@@ -1,36 +1,40 @@
 """Worker for tests/test_comm_failures.py: one rank fails while the others wait for it.
 
-    python -m mpi4py comm_failures.py MODE
+    mpiexec -n N python comm_failures.py MODE      (a plain launch: no -m mpi4py)
 
 MODE:
-  fail_together  the last rank raises inside ``comm.fail_together()``; the others block in
-                 a receive from it that never comes. The job must end (MPI_Abort).
-  uncaught       the same without fail_together: ``python -m mpi4py`` aborts the job.
+  uncaught       the last rank raises; the others block in a receive from it that never
+                 comes. Fail-stop (minidist.comm.failstop) must end the job.
   abort          the last rank calls ``comm.abort(...)`` directly.
+  early          the last rank raises right after ``import minidist``, before MPI is even
+                 initialised; the others wait for it in a receive.
   mismatch       rank 0 passes a shorter array to ring_allreduce than the others.
   ok             every rank emits, nobody fails (the control case).
 Nothing is emitted in the failing modes: the test expects a non-zero exit and the message.
 """
+import os
 import sys
 
-import numpy as np
+import minidist  # noqa: F401  (in a job of several ranks: fail-stop from here on)
 
-from minidist.comm import Communicator, ring_allreduce
-from mpi_util import emit
+mode = sys.argv[1]
+if mode == "early" and os.environ.get("PMI_RANK") == str(int(os.environ["PMI_SIZE"]) - 1):
+    raise RuntimeError("failure before any Communicator")
+
+import numpy as np  # noqa: E402
+
+from minidist.comm import Communicator, ring_allreduce  # noqa: E402
+from mpi_util import emit  # noqa: E402
 
 comm = Communicator()
-mode = sys.argv[1]
 last = comm.size - 1
 waiting = np.zeros(1)
 
-if mode == "fail_together":
-    with comm.fail_together():
-        if comm.rank == last:
-            raise RuntimeError(f"deliberate failure on rank {comm.rank}")
-        comm.recv(waiting, last)
-elif mode == "uncaught":
+if mode == "uncaught":
     if comm.rank == last:
         raise RuntimeError(f"uncaught failure on rank {comm.rank}")
+    comm.recv(waiting, last)
+elif mode == "early":  # the last rank is gone already
     comm.recv(waiting, last)
 elif mode == "abort":
     if comm.rank == last:
@@ -39,7 +43,6 @@ elif mode == "abort":
 elif mode == "mismatch":
     ring_allreduce(comm, np.ones(10 if comm.rank == 0 else 12))
 elif mode == "ok":
-    with comm.fail_together():
-        emit({"sum": float(ring_allreduce(comm, np.ones(3))[0])})
+    emit({"sum": float(ring_allreduce(comm, np.ones(3))[0])})
 else:
     raise SystemExit(f"unknown mode {mode!r}")

@@ -1,5 +1,6 @@
-"""Worker: ring_allreduce called again and again on the same arrays (cached plans), on
-new arrays, and past the plan cache's size; every result checked against the exact sum."""
+"""Worker: ring_allreduce called again and again on the same arrays (cached schedules),
+on new ones, and past the schedule cache's size; every result checked against the exact
+sum."""
 import numpy as np
 
 from minidist.comm import Communicator, ring_allreduce
@@ -15,7 +16,7 @@ for trial in range(5):  # the same array, new contents: the cached plan must see
     ring_allreduce(comm, same)
     ok &= bool(np.array_equal(same, np.arange(1000) * size * (size + 1) / 2 + trial * size))
     calls += 1
-for count in list(range(1, 2 * ring_plan.MAX_PLANS + 3)) + [7, 3, 1]:  # evictions, and sizes again
+for count in list(range(1, ring_plan.MAX_PLANS + 6)) + [7, 3, 1]:  # evictions, and sizes again
     for dtype in (np.float32, np.int64):
         x = np.full(count, rank + 1, dtype)
         ring_allreduce(comm, x, op="sum")

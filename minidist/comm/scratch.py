@@ -1,0 +1,45 @@
+"""`ScratchCache`: the collectives' receive buffers, kept between calls.
+
+Why it exists (one line): a fresh 32 MiB buffer is page-faulted in on every call (glibc
+hands big freed blocks back to the OS), which made a 64 MiB ring all-reduce about 1.5x
+slower on 2 ranks (measured with and without, loaded machine: docs/reliability.md).
+
+Each buffer serves one collective at a time: `take` gives the smallest idle buffer that is
+large enough; if none is, the largest idle one is dropped for a larger one (the cache only
+grows); if none is idle, a new one joins. So rings in flight at once hold different
+buffers, and the cache holds as many as were ever in use at once.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+class ScratchCache:
+    """Idle byte buffers; `take` carves a typed 1-D array out of one, `give_back` returns it."""
+
+    def __init__(self):
+        self._idle: list[np.ndarray] = []  # idle typed arrays; their .base is the cached bytes
+
+    def take(self, count: int, dtype: np.dtype) -> np.ndarray:
+        """A 1-D array of `count` elements of `dtype` (uninitialised), all its own until
+        `give_back`."""
+        nbytes = count * dtype.itemsize
+        idle = self._idle
+        fits = [i for i, a in enumerate(idle) if a.base.nbytes >= nbytes]
+        if fits:
+            buf = idle.pop(min(fits, key=lambda i: idle[i].base.nbytes)).base
+        else:
+            if idle:  # grow-only: the largest idle buffer makes way for a larger one
+                idle.pop(max(range(len(idle)), key=lambda i: idle[i].base.nbytes))
+            buf = np.empty(nbytes, np.uint8)
+        return np.ndarray(count, dtype, buf)
+
+    def give_back(self, array: np.ndarray) -> None:
+        self._idle.append(array)
+
+    @property
+    def idle_bytes(self) -> int:
+        return sum(a.base.nbytes for a in self._idle)
+
+    def clear(self) -> None:
+        self._idle.clear()
