@@ -16,6 +16,10 @@ import os
 if int(os.environ.get("PMI_SIZE") or os.environ.get("OMPI_COMM_WORLD_SIZE") or 1) > 1:
     for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(_var, "1")
+    if os.environ.get("MINIDIST_MALLOC", "keep") != "default":  # see minidist/allocator.py
+        from .allocator import keep_freed_memory
+
+        keep_freed_memory()
     importlib.import_module(".comm.failstop", __name__).install()
 
 __version__ = "0.1.0"

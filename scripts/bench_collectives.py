@@ -21,6 +21,8 @@ Columns (times in microseconds):
   g+b                  our gather_to_root + sum on the root + broadcast (--bcast)
   floor                the ring's Sendrecv transfers alone: raw mpi4py, no arithmetic, no ledger
   busbw                nccl-tests' bus bandwidth, algbw * 2(N-1)/N, algbw = bytes / time (GB/s)
+  py                   the ring's per-call Python overhead: ring - floor (checks, schedule, ledger, adds)
+  gloo, ring/gloo      torch.distributed.all_reduce on gloo (when torch is installed; same buffer)
   ring/mpi, auto/mpi, ring/floor
   ledger               the same transfers through the instrumented comm.sendrecv / floor
   model, ring/model    the calibrated alpha-beta-gamma prediction of the ring, measured/predicted;
@@ -57,25 +59,10 @@ from minidist.comm.auto import choose_allreduce_algorithm
 from minidist.cost.calibrate import calibrate
 from minidist.comm.checks import chunk_bounds
 
-from benchutil import malloc_note, tune_malloc  # scripts/ is sys.path[0] for a script
+from benchutil import malloc_note, parse_bytes, start_gloo, tune_malloc  # scripts/ is sys.path[0] for a script
+from bench_collectives_report import HEADER, drift, format_row, mean_profile, summarize, write_csv
 
-SHORT = {"recursive_doubling": "rd", "ring": "ring", "rabenseifner": "rab"}
-METHODS = ("ring", "rd", "rab", "auto", "mpi", "g+b", "floor", "instrumented")
-TARGETS = [  # (label, column, comparison, bound, smallest size it applies to, only that size)
-    ("ring/mpi <= 1.0 at >= 4 MiB", "ring/mpi", "<=", 1.0, 4 << 20, False),
-    ("auto/mpi <= 2.0 at 4 KiB", "auto/mpi", "<=", 2.0, 4 << 10, True),
-    ("ring/floor <= 1.15 at >= 1 MiB", "ring/floor", "<=", 1.15, 1 << 20, False),
-    ("ledger <= 1.05 at >= 1 MiB", "ledger", "<=", 1.05, 1 << 20, False),
-    ("ring/model in 0.8..1.25 at >= 64 KiB", "ring/model (mean)", "in", (0.8, 1.25), 64 << 10,
-     False),
-]
-
-
-def parse_bytes(text: str) -> int:
-    """'64M', '4KiB', '1048576' -> bytes."""
-    t = text.strip().upper().removesuffix("IB").removesuffix("B")
-    scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(t[-1:], 1)
-    return int(float(t[:-1] if scale > 1 else t) * scale)
+METHODS = ("ring", "rd", "rab", "auto", "mpi", "g+b", "floor", "instrumented", "gloo")
 
 
 def parse_args(argv=None):
@@ -105,7 +92,7 @@ def parse_args(argv=None):
 class Bench:
     """The methods on one float32 buffer of `count` elements, each a no-argument call."""
 
-    def __init__(self, comm: Communicator, count: int, bcast: str):
+    def __init__(self, comm: Communicator, count: int, bcast: str, gloo=None):
         self.comm, self.mpi = comm, comm.mpi
         self.x = np.zeros(count, np.float32)  # zeros: the sums never overflow
         self.bounds = chunk_bounds(count, comm.size)
@@ -121,6 +108,9 @@ class Bench:
             "floor": lambda: self.ring_transfers(self.bare_sendrecv),
             "instrumented": lambda: self.ring_transfers(comm.sendrecv),
         }
+        if gloo is not None:  # torch.distributed on gloo, reducing the same memory in place
+            tensor = gloo.torch.from_numpy(self.x)
+            self.calls["gloo"] = lambda: gloo.all_reduce(tensor)
 
     def gather_broadcast(self):
         gathered = gather_to_root(self.comm, self.x)
@@ -196,126 +186,43 @@ def predictions(profile, size, nbytes, bcast):
             "floor": 2 * p("ring_allgather")}  # the ring's 2(N-1) transfers, no adds
 
 
-def measure_size(comm, nbytes, args, profile):
-    bench = Bench(comm, max(nbytes // 4, 1), args.bcast)
-    for name in METHODS[:6]:
+def measure_size(comm, nbytes, args, profile, gloo=None):
+    bench = Bench(comm, max(nbytes // 4, 1), args.bcast, gloo)
+    methods = [m for m in METHODS if m in bench.calls]
+    for name in [m for m in methods if m not in ("floor", "instrumented")]:
         bench.check(name)
     iters = {}
-    for name in METHODS:  # warm-up, and the iteration count that fits the budget
+    for name in methods:  # warm-up, and the iteration count that fits the budget
         warm = bench.time(name, args.warmup)
         iters[name] = agree_iters(comm.mpi, float(np.median(warm)), args)
-    times = {name: [] for name in METHODS}
+    times = {name: [] for name in methods}
     for k in range(args.passes):
-        for name in METHODS:
+        for name in methods:
             share = iters[name] // args.passes + (k < iters[name] % args.passes)
             times[name] += bench.time(name, max(share, 1))
     row = {"bytes": nbytes, "count": bench.x.size, "iters": iters,
            "auto_algorithm": choose_allreduce_algorithm(nbytes, comm.size)}
-    for name in METHODS:
+    for name in methods:
         row[name] = over_ranks(comm.mpi, float(np.median(times[name])))
-    t = {name: row[name][0] for name in METHODS}
+    t = {name: row[name][0] for name in methods}
     factor = 2 * (comm.size - 1) / comm.size
     row["predicted"] = predictions(profile, comm.size, nbytes, args.bcast)
     row.update({"algbw_ring": nbytes / t["ring"] / 1e9, "algbw_mpi": nbytes / t["mpi"] / 1e9,
                 "busbw_ring": factor * nbytes / t["ring"] / 1e9,
                 "busbw_mpi": factor * nbytes / t["mpi"] / 1e9,
                 "ring/mpi": t["ring"] / t["mpi"], "auto/mpi": t["auto"] / t["mpi"],
-                "ring/floor": t["ring"] / t["floor"], "ledger": t["instrumented"] / t["floor"],
+                "ring/floor": t["ring"] / t["floor"], "py_us": (t["ring"] - t["floor"]) * 1e6, "ledger": t["instrumented"] / t["floor"],
                 "ring/model": t["ring"] / row["predicted"]["ring"],
                 # what the model says ring/floor can be at best: the adds cannot overlap
                 # the copies when both run on the rank's own core
                 "model ring/floor": row["predicted"]["ring"] / row["predicted"]["floor"]})
+    if "gloo" in t:
+        row["ring/gloo"] = t["ring"] / t["gloo"]
     return row
 
 
-HEADER = (f"{'bytes':>9} {'ring':>9} {'rd':>9} {'rab':>9} {'auto':>11} {'mpi':>9} {'g+b':>9} "
-          f"{'floor':>9} {'busbw':>6} {'mpi bw':>6} {'ring/mpi':>8} {'auto/mpi':>8} "
-          f"{'ring/flr':>8} {'ledger':>6} {'model':>9} {'r/model':>7}")
-
-
-def format_row(r):
-    us = lambda name: f"{r[name][0] * 1e6:9.1f}"  # noqa: E731
-    auto = f"{r['auto'][0] * 1e6:8.1f}:{SHORT[r['auto_algorithm']]:<2}"[:11]
-    return (f"{r['bytes']:>9} {us('ring')} {us('rd')} {us('rab')} {auto:>11} {us('mpi')} "
-            f"{us('g+b')} {us('floor')} {r['busbw_ring']:6.2f} {r['busbw_mpi']:6.2f} "
-            f"{r['ring/mpi']:8.2f} {r['auto/mpi']:8.2f} {r['ring/floor']:8.2f} {r['ledger']:6.3f} "
-            f"{r['predicted']['ring'] * 1e6:9.1f} {r['ring/model']:7.2f}")
-
-
-def mean_profile(first, second):
-    """The average of the calibrations before and after the sweep: on a shared machine the
-    load drifts while the sweep runs, and either end alone can be off by tens of percent."""
-    node = None if first.node_bw is None or second.node_bw is None else \
-        (first.node_bw + second.node_bw) / 2
-    rendezvous = None if first.rendezvous_alpha is None or second.rendezvous_alpha is None \
-        else (first.rendezvous_alpha + second.rendezvous_alpha) / 2
-    return first.with_(name="calibrated-mean", alpha=(first.alpha + second.alpha) / 2,
-                       eager_max=first.eager_max if rendezvous is not None else None,
-                       rendezvous_alpha=rendezvous,
-                       beta=(first.beta + second.beta) / 2, gamma=(first.gamma + second.gamma) / 2,
-                       node_bw=node, source=f"mean of two calibrations | {first.source}")
-
-
-def drift(first, second):
-    """How much each parameter moved between the two calibrations, in percent."""
-    keys = ["alpha", "beta", "gamma"] + (["node_bw"] if first.node_bw and second.node_bw else [])
-    return {k: 100 * (getattr(second, k) / getattr(first, k) - 1) for k in keys}
-
-
-def summarize(rows):
-    lines = []
-    for label, column, how, bound, smallest, only in TARGETS:
-        column = column if column in rows[0] else column.split(" (")[0]  # no recalibration
-        picked = [r for r in rows if (r["bytes"] == smallest if only else r["bytes"] >= smallest)]
-        if not picked:
-            lines.append(f"  {label}: no size in range")
-            continue
-        values = [r[column] for r in picked]
-        ok = [(bound[0] <= v <= bound[1]) if how == "in" else v <= bound for v in values]
-        shown = ", ".join(f"{r['bytes'] >> 10}K:{v:.2f}{'' if good else '!'}"
-                          for r, v, good in zip(picked, values, ok))
-        lines.append(f"  {'MET ' if all(ok) else 'MISS'} {label}: {shown}")
-        if column == "ring/floor":
-            bound = ", ".join(f"{r['bytes'] >> 10}K:{r['model ring/floor']:.2f}" for r in picked)
-            lines.append(f"       the calibrated model's ring/floor (adds not overlapped): {bound}")
-    return "\n".join(lines)
-
-
-def write_csv(path, rows):
-    fields = ["bytes", "count", "auto_algorithm"]
-    for name in METHODS:
-        fields += [f"{name}_avg_us", f"{name}_min_us", f"{name}_max_us", f"{name}_iters"]
-    fields += ["algbw_ring", "busbw_ring", "algbw_mpi", "busbw_mpi", "ring/mpi", "auto/mpi",
-               "ring/floor", "ledger", "ring/model", "model ring/floor"]
-    fields += ["ring/model (mean)"] if "ring/model (mean)" in rows[0] else []
-    fields += [f"predicted_{name}_us" for name in rows[0]["predicted"]]
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=fields)
-        w.writeheader()
-        for r in rows:
-            out = {k: r[k] for k in fields if k in r}
-            for name in METHODS:
-                out.update({f"{name}_avg_us": r[name][0] * 1e6, f"{name}_min_us": r[name][1] * 1e6,
-                            f"{name}_max_us": r[name][2] * 1e6, f"{name}_iters": r["iters"][name]})
-            out.update({f"predicted_{k}_us": v * 1e6 for k, v in r["predicted"].items()})
-            w.writerow(out)
-
-
-def main(argv=None):
-    args = parse_args(argv)
-    tuned = args.tune_malloc and tune_malloc()  # before the first big allocation
-    comm = Communicator()
-    rank0 = comm.rank == 0
-    say = (lambda *a: print(*a, flush=True)) if rank0 else (lambda *a: None)
-    if args.profile:
-        profile = costmodel.load_profile(args.profile)
-    else:
-        t0 = perf_counter()
-        profile = calibrate(comm, quick=args.quick_calibration)
-        say(f"# calibrated in {perf_counter() - t0:.1f} s")
-        if args.save_profile and rank0:
-            costmodel.save_profile(profile, args.save_profile)
-    costmodel.use_profile(profile)  # installs the profile's "auto" table in minidist.comm
+def header(comm, profile, args, tuned, say):
+    """Print the run's header lines (rank 0); return its metadata."""
     cores = os.cpu_count() or 1
     meta = {"ranks": comm.size, "ranks_per_node": profile.ranks_per_node, "cores": cores,
             "oversubscribed": profile.ranks_per_node > cores,
@@ -333,28 +240,55 @@ def main(argv=None):
         f"node_bw={(profile.node_bw or float('inf')) / 1e9:.2f} GB/s"
         + (f", rendezvous alpha={profile.rendezvous_alpha * 1e6:.2f} us above "
            f"{profile.eager_max} B" if profile.eager_max is not None else ""))
+    return meta
+
+
+def recalibrate(comm, profile, rows, args, say):
+    """Calibrate again after the sweep; add the mean profile's predictions to `rows`."""
+    end = calibrate(comm, quick=args.quick_calibration)
+    mean = mean_profile(profile, end)
+    for row in rows:
+        row["predicted (mean)"] = predictions(mean, comm.size, row["bytes"], args.bcast)
+        row["ring/model (mean)"] = row["ring"][0] / row["predicted (mean)"]["ring"]
+    say("# drift between the calibrations before and after the sweep: " + ", ".join(
+        f"{k} {v:+.0f}%" for k, v in drift(profile, end).items())
+        + "; ring/model (mean of both): " + ", ".join(
+        f"{r['bytes'] >> 10}K:{r['ring/model (mean)']:.2f}" for r in rows if r["bytes"] >= 1024))
+    return end
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    tuned = args.tune_malloc and tune_malloc()  # before the first big allocation
+    comm = Communicator()
+    rank0 = comm.rank == 0
+    say = (lambda *a: print(*a, flush=True)) if rank0 else (lambda *a: None)
+    if args.profile:
+        profile = costmodel.load_profile(args.profile)
+    else:
+        t0 = perf_counter()
+        profile = calibrate(comm, quick=args.quick_calibration)
+        say(f"# calibrated in {perf_counter() - t0:.1f} s")
+        if args.save_profile and rank0:
+            costmodel.save_profile(profile, args.save_profile)
+    costmodel.use_profile(profile)  # installs the profile's "auto" table in minidist.comm
+    meta = header(comm, profile, args, tuned, say)
+    gloo = start_gloo(comm)
+    say("# gloo: torch.distributed.all_reduce, same ranks" if gloo else
+        "# torch is not installed (or MINIDIST_BENCH_NO_TORCH is set): gloo column skipped")
     say(HEADER)
     rows, nbytes = [], args.min_bytes
     while nbytes <= args.max_bytes:
-        row = measure_size(comm, nbytes, args, profile)
+        row = measure_size(comm, nbytes, args, profile, gloo)
         rows.append(row)
         say(format_row(row))
         nbytes *= 2
-    end = None
-    if rows and not args.profile and not args.no_recalibrate:
-        end = calibrate(comm, quick=args.quick_calibration)
-        mean = mean_profile(profile, end)
-        for row in rows:
-            row["predicted (mean)"] = predictions(mean, comm.size, row["bytes"], args.bcast)
-            row["ring/model (mean)"] = row["ring"][0] / row["predicted (mean)"]["ring"]
-        say("# drift between the calibrations before and after the sweep: " + ", ".join(
-            f"{k} {v:+.0f}%" for k, v in drift(profile, end).items())
-            + "; ring/model (mean of both): " + ", ".join(
-            f"{r['bytes'] >> 10}K:{r['ring/model (mean)']:.2f}" for r in rows if r["bytes"] >= 1024))
+    recalibrating = rows and not args.profile and not args.no_recalibrate
+    end = recalibrate(comm, profile, rows, args, say) if recalibrating else None
     if rank0 and rows:
         print("# targets (! = missed)\n" + summarize(rows), flush=True)
         if args.csv:
-            write_csv(args.csv, rows)
+            write_csv(args.csv, rows, [m for m in METHODS if m in rows[0]])
         if args.json:
             with open(args.json, "w") as f:
                 json.dump({"meta": meta, "profile": profile.to_dict(),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from .function import Function
+from .workspace import scratch
 from .tensor import Tensor
 
 
@@ -118,7 +119,8 @@ class ReLU(Function):
     def backward(ctx, grad):
         # PyTorch's threshold_backward: 0 where out <= 0 (so at a == 0), the gradient
         # itself elsewhere, NaN inputs included
-        return grad * ~(ctx.saved_tensors[0] <= 0)
+        keep = np.less_equal(ctx.saved_tensors[0], 0, out=scratch("relu.keep", grad.shape, bool))
+        return grad * np.logical_not(keep, out=keep)
 
 
 class Sigmoid(Function):

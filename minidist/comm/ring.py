@@ -17,6 +17,7 @@ import numpy as np
 
 from .tags import TAG_ALLGATHER, TAG_REDUCE_SCATTER
 from .checks import RING_DTYPES, chunk_bounds, check_array, check_op, mismatch_error
+from .ring_plan import cached_schedule
 from .timeline import traced
 
 _FLOAT16 = np.dtype(np.float16)
@@ -189,7 +190,7 @@ def _ring_allreduce(comm, x, op, ufunc):
     if size == 1:
         return x
     flat = x.reshape(-1)
-    steps = list(ring_schedule(size, comm.rank, flat.size))
+    steps = cached_schedule(size, comm.rank, flat.size)  # built once per (N, rank, count): ring_plan.py
     partial = comm.take_scratch(ring_scratch_count(flat.size, size), flat.dtype)
     try:
         # 1. reduce-scatter: a partial sum of chunk `recv` arrives from the left; add ours

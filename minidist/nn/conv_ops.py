@@ -12,6 +12,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from ..autograd.function import Function
+from ..autograd.workspace import scratch
 
 
 def pair(value, name):
@@ -29,11 +30,13 @@ def output_size(size, kernel, stride, padding):
 
 
 def _pad(x, padding, value=0.0):
+    """x with `value` borders, in a scratch buffer: use it within the call only."""
     ph, pw = padding
     if ph == 0 and pw == 0:
         return x
     n, c, h, w = x.shape
-    out = np.full((n, c, h + 2 * ph, w + 2 * pw), value, dtype=x.dtype)
+    out = scratch("pad", (n, c, h + 2 * ph, w + 2 * pw), x.dtype)
+    out.fill(value)
     out[:, :, ph:ph + h, pw:pw + w] = x
     return out
 
@@ -79,7 +82,10 @@ class Conv2d(Function):
         o, _, kh, kw = weight.shape
         ho = output_size(h, kh, stride[0], padding[0])
         wo = output_size(w, kw, stride[1], padding[1])
-        cols = _im2col(_pad(x, padding), (kh, kw), stride, (ho, wo))
+        xp = _pad(x, padding)
+        cols = _im2col(xp, (kh, kw), stride, (ho, wo))
+        if xp is not x and np.may_share_memory(cols, xp):  # a view (1x1 kernel): xp is scratch
+            cols = cols.copy()
         out = np.matmul(weight.reshape(o, -1), cols)  # (N, O, Ho*Wo)
         if bias is not None:
             out += bias[:, None]
@@ -96,7 +102,9 @@ class Conv2d(Function):
         g = grad.reshape(n, o, out_hw[0] * out_hw[1])  # (N, O, Ho*Wo), as out was (no -1: N may be 0)
         dx = dweight = dbias = None
         if ctx.needs_input_grad[0]:
-            dcols = np.matmul(weight.reshape(o, -1).T, g).reshape(n, c, *kernel, *out_hw)
+            dcols = scratch("conv.dcols", (n, weight[0].size, g.shape[2]), np.result_type(weight, g))
+            np.matmul(weight.reshape(o, -1).T, g, out=dcols)
+            dcols = dcols.reshape(n, c, *kernel, *out_hw)
             # col2im: each kernel offset's gradients, summed into the padded input's place
             dxp = np.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=dcols.dtype)
             for k, (rows, cols_) in enumerate(_offset_slices(kernel, stride, out_hw)):
@@ -117,7 +125,8 @@ def _weight_grad(g, cols):
     n, o, p = g.shape
     k = cols.shape[1]
     if o * k <= (o + k) * p:
-        return np.matmul(g, cols.transpose(0, 2, 1)).sum(axis=0)
+        per_item = scratch("conv.dweight", (n, o, k), np.result_type(g, cols))
+        return np.matmul(g, cols.transpose(0, 2, 1), out=per_item).sum(axis=0)
     return g.transpose(1, 0, 2).reshape(o, n * p) @ cols.transpose(1, 0, 2).reshape(k, n * p).T
 
 
@@ -146,7 +155,8 @@ class MaxPool2d(Function):
         out = xp[:, :, slices[0][0], slices[0][1]].copy()
         seen_inside = np.broadcast_to(inside[slices[0]], out.shape).copy()
         arg = np.zeros(out.shape, dtype=np.uint8 if kernel[0] * kernel[1] < 256 else np.int32)
-        better = np.empty(out.shape, dtype=bool)
+        better = scratch("maxpool.better", out.shape, bool)
+        better_k = scratch("maxpool.better_k", out.shape, arg.dtype)
         for k, (rows, cols) in enumerate(slices[1:], start=1):
             window_k = xp[:, :, rows, cols]
             np.greater(window_k, out, out=better)
@@ -155,7 +165,8 @@ class MaxPool2d(Function):
                 better |= inside[rows, cols] & ~seen_inside
                 seen_inside |= inside[rows, cols]
             np.maximum(out, window_k, out=out)
-            np.maximum(arg, better.view(np.uint8) * arg.dtype.type(k), out=arg)
+            np.multiply(better, arg.dtype.type(k), out=better_k)
+            np.maximum(arg, better_k, out=arg)
         ctx.arg = arg
         ctx.geometry = (x.shape, kernel, stride, padding, (ho, wo))
         return out
@@ -165,9 +176,12 @@ class MaxPool2d(Function):
         (n, c, h, w), kernel, stride, (ph, pw), out_hw = ctx.geometry
         dxp = np.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=grad.dtype)
         disjoint = stride[0] >= kernel[0] and stride[1] >= kernel[1]
+        is_k = scratch("maxpool.is_k", grad.shape, bool)
+        grad_k = scratch("maxpool.grad_k", grad.shape, grad.dtype)
         for k, (rows, cols) in enumerate(_offset_slices(kernel, stride, out_hw)):
+            np.equal(ctx.arg, k, out=is_k)
             if disjoint:  # each input element is in one window at most: write, not add
-                np.multiply(grad, ctx.arg == k, out=dxp[:, :, rows, cols])
+                np.multiply(grad, is_k, out=dxp[:, :, rows, cols])
             else:
-                dxp[:, :, rows, cols] += grad * (ctx.arg == k)
+                dxp[:, :, rows, cols] += np.multiply(grad, is_k, out=grad_k)
         return dxp[:, :, ph:ph + h, pw:pw + w]

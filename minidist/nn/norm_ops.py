@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..autograd.function import Function
+from ..autograd.workspace import scratch
 
 
 def _channel_axes(x):
@@ -134,7 +135,8 @@ def _input_grad(dy, xmu, invstd, weight, sum_dy, sum_dy_xmu, count):
     mean_dy = (sum_dy / count).astype(dtype, copy=False)
     proj = (sum_dy_xmu / count).astype(dtype, copy=False) * invstd * invstd
     dx = xmu * _per_channel(-proj * scale, xmu)  # built in place: one big array, not four
-    dx += dy * _per_channel(scale, xmu)
+    dy_scaled = scratch("batchnorm.dy_scaled", dy.shape, np.result_type(dy, scale))
+    dx += np.multiply(dy, _per_channel(scale, xmu), out=dy_scaled)
     dx -= _per_channel(mean_dy * scale, xmu)
     return dx
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..autograd.workspace import scratch
 from .optimizer import Optimizer, check_number
 
 
@@ -57,21 +58,26 @@ class Adam(Optimizer):
                         state["max_exp_avg_sq"] = np.zeros_like(p.data)
                 state["step"] += 1
                 t = state["step"]
+                shape = p.shape
                 if wd != 0:
                     if self._decoupled:
                         p.data *= 1 - lr * wd
-                    else:
-                        g = g + wd * p.data
+                    else:  # g + wd * p
+                        g = np.add(g, np.multiply(p.data, wd, out=scratch("adam.decay", shape, p.dtype)),
+                                   out=scratch("adam.grad", shape, np.result_type(g, p.data)))
                 m, v = state["exp_avg"], state["exp_avg_sq"]
-                m += (1 - beta1) * (g - m)  # torch's lerp_
+                tmp = scratch("adam.tmp", shape, np.result_type(g, m))  # each product below, in turn
+                m += np.multiply(np.subtract(g, m, out=tmp), 1 - beta1, out=tmp)  # torch's lerp_
                 v *= beta2
-                v += (1 - beta2) * g * g
+                v += np.multiply(np.multiply(g, 1 - beta2, out=tmp), g, out=tmp)
                 if group["amsgrad"]:
                     np.maximum(state["max_exp_avg_sq"], v, out=state["max_exp_avg_sq"])
                     v = state["max_exp_avg_sq"]
                 step_size = lr / (1 - beta1 ** t)
-                denom = np.sqrt(v) / (1 - beta2 ** t) ** 0.5 + eps
-                p.data -= step_size * m / denom
+                denom = np.sqrt(v, out=scratch("adam.denom", shape, v.dtype))  # sqrt(v) / sqrt(1 - b2^t) + eps
+                denom /= (1 - beta2 ** t) ** 0.5
+                denom += eps
+                p.data -= np.divide(np.multiply(m, step_size, out=tmp), denom, out=tmp)
 
 
 class AdamW(Adam):

@@ -1,6 +1,9 @@
 """`SGD` with momentum, dampening, Nesterov and weight decay: PyTorch's update rule."""
 from __future__ import annotations
 
+import numpy as np
+
+from ..autograd.workspace import scratch
 from .optimizer import Optimizer, check_number
 
 
@@ -38,8 +41,10 @@ class SGD(Optimizer):
             wd, nesterov = group["weight_decay"], group["nesterov"]
             for p in self._params_with_grad(group):
                 g = -p.grad if group["maximize"] else p.grad
-                if wd != 0:
-                    g = g + wd * p.data
+                shape, dtype = g.shape, np.result_type(g, p.data)
+                if wd != 0:  # g + wd * p, built in scratch buffers (the same arithmetic)
+                    g = np.add(g, np.multiply(p.data, wd, out=scratch("sgd.decay", shape, p.dtype)),
+                               out=scratch("sgd.grad", shape, dtype))
                 if mu != 0:
                     state = self.state.setdefault(p, {})
                     buf = state.get("momentum_buffer")
@@ -47,6 +52,10 @@ class SGD(Optimizer):
                         buf = state["momentum_buffer"] = g.astype(p.dtype, copy=True)
                     else:
                         buf *= mu
-                        buf += (1 - tau) * g
-                    g = g + mu * buf if nesterov else buf
-                p.data -= lr * g
+                        buf += np.multiply(g, 1 - tau, out=scratch("sgd.damped", shape, g.dtype))
+                    if nesterov:  # g + mu * buf
+                        g = np.add(g, np.multiply(buf, mu, out=scratch("sgd.ahead", shape, buf.dtype)),
+                                   out=scratch("sgd.nesterov", shape, np.result_type(g, buf)))
+                    else:
+                        g = buf
+                p.data -= np.multiply(g, lr, out=scratch("sgd.update", shape, g.dtype))

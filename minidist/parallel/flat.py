@@ -73,10 +73,16 @@ class FlatLayout:
                 t.grad = None
 
     def unpack_grads(self, flat: np.ndarray) -> None:
-        """Set each tensor's ``.grad`` to its slice of `flat` (a fresh array in the
-        tensor's dtype)."""
+        """Set each tensor's ``.grad`` to its slice of `flat`, in the tensor's dtype: copied
+        into the ``.grad`` array it already has when that one fits (what PyTorch's DDP
+        does: the same gradient tensor, now holding the average), else a fresh array."""
         for t, s in self.slices():
-            t.grad = flat[s].reshape(t.data.shape).astype(t.data.dtype, copy=True)
+            values = flat[s].reshape(t.data.shape)
+            g = t.grad
+            if g is not None and g.shape == t.data.shape and g.dtype == t.data.dtype and g.flags.writeable:
+                np.copyto(g, values)
+            else:
+                t.grad = values.astype(t.data.dtype, copy=True)
 
 
 def layouts_by_dtype(tensors) -> list[FlatLayout]:

@@ -1,0 +1,126 @@
+"""Buffer reuse on the hot path (minidist.autograd.workspace): results bitwise identical to
+the same computation without reuse, and a second CNN train step allocates no new large
+arrays (tracemalloc)."""
+import tracemalloc
+
+import numpy as np
+import pytest
+
+import minidist
+from minidist import nn
+from minidist.autograd import workspace
+from minidist.nn import functional as F
+from minidist.optim import SGD, Adam, AdamW
+from minidist.parallel.flat import FlatLayout
+
+LARGE = 64 << 10  # bytes: "a large array"
+OPTIMIZERS = {
+    "sgd-momentum-wd": lambda p: SGD(p, lr=0.1, momentum=0.9, weight_decay=1e-3),
+    "sgd-nesterov-maximize": lambda p: SGD(p, lr=0.1, momentum=0.9, nesterov=True, maximize=True),
+    "sgd-plain": lambda p: SGD(p, lr=0.1),
+    "adam-amsgrad-wd": lambda p: Adam(p, lr=1e-2, weight_decay=1e-3, amsgrad=True),
+    "adamw": lambda p: AdamW(p, lr=1e-2),
+}
+
+
+def small_cnn(rng):
+    """conv-BN-ReLU-pool twice (the second pool overlapping and padded), then Linear."""
+    return nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1, rng=rng), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(8, 16, 3, padding=1, rng=rng), nn.BatchNorm2d(16), nn.ReLU(),
+        nn.MaxPool2d(3, stride=2, padding=1), nn.Flatten(), nn.Linear(16 * 7 * 7, 10, rng=rng))
+
+
+def train(make_opt, dtype, steps=3, batch=6):
+    """Parameters and gradients after each of `steps` CNN steps."""
+    rng = np.random.default_rng(0)
+    model = small_cnn(rng).to(dtype)
+    opt = make_opt(model.parameters())
+    history = []
+    for _ in range(steps):
+        x = minidist.Tensor(rng.standard_normal((batch, 1, 28, 28)).astype(dtype))
+        loss = F.cross_entropy(model(x), rng.integers(0, 10, batch))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        history += [p.grad.copy() for p in model.parameters()] + [p.data.copy() for p in model.parameters()]
+    return history
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_training_is_bitwise_identical_without_reuse(name, dtype):
+    reused = train(OPTIMIZERS[name], dtype)
+    with workspace.fresh_arrays():
+        fresh = train(OPTIMIZERS[name], dtype)
+    for a, b in zip(reused, fresh, strict=True):
+        assert a.dtype == b.dtype and np.array_equal(a, b)
+
+
+def test_second_cnn_step_allocates_no_new_large_arrays():
+    rng = np.random.default_rng(0)
+    model = small_cnn(rng)
+    opt = SGD(model.parameters(), lr=0.1, momentum=0.9)
+    x = minidist.Tensor(rng.standard_normal((32, 1, 28, 28)).astype(np.float32))
+    y = rng.integers(0, 10, 32)
+
+    def step():
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    def large_buffers():  # (key, id) of each scratch buffer of 64 KiB or more
+        return {(k, id(workspace.scratch(*k))) for k in workspace.keys()
+                if np.dtype(k[2]).itemsize * np.prod(k[1]) >= LARGE}
+
+    workspace.clear()
+    tracemalloc.start(5)
+    try:
+        step()
+        after_first, buffers_first = tracemalloc.take_snapshot(), large_buffers()
+        step()
+        after_second = tracemalloc.take_snapshot()
+    finally:
+        tracemalloc.stop()
+    assert buffers_first and large_buffers() == buffers_first  # step 2 used step 1's buffers
+    grown = [s for s in after_second.compare_to(after_first, "traceback") if s.size_diff >= LARGE]
+    assert not grown, "\n".join(str(s) for s in grown)
+
+
+def test_padded_1x1_conv_keeps_its_columns_out_of_scratch():
+    """A 1x1 kernel makes im2col a view of the padded input, which is a scratch buffer: the
+    saved columns must be a copy, or a second conv of the same shape would overwrite them."""
+    rng = np.random.default_rng(3)
+    w = minidist.Tensor(rng.standard_normal((2, 3, 1, 1)), requires_grad=True)
+    x1, x2 = (minidist.Tensor(rng.standard_normal((2, 3, 4, 4))) for _ in range(2))
+    out = F.conv2d(x1, w, padding=1)
+    F.conv2d(x2, w, padding=1)  # pads into the same scratch buffer
+    out.sum().backward()
+    expected = np.pad(x1.data, ((0, 0), (0, 0), (1, 1), (1, 1))).sum(axis=(0, 2, 3))
+    np.testing.assert_allclose(w.grad.reshape(2, 3), np.tile(expected, (2, 1)), rtol=1e-12)
+
+
+def test_unpack_grads_writes_into_the_existing_gradient():
+    params = [nn.Parameter(np.zeros((2, 3))), nn.Parameter(np.zeros(4)), nn.Parameter(np.zeros(2))]
+    params[0].grad, params[1].grad = np.ones((2, 3)), np.ones(5)  # the second does not fit
+    kept = params[0].grad
+    layout = FlatLayout(params, np.float64)
+    layout.unpack_grads(np.arange(12.0))
+    assert params[0].grad is kept and np.array_equal(kept, np.arange(6.0).reshape(2, 3))
+    assert np.array_equal(params[1].grad, np.arange(6.0, 10.0))
+    assert np.array_equal(params[2].grad, [10.0, 11.0])
+
+
+def test_scratch_reuses_per_key_and_stays_bounded():
+    workspace.clear()
+    a = workspace.scratch("t", (3, 2), np.float32)
+    assert workspace.scratch("t", (3, 2), np.float32) is a
+    assert workspace.scratch("t", (3, 2), np.float64) is not a
+    with workspace.fresh_arrays():
+        assert workspace.scratch("t", (3, 2), np.float32) is not a
+    for i in range(workspace.MAX_BUFFERS + 5):
+        workspace.scratch("many", (i + 1,), np.uint8)
+    assert len(workspace.keys()) == workspace.MAX_BUFFERS
+    workspace.clear()
+    assert workspace.nbytes() == 0
