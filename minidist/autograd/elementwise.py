@@ -108,7 +108,7 @@ class Sqrt(Function):
 
 
 # ---- activations -------------------------------------------------------------------------
-class ReLU(Function):
+class ReLUFn(Function):
     @staticmethod
     def forward(ctx, a):
         out = np.maximum(a, 0)
@@ -123,7 +123,7 @@ class ReLU(Function):
         return grad * np.logical_not(keep, out=keep)
 
 
-class Sigmoid(Function):
+class SigmoidFn(Function):
     @staticmethod
     def forward(ctx, a):
         # exp(-|a|) never overflows: sigmoid = 1/(1+e) for a >= 0 and e/(1+e) below.
@@ -143,7 +143,7 @@ class Sigmoid(Function):
         return grad * (out * (1 - out))
 
 
-class Tanh(Function):
+class TanhFn(Function):
     @staticmethod
     def forward(ctx, a):
         out = np.tanh(a)
@@ -172,7 +172,7 @@ class LogSoftmax(Function):
 
 
 # ---- public functions -------------------------------------------------------------------
-def pow(a, exponent):  # noqa: A001 - mirrors torch.pow
+def power(a, exponent):
     r"""``a ** exponent``, elementwise.
 
     .. math:: \text{out}_i = a_i^{p_i}
@@ -216,7 +216,7 @@ def sqrt(a):
 def relu(a):
     r"""``max(a, 0)`` elementwise; the gradient at exactly 0 is 0, as PyTorch.
     Shape: output as input."""
-    return ReLU.apply(_as_tensor(a))
+    return ReLUFn.apply(_as_tensor(a))
 
 
 def sigmoid(a):
@@ -227,13 +227,13 @@ def sigmoid(a):
 
     Shape: output as input.
     """
-    return Sigmoid.apply(_as_tensor(a))
+    return SigmoidFn.apply(_as_tensor(a))
 
 
 def tanh(a):
     r"""Hyperbolic tangent elementwise; gradient ``grad * (1 - tanh(a)**2)``.
     Shape: output as input."""
-    return Tanh.apply(_as_tensor(a))
+    return TanhFn.apply(_as_tensor(a))
 
 
 def log_softmax(a, axis=-1):

@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 
 from .elementwise import (  # noqa: F401  (re-exported: ops.exp, ops.relu, ...)
-    Exp, Log, LogSoftmax, Pow, PowScalar, ReLU, Sigmoid, Sqrt, Tanh,
-    exp, log, log_softmax, pow, relu, sigmoid, sqrt, tanh,
+    Exp, Log, LogSoftmax, Pow, PowScalar, ReLUFn, SigmoidFn, Sqrt, TanhFn,
+    exp, log, log_softmax, power, relu, sigmoid, sqrt, tanh,
 )
 from .function import Function
 from .shape_ops import (  # noqa: F401  (re-exported: ops.reshape, ops.getitem, ...)

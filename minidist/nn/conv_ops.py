@@ -64,7 +64,7 @@ def _offset_slices(kernel, stride, out_hw):
             for p in range(kh) for q in range(kw)]
 
 
-class Conv2d(Function):
+class Conv2dFn(Function):
     """Cross-correlation of (N, C, H, W) input with (O, C, kh, kw) weight, plus bias (O,).
 
     ``out[n, o, i, j] = bias[o] + sum_{c,p,q} x_pad[n, c, i*sh + p, j*sw + q] * w[o, c, p, q]``
@@ -130,7 +130,7 @@ def _weight_grad(g, cols):
     return g.transpose(1, 0, 2).reshape(o, n * p) @ cols.transpose(1, 0, 2).reshape(k, n * p).T
 
 
-class MaxPool2d(Function):
+class MaxPool2dFn(Function):
     """Max over each (kh, kw) window of the (-inf padded) (N, C, H, W) input.
 
     Backward sends each output's gradient where PyTorch's CPU kernel does: to the first

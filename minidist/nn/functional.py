@@ -12,10 +12,10 @@ from ..autograd import ops
 from ..autograd.function import Function
 from ..autograd.tensor import Tensor
 from .argcheck import array_of as _array, check_reduction, shape_of as _shape  # noqa: F401
-from .conv_ops import Conv2d, MaxPool2d, output_size, pair
+from .conv_ops import Conv2dFn, MaxPool2dFn, output_size, pair
 from .functional_loss import cross_entropy, mse_loss, nll_loss  # noqa: F401
-from .loss_ops import Dropout, dropout_mask
-from .norm_ops import (BatchNorm, BatchNormEval, LayerNorm, batch_norm_backward_elemt,  # noqa: F401
+from .loss_ops import DropoutFn, dropout_mask
+from .norm_ops import (BatchNorm, BatchNormEval, LayerNormFn, batch_norm_backward_elemt,  # noqa: F401
                        batch_norm_backward_reduce, batch_norm_elemt, batch_norm_gather_stats,
                        batch_norm_stats, check_values_per_channel)
 
@@ -46,7 +46,7 @@ def log_softmax(x, dim=-1):
 
 
 # ---- linear -------------------------------------------------------------------------------
-class Linear(Function):
+class LinearFn(Function):
     """``y = x @ weight.T + bias`` with x (*, in), weight (out, in), bias (out,) or None.
 
     Backward: ``dx = dy @ W``, ``dW = dy^T x``, ``db = sum(dy)`` over the leading axes.
@@ -87,7 +87,7 @@ def linear(x, weight, bias=None):
                          f"(got input shape {xs}, weight shape {ws})")
     if bias is not None and _shape(bias) != (ws[0],):
         raise ValueError(f"linear: bias must have shape ({ws[0]},) (got {_shape(bias)})")
-    return Linear.apply(x, weight, bias)
+    return LinearFn.apply(x, weight, bias)
 
 
 # ---- convolution and pooling ---------------------------------------------------------------
@@ -117,7 +117,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0):
     if min(stride) < 1 or min(padding) < 0:
         raise ValueError(f"conv2d: stride must be >= 1 and padding >= 0 (got stride={stride}, padding={padding})")
     _check_output_size("conv2d", xs, ws[2:], stride, padding)
-    return Conv2d.apply(x, weight, bias, stride=stride, padding=padding)
+    return Conv2dFn.apply(x, weight, bias, stride=stride, padding=padding)
 
 
 def _check_output_size(fn, xs, kernel, stride, padding):
@@ -153,7 +153,7 @@ def max_pool2d(x, kernel_size, stride=None, padding=0):
         raise ValueError(f"max_pool2d: pad should be at most half of kernel size, "
                          f"but got padding={padding} and kernel_size={kernel}")
     _check_output_size("max_pool2d", xs, kernel, stride, padding)
-    return MaxPool2d.apply(x, kernel=kernel, stride=stride, padding=padding)
+    return MaxPool2dFn.apply(x, kernel=kernel, stride=stride, padding=padding)
 
 
 # ---- normalisation --------------------------------------------------------------------------
@@ -217,7 +217,7 @@ def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
     for name, v in (("weight", weight), ("bias", bias)):
         if v is not None and _shape(v) != norm:
             raise ValueError(f"layer_norm: {name} must have shape {norm} (got {_shape(v)})")
-    return LayerNorm.apply(x, weight, bias, len(norm), eps)
+    return LayerNormFn.apply(x, weight, bias, len(norm), eps)
 
 
 # ---- dropout ------------------------------------------------------------------------------
@@ -238,4 +238,4 @@ def dropout(x, p=0.5, training=True, rng=None):
         raise ValueError(f"dropout in training mode with p={p} needs rng=np.random.Generator(...) "
                          f"(got {type(rng).__name__}); seed one and pass it, or use training=False")
     data = _array(x)
-    return Dropout.apply(x, dropout_mask(data.shape, p, rng, data.dtype))
+    return DropoutFn.apply(x, dropout_mask(data.shape, p, rng, data.dtype))

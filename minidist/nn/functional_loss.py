@@ -7,7 +7,7 @@ import numpy as np
 from ..autograd import ops
 from ..autograd.tensor import Tensor
 from .argcheck import array_of as _array, check_reduction, shape_of as _shape
-from .loss_ops import CrossEntropy, MSELoss, NLLLoss
+from .loss_ops import CrossEntropy, MSELossFn, NLLLoss
 
 
 # ---- losses -------------------------------------------------------------------------------
@@ -103,4 +103,4 @@ def mse_loss(input, target, reduction="mean"):
                          "reshape the target to the input's shape")
     if not isinstance(target, Tensor):  # a plain array target follows the input's dtype
         target = np.asarray(target, dtype=_array(input).dtype)
-    return MSELoss.apply(input, target, reduction=reduction)
+    return MSELossFn.apply(input, target, reduction=reduction)

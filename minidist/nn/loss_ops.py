@@ -93,7 +93,7 @@ class NLLLoss(Function):
         return dlogp, None
 
 
-class MSELoss(Function):
+class MSELossFn(Function):
     """``loss = reduce((input - target) ** 2)``; same shapes required.
 
     ``forward(ctx, input, target, reduction)``; the target gets the negated gradient when
@@ -115,7 +115,7 @@ class MSELoss(Function):
                 -dinput if ctx.needs_input_grad[1] else None)
 
 
-class Dropout(Function):
+class DropoutFn(Function):
     """``y = x * mask``, with `mask` already holding 0 or ``1 / (1 - p)`` per element.
 
     ``forward(ctx, x, mask)``; backward is ``grad * mask``.

@@ -201,7 +201,7 @@ class BatchNormEval(Function):
         return dx, dweight, dbias, None, None, None
 
 
-class LayerNorm(Function):
+class LayerNormFn(Function):
     """Layer norm over the last `ndim` axes (PyTorch's ``normalized_shape``)::
 
         y = (x - mean) / sqrt(var + eps) * weight + bias     (biased var, per sample)
