@@ -13,30 +13,22 @@ def _shape_arg(args):
     return args[0] if len(args) == 1 and isinstance(args[0], (tuple, list)) else args
 
 
-Tensor.__add__ = lambda self, other: ops.add(self, other)
-Tensor.__radd__ = lambda self, other: ops.add(other, self)
-Tensor.__sub__ = lambda self, other: ops.sub(self, other)
-Tensor.__rsub__ = lambda self, other: ops.sub(other, self)
-Tensor.__mul__ = lambda self, other: ops.mul(self, other)
-Tensor.__rmul__ = lambda self, other: ops.mul(other, self)
-Tensor.__truediv__ = lambda self, other: ops.div(self, other)
-Tensor.__rtruediv__ = lambda self, other: ops.div(other, self)
-Tensor.__pow__ = lambda self, exponent: ops.power(self, exponent)
-Tensor.__rpow__ = lambda self, base: ops.power(base, self)
-Tensor.__matmul__ = lambda self, other: ops.matmul(self, other)
-Tensor.__rmatmul__ = lambda self, other: ops.matmul(other, self)
-Tensor.__neg__ = lambda self: ops.neg(self)
-Tensor.__getitem__ = lambda self, index: ops.getitem(self, index)
+def _both_sides(op):
+    """``a OP b`` and the reflected ``b OP a`` (when `a` is not a Tensor) for a binary op."""
+    return (lambda self, other: op(self, other)), (lambda self, other: op(other, self))
 
-Tensor.sum = lambda self, axis=None, keepdims=False: ops.reduce_sum(self, axis, keepdims)
-Tensor.mean = lambda self, axis=None, keepdims=False: ops.mean(self, axis, keepdims)
-Tensor.max = lambda self, axis=None, keepdims=False: ops.reduce_max(self, axis, keepdims)
+
+Tensor.__add__, Tensor.__radd__ = _both_sides(ops.add)
+Tensor.__sub__, Tensor.__rsub__ = _both_sides(ops.sub)
+Tensor.__mul__, Tensor.__rmul__ = _both_sides(ops.mul)
+Tensor.__truediv__, Tensor.__rtruediv__ = _both_sides(ops.div)
+Tensor.__pow__, Tensor.__rpow__ = _both_sides(ops.power)
+Tensor.__matmul__, Tensor.__rmatmul__ = _both_sides(ops.matmul)
+Tensor.__neg__ = ops.neg
+Tensor.__getitem__ = ops.getitem  # the ops take the tensor first: they serve as methods as they are
+Tensor.sum, Tensor.mean, Tensor.max = ops.reduce_sum, ops.mean, ops.reduce_max
+Tensor.exp, Tensor.log, Tensor.sqrt = ops.exp, ops.log, ops.sqrt
+Tensor.relu, Tensor.sigmoid, Tensor.tanh = ops.relu, ops.sigmoid, ops.tanh
 Tensor.reshape = lambda self, *shape: ops.reshape(self, _shape_arg(shape))
 Tensor.transpose = lambda self, *axes: ops.transpose(self, _shape_arg(axes) or None)
 Tensor.T = property(lambda self: ops.transpose(self, None))
-Tensor.exp = lambda self: ops.exp(self)
-Tensor.log = lambda self: ops.log(self)
-Tensor.sqrt = lambda self: ops.sqrt(self)
-Tensor.relu = lambda self: ops.relu(self)
-Tensor.sigmoid = lambda self: ops.sigmoid(self)
-Tensor.tanh = lambda self: ops.tanh(self)

@@ -7,7 +7,8 @@ import numpy as np
 from . import functional as F
 from . import init
 from .conv_ops import pair
-from .module import Module, Parameter
+from .linear import add_weight_and_bias
+from .module import Module
 
 
 def _check_image_batch(layer: str, x) -> None:
@@ -45,12 +46,7 @@ class Conv2d(Module):
         if min(self.kernel_size) < 1 or min(self.stride) < 1 or min(self.padding) < 0:
             raise ValueError(f"Conv2d needs kernel_size >= 1, stride >= 1, padding >= 0 (got kernel_size="
                              f"{self.kernel_size}, stride={self.stride}, padding={self.padding})")
-        self.weight = Parameter(np.empty((out_channels, in_channels, *self.kernel_size), dtype=dtype))
-        if bias:
-            self.bias = Parameter(np.empty(out_channels, dtype=dtype))
-        else:
-            self.register_parameter("bias", None)
-        self.reset_parameters(rng)
+        add_weight_and_bias(self, (out_channels, in_channels, *self.kernel_size), bias, dtype, rng)
 
     def reset_parameters(self, rng: np.random.Generator | None = None) -> None:
         init.linear_layer_(self.weight, self.bias, rng)

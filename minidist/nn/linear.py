@@ -31,12 +31,7 @@ class Linear(Module):
             raise ValueError(f"Linear needs non-negative sizes (got in_features={in_features}, "
                              f"out_features={out_features})")
         self.in_features, self.out_features = int(in_features), int(out_features)
-        self.weight = Parameter(np.empty((out_features, in_features), dtype=dtype))
-        if bias:
-            self.bias = Parameter(np.empty(out_features, dtype=dtype))
-        else:
-            self.register_parameter("bias", None)
-        self.reset_parameters(rng)
+        add_weight_and_bias(self, (out_features, in_features), bias, dtype, rng)
 
     def reset_parameters(self, rng: np.random.Generator | None = None) -> None:
         init.linear_layer_(self.weight, self.bias, rng)
@@ -49,3 +44,14 @@ class Linear(Module):
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+
+def add_weight_and_bias(module, weight_shape: tuple, bias: bool, dtype, rng) -> None:
+    """PyTorch's Linear and Conv parameters on `module`: ``weight`` of `weight_shape` and
+    ``bias`` of ``weight_shape[0]`` (or None), initialised as their ``reset_parameters``."""
+    module.weight = Parameter(np.empty(weight_shape, dtype=dtype))
+    if bias:
+        module.bias = Parameter(np.empty(weight_shape[0], dtype=dtype))
+    else:
+        module.register_parameter("bias", None)
+    module.reset_parameters(rng)

@@ -55,33 +55,22 @@ class Module:
             raise AttributeError(f"cannot assign {name!r} before Module.__init__() is called; "
                                  "call super().__init__() first in your subclass's __init__")
         params, buffers, modules = self._parameters, self._buffers, self._modules
-        if isinstance(value, Parameter):
-            self.__dict__.pop(name, None)
-            buffers.pop(name, None)
-            modules.pop(name, None)
-            params[name] = value
-        elif isinstance(value, Module):
-            self.__dict__.pop(name, None)
-            params.pop(name, None)
-            buffers.pop(name, None)
-            modules[name] = value
-        elif name in params:
-            if value is not None:
-                raise TypeError(f"cannot assign {type(value).__name__} to parameter {name!r}: "
-                                "wrap it in nn.Parameter (or assign None)")
-            params[name] = None
-        elif name in buffers:
-            if value is not None and not isinstance(value, Tensor):
-                raise TypeError(f"cannot assign {type(value).__name__} to buffer {name!r}: "
-                                "expected a Tensor or None")
-            buffers[name] = value
-        elif name in modules:
-            if value is not None:
-                raise TypeError(f"cannot assign {type(value).__name__} to child module {name!r}: "
-                                "expected a Module or None")
-            modules[name] = None
-        else:
-            object.__setattr__(self, name, value)
+        home = params if isinstance(value, Parameter) else modules if isinstance(value, Module) else None
+        if home is not None:  # a new Parameter or child: it leaves every other place
+            for place in (self.__dict__, params, buffers, modules):
+                if place is not home:
+                    place.pop(name, None)
+            home[name] = value
+            return
+        for place, what, allowed in ((params, "parameter", "wrap it in nn.Parameter (or assign None)"),
+                                     (buffers, "buffer", "expected a Tensor or None"),
+                                     (modules, "child module", "expected a Module or None")):
+            if name in place:
+                if value is not None and not (place is buffers and isinstance(value, Tensor)):
+                    raise TypeError(f"cannot assign {type(value).__name__} to {what} {name!r}: {allowed}")
+                place[name] = value
+                return
+        object.__setattr__(self, name, value)
 
     def __getattr__(self, name):
         # only called when normal lookup fails: parameters, buffers and children live in dicts
