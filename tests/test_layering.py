@@ -1,5 +1,6 @@
 """The dependency direction of ../shared/DESIGN.md, checked on the source: comm imports
-neither autograd, nn nor parallel; nn imports neither comm nor parallel; inside the
+neither autograd, nn nor parallel; nn imports neither comm nor parallel; cost (which
+predicts comm and parallel) imports neither parallel nor nn; inside the
 package only minidist/comm imports mpi4py; `import minidist.comm` loads no autograd or
 nn; and the package's module-level imports have no cycle."""
 import ast
@@ -50,6 +51,7 @@ def _violations(folder: str, forbidden: tuple) -> list:
               "minidist.optim", "minidist.data", "minidist.report")),
     ("nn", ("minidist.comm", "minidist.parallel", "minidist.cost")),
     ("autograd", ("minidist.nn", "minidist.comm", "minidist.parallel")),
+    ("cost", ("minidist.autograd", "minidist.nn", "minidist.parallel", "minidist.report")),
 ])
 def test_lower_layers_do_not_import_upper_ones(folder, forbidden):
     assert _violations(folder, forbidden) == []

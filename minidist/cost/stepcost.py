@@ -22,8 +22,7 @@ import numpy as np
 
 from . import costmodel
 from .counts import message_counts, scratch_bytes
-from ..parallel.buckets import assign_buckets, bucket_limits
-from ..parallel.tail import tail_length
+from .layout import assign_buckets, bucket_limits, tail_length
 
 STRATEGIES = ("local", "dp", "hub", "ddp")
 OPTIONS = ("bucket_cap_mb", "algorithm", "broadcast", "reduce", "broadcast_buffers", "average",

@@ -21,18 +21,7 @@ import numpy as np
 from ..comm import ring_allgather
 
 from ..comm.tags import TAG_BUCKET_BASE, TAG_BUCKET_SPAN, TAG_INSTANCE_BASE
-
-DEFAULT_BUCKET_CAP_MB = 25.0  # PyTorch's bucket_cap_mb
-FIRST_BUCKET_MB = 1.0  # PyTorch's first bucket (dist._DEFAULT_FIRST_BUCKET_BYTES)
-MB = 1024 * 1024
-
-
-def bucket_limits(bucket_cap_mb: float = DEFAULT_BUCKET_CAP_MB) -> tuple[int, int]:
-    """(bytes per bucket, bytes of the first bucket): PyTorch's small first bucket only when
-    the cap is left at its default."""
-    first = FIRST_BUCKET_MB if bucket_cap_mb == DEFAULT_BUCKET_CAP_MB else bucket_cap_mb
-    return int(bucket_cap_mb * MB), int(first * MB)
-
+from ..cost.layout import DEFAULT_BUCKET_CAP_MB, FIRST_BUCKET_MB, assign_buckets, bucket_limits  # noqa: F401
 
 def instance_tag_base(instance: int, tag_ub: int) -> int:
     """The first bucket tag of DDP instance `instance` (0, 1, ... in construction order on
@@ -51,22 +40,6 @@ def bucket_tag(index: int, base: int = TAG_BUCKET_BASE) -> int:
     (`instance_tag_base`). Tags repeat after 10000 buckets: two such buckets in flight at
     once make the comm layer raise (a tag already in flight) rather than mix their messages."""
     return base + index % TAG_BUCKET_SPAN
-
-
-def assign_buckets(params, bucket_bytes: int, first_bucket_bytes: int) -> list[list]:
-    """Group `params` (registration order) into buckets of parameters, reverse order, one
-    dtype per bucket; bucket 0 is the one whose gradients are expected first."""
-    limits = [int(first_bucket_bytes), int(bucket_bytes)]
-    buckets, open_ = [], {}  # dtype -> [params, bytes, limit index]
-    for p in reversed(list(params)):
-        cur = open_.setdefault(p.data.dtype, [[], 0, 0])
-        cur[0].append(p)
-        cur[1] += p.data.nbytes
-        if cur[1] >= limits[cur[2]]:
-            buckets.append(cur[0])
-            open_[p.data.dtype] = [[], 0, 1]
-    buckets.extend(cur[0] for cur in open_.values() if cur[0])
-    return buckets
 
 
 def _ordinal(k: int) -> str:

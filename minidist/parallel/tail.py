@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..comm import ring_allgather
+from ..cost.layout import tail_length  # noqa: F401  (re-exported)
 
 NONFINITE = ("raise", "skip", "ignore")
 
@@ -25,12 +26,6 @@ class NonFiniteGradientError(FloatingPointError):
 def all_finite(x: np.ndarray) -> bool:
     """True when `x` holds no NaN and no Inf (two reductions, no temporary array)."""
     return x.size == 0 or bool(np.isfinite(x.min()) and np.isfinite(x.max()))
-
-
-def tail_length(counts: bool, flags: bool) -> int:
-    """Elements the tail appends: the sample count (`counts`: ``average="samples"``) and
-    the non-finite flag (`flags`: ``nonfinite`` is not ``"ignore"``)."""
-    return int(bool(counts)) + int(bool(flags))
 
 
 class StatusTail:
