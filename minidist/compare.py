@@ -213,8 +213,10 @@ def train_all(args, comm):
 
 def time_setup(args, comm) -> dict:
     """Collective, charged to no strategy: the common clock, the job's cores, and (unless
-    --profile or $MINIDIST_PROFILE names one) this machine's calibrated profile."""
+    --profile or $MINIDIST_PROFILE names one) this machine's calibrated profile, which also
+    sets the thresholds of ``allreduce(algorithm="auto")`` (`minidist.cost.use_profile`)."""
     from .comm.clock import synchronize_clocks
+    from .cost import use_profile
     from .cost.machine import job_cores, machine_profile, profile_of
 
     args.clock = synchronize_clocks(comm.mpi)
@@ -222,6 +224,7 @@ def time_setup(args, comm) -> dict:
     if args.profile is None and not os.environ.get("MINIDIST_PROFILE") and comm.size > 1:
         calibration = machine_profile(comm, refresh=args.recalibrate)
         args.profile_obj = profile_of(calibration)
+    use_profile(args.profile_obj)  # the same on every rank: allreduce(algorithm="auto") follows it
     return {"clock": args.clock.header(), "cores": job_cores(comm.mpi), "calibration": calibration}
 
 
