@@ -20,8 +20,8 @@ CHECKOUT = Path(__file__).resolve().parent.parent  # labs/ and scripts/ live bes
 BENCHES = {  # name -> (script, launched under mpiexec -n N?, what it measures)
     "engine": ("scripts/bench_engine.py", False, "minidist's engine against PyTorch CPU"),
     "collectives": ("scripts/bench_collectives.py", True, "our collectives against MPI_Allreduce"),
-    "ddp": ("scripts/bench_ddp.py", True, "minidist ddp against PyTorch DDP on gloo"),
-    "scaling": ("scripts/bench_scaling.py", False, "the scaling sweep over rank counts"),
+    "ddp": ("scripts/bench_ddp.py", False, "minidist ddp/dp/hub against PyTorch DDP on gloo (it launches both; -- --ranks 2 4)"),
+    "scaling": ("scripts/bench_scaling.py", False, "the scaling sweep over rank counts (-- --ranks 1 2 4)"),
 }
 
 
