@@ -111,8 +111,8 @@ def _wrapped(args, comm, variant):
     net = make_model(args, comm, norm)
     if strategy == "ddp":
         options = dict(options, bucket_cap_mb=args.bucket_cap_mb)
-    if strategy != "local":
-        options = dict(options, average=args.average)
+    if strategy != "local":  # --average, unless the variant fixes it (ddp-fp16 averages over ranks)
+        options = {"average": args.average, **options}
     return net, wrap(net, strategy, None if strategy == "local" else comm, **options), options
 
 

@@ -22,7 +22,7 @@ VARIANTS = {  # name -> (strategy, wrap options)
     "hub": ("hub", {}),
     "ddp": ("ddp", {}),
     "ddp-no-overlap": ("ddp", {"overlap": False}),
-    "ddp-fp16": ("ddp", {"comm_hook": "fp16"}),
+    "ddp-fp16": ("ddp", {"comm_hook": "fp16", "average": "ranks"}),
 }
 MLP_CLASSES = 3  # spirals: --samples // 3 points per class
 

@@ -187,6 +187,8 @@ def test_wrap_rejects_unknown_strategies_and_options(comm):
         wrap(net, "hub", comm, average="mean")
     with pytest.raises(ValueError, match="comm_hook='fp16' needs algorithm='ring'"):
         wrap(net, "ddp", comm, comm_hook="fp16", algorithm="rabenseifner")
+    with pytest.raises(ValueError, match="comm_hook='fp16' averages over ranks.*average='ranks'"):
+        wrap(net, "ddp", comm, comm_hook="fp16")
     with pytest.raises(RuntimeError, match="loss_on_root=True"):
         wrap(net, "dp", comm).loss(F.cross_entropy, None, None)
 

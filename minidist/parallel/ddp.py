@@ -51,7 +51,7 @@ class DistributedDataParallel(ParallelModel):
                  check_replicas: bool = False, record_events: bool = False,
                  find_unused_parameters: bool = False, nonfinite: str = "raise"):
         super().__init__(module, comm, average=average, check_replicas=check_replicas, nonfinite=nonfinite)
-        opts.check_options(algorithm, comm_hook, bucket_cap_mb)
+        opts.check_options(algorithm, comm_hook, bucket_cap_mb, average)
         self.overlap, self.algorithm, self.comm_hook = bool(overlap), algorithm, comm_hook
         self.broadcast_buffers, self.static_graph = bool(broadcast_buffers), bool(static_graph)
         self.find_unused_parameters = bool(find_unused_parameters)

@@ -18,7 +18,7 @@ ALGORITHMS = ("ring", "recursive_doubling", "rabenseifner", "auto")
 _instances = WeakKeyDictionary()  # Communicator -> DDP instances built on it so far
 
 
-def check_options(algorithm, comm_hook, bucket_cap_mb) -> None:
+def check_options(algorithm, comm_hook, bucket_cap_mb, average) -> None:
     """Raise ValueError, before any collective, for an option DDP cannot run."""
     if algorithm not in ALGORITHMS:
         raise ValueError(f"algorithm must be one of {ALGORITHMS} (got {algorithm!r})")
@@ -27,6 +27,11 @@ def check_options(algorithm, comm_hook, bucket_cap_mb) -> None:
     if comm_hook == "fp16" and algorithm != "ring":
         raise ValueError(f"comm_hook='fp16' needs algorithm='ring' (got algorithm={algorithm!r}): "
                          "of minidist.comm's all-reduces only the ring takes float16")
+    if comm_hook == "fp16" and average == "samples":
+        raise ValueError("comm_hook='fp16' averages over ranks, as PyTorch's fp16_compress_hook: each rank "
+                         "divides its gradient by N before the cast, so the float16 sum cannot overflow where "
+                         "the gradient does not (a sample-count weight and the count itself would, past "
+                         "65504 and 2048); pass average='ranks' with it")
     if bucket_cap_mb <= 0:
         raise ValueError(f"bucket_cap_mb must be > 0 (got {bucket_cap_mb})")
 

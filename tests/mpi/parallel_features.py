@@ -190,7 +190,7 @@ def fp16_hook(comm):
     result = {}
     for hook in (None, "fp16"):
         net = MLP(IN, HIDDEN, OUT, rng=4, dtype=np.float64)
-        model = wrap(net, "ddp", comm, comm_hook=hook, bucket_cap_mb=1e-3)
+        model = wrap(net, "ddp", comm, comm_hook=hook, bucket_cap_mb=1e-3, average="ranks")
         opt = SGD(model.parameters(), lr=0.0)
         comm.ledger.reset()
         train_step(model, opt, xs, ys)
