@@ -166,6 +166,11 @@ def verify(path: str, loaded: tuple, model, optimizer, extra) -> None:
     for name, value in (extra or {}).items():
         if name not in meta["extra"]:
             problems.append(f"extra[{name!r}] is not in the file (it has {sorted(meta['extra'])})")
+            continue
+        saved, given = meta["extra"][name]["kind"], _restorable_kind(value)
+        if saved in ("generator", "sampler") and given != saved:
+            problems.append(f"extra[{name!r}] was saved as a {saved}, but a {given or type(value).__name__} "
+                            "was passed to restore it into")
     if problems:
         raise CheckpointError(f"checkpoint {path!r} does not match:\n  " + "\n  ".join(problems)
                               + "\nbuild the model and optimizer the checkpoint was saved from")
@@ -241,3 +246,10 @@ def decode_extra(saved: dict, arrays: dict, given) -> dict:
         else:
             out[name] = entry["epoch"]
     return out
+
+
+def _restorable_kind(value) -> str | None:
+    """What `extra` restores in place: "generator", "sampler", or None (anything else)."""
+    if isinstance(value, np.random.Generator):
+        return "generator"
+    return "sampler" if hasattr(value, "set_epoch") and hasattr(value, "epoch") else None

@@ -58,6 +58,20 @@ def test_extra_generators_arrays_and_samplers_come_back(tmp_path):
     assert info["extra"]["note"] == "x"
 
 
+def test_extra_of_the_wrong_kind_is_refused_before_anything_changes(tmp_path):
+    from minidist.parallel import DistributedSampler
+
+    net = build()
+    save_checkpoint(tmp_path / "ck.npz", net, None, step=1,
+                    extra={"rng": np.random.default_rng(5), "sampler": DistributedSampler(10, 2, 1, seed=3)})
+    fresh = build(seed=9)
+    before = [p.data.copy() for p in fresh.parameters()]
+    for extra in ({"sampler": np.random.default_rng(0)}, {"rng": DistributedSampler(10, 2, 1, seed=3)}):
+        with pytest.raises(CheckpointError, match="was saved as a"):
+            load_checkpoint(tmp_path / "ck.npz", fresh, None, extra=extra)
+        assert all(np.array_equal(a, p.data) for a, p in zip(before, fresh.parameters()))
+
+
 def _trained(tmp_path):
     net = build()
     opt = SGD(net.parameters(), lr=0.1, momentum=0.9)

@@ -349,3 +349,20 @@ def test_static_graph_refuses_a_later_iteration_that_changes_the_order(comm):
     with pytest.raises(RuntimeError, match=r"on rank 0, gradient #0 of this iteration is 'head\.(weight|bias)', "
                                            r"but the first iteration had 'body\.(weight|bias)' there"):
         loss.backward()
+
+
+@pytest.mark.parametrize("strategy", ["local", "ddp"])
+def test_a_step_that_raises_leaves_no_samples_for_the_next_one(strategy, comm):
+    """A caught NonFiniteGradientError must not carry this step's sample count into the next."""
+    from minidist.parallel import NonFiniteGradientError
+
+    net = MLP(2, 4, 2, rng=0, dtype=np.float64)
+    model = wrap(net, strategy, None if strategy == "local" else comm)
+    opt = SGD(model.parameters(), lr=0.1)
+    x = np.array([[np.nan, 1.0], [0.0, 1.0]])
+    loss = F.cross_entropy(model(Tensor(x)), np.array([0, 1]))
+    model.zero_grad()
+    loss.backward()
+    with pytest.raises(NonFiniteGradientError):
+        model.step(opt)
+    assert model._samples == 0

@@ -3,7 +3,7 @@ exact when the same arrays come again, when new ones do, and past the cache's si
 import pytest
 
 from minidist.comm import ring_plan
-from minidist.comm.ring import ring_schedule
+from minidist.comm.ring import ring_schedule, schedule
 from mpi_util import run_mpi
 
 
@@ -16,10 +16,19 @@ def test_repeated_ring_allreduces_stay_exact(n):
 
 def test_the_same_request_gets_the_same_schedule_and_the_cache_is_bounded():
     ring_plan.clear()
-    first = ring_plan.cached_schedule(3, 1, 10)
-    assert first == list(ring_schedule(3, 1, 10)) and ring_plan.cached_schedule(3, 1, 10) is first
-    assert ring_plan.cached_schedule(3, 2, 10) == list(ring_schedule(3, 2, 10))  # another rank's
+    first = schedule(3, 1, 10)
+    assert first == list(ring_schedule(3, 1, 10)) and schedule(3, 1, 10) is first
+    assert schedule(3, 2, 10) == list(ring_schedule(3, 2, 10))  # another rank's
     for count in range(ring_plan.MAX_PLANS + 5):
-        ring_plan.cached_schedule(2, 0, count)
+        schedule(2, 0, count)
     assert len(ring_plan._plans) == ring_plan.MAX_PLANS
+    ring_plan.clear()
+
+
+def test_the_cache_drops_the_least_recently_used():
+    ring_plan.clear()
+    kept = schedule(5, 0, 7)
+    for count in range(2 * ring_plan.MAX_PLANS):  # `kept` is used between every new entry
+        schedule(2, 0, count)
+        assert schedule(5, 0, 7) is kept
     ring_plan.clear()

@@ -95,7 +95,7 @@ def check_same_call(comm, name: str, x, op, root, algorithm) -> None:
     fields = differing_fields(records)
     if fields:
         calls = "\n".join(f"  rank {r}: {describe(rec)}" for r, rec in enumerate(records))
-        odd = [r for r in range(comm.size) if (records[r] != records[0]).any()]
+        odd = [r for r in range(1, comm.size) if differing_fields(records[[0, r]])]
         hint = HINTS.get(fields[0], "")
         raise RuntimeError(f"minidist debug: the ranks disagree on collective call #{comm.calls} "
                            f"(different {', '.join(fields)}; ranks differing from rank 0: {odd}):\n"

@@ -17,7 +17,7 @@ import numpy as np
 
 from .tags import TAG_ALLGATHER, TAG_REDUCE_SCATTER
 from .checks import RING_DTYPES, chunk_bounds, check_array, check_op, mismatch_error
-from .ring_plan import cached_schedule
+from .ring_plan import remember
 from .timeline import traced
 
 _FLOAT16 = np.dtype(np.float16)
@@ -64,6 +64,11 @@ def ring_schedule(size: int, rank: int, count: int):
         yield slice(s0, s1), slice(r0, r1), step < size - 1
 
 
+def schedule(size: int, rank: int, count: int) -> list:
+    """`ring_schedule` as a list, built once per (N, rank, count) and reused (ring_plan.py)."""
+    return remember((size, rank, count), lambda: list(ring_schedule(size, rank, count)))
+
+
 def _exchange(comm, send: np.ndarray, recv: np.ndarray, tag: int, what: str) -> None:
     """One ring step: `send` to the right neighbour while `recv` arrives from the left."""
     left = (comm.rank - 1) % comm.size
@@ -98,7 +103,7 @@ def ring_reduce_scatter(comm, x: np.ndarray, op: str = "sum") -> np.ndarray:
         else:
             longest = ring_scratch_count(flat.size, size)
             buffers = (np.empty(longest, x.dtype), np.empty(longest, x.dtype))
-            steps = list(ring_schedule(size, comm.rank, flat.size))[: size - 1]
+            steps = schedule(size, comm.rank, flat.size)[: size - 1]
             with comm.ledger.temporary(2 * buffers[0].nbytes):
                 outgoing = flat[steps[0][0]]  # step 0: our own share of chunk rank-1 starts its chain
                 for i, (_, recv, _) in enumerate(steps):
@@ -116,7 +121,7 @@ def _allgather_inplace(comm, flat: np.ndarray) -> None:
     """Steps N-1..2N-3 of the ring schedule: chunk ``comm.rank`` of `flat` is filled in;
     on return every chunk is, each received straight into its place (no copies)."""
     size = comm.size
-    for send, recv, _ in list(ring_schedule(size, comm.rank, flat.size))[size - 1:]:
+    for send, recv, _ in schedule(size, comm.rank, flat.size)[size - 1:]:
         _exchange(comm, flat[send], flat[recv], TAG_ALLGATHER, "ring_allgather")
 
 
@@ -190,7 +195,7 @@ def _ring_allreduce(comm, x, op, ufunc):
     if size == 1:
         return x
     flat = x.reshape(-1)
-    steps = cached_schedule(size, comm.rank, flat.size)  # built once per (N, rank, count): ring_plan.py
+    steps = schedule(size, comm.rank, flat.size)
     partial = comm.take_scratch(ring_scratch_count(flat.size, size), flat.dtype)
     try:
         # 1. reduce-scatter: a partial sum of chunk `recv` arrives from the left; add ours

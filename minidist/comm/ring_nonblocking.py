@@ -18,7 +18,7 @@ import weakref
 import numpy as np
 
 from .checks import RING_DTYPES, check_array, check_op, mismatch_error
-from .ring import combine, ring_schedule, ring_scratch_count, wire
+from .ring import combine, ring_scratch_count, schedule, wire
 from .tags import TAG_RING_ALLREDUCE
 from .timeline import RingTrace
 
@@ -97,7 +97,7 @@ class RingAllreduce:
                 self._trace = RingTrace(comm.timeline, self._phase, self.tag, self.x.nbytes)
             # its own buffer (reported as scratch) until done: rings in flight never share
             self._buffer = comm.take_scratch(ring_scratch_count(flat.size, comm.size), flat.dtype)
-            self._schedule = list(ring_schedule(comm.size, comm.rank, flat.size))
+            self._schedule = schedule(comm.size, comm.rank, flat.size)
             self._post()
             if self._trace is not None:
                 self._trace.inside(self._trace.call.enter)  # setting up and posting step 0

@@ -140,10 +140,10 @@ class ParallelModel:
             if not self._skip:
                 self._update(optimizer)
             self._after_update(optimizer)
-        finally:
+        finally:  # even when it raises (caught by the user): the next step counts afresh
+            self._samples = 0
             if comm is not None:
                 comm.model = None
-        self._samples = 0
         self.steps += 1
         if comm is not None:  # from now on the messages speak of the next step (its forward)
             comm.step = self.steps + 1
