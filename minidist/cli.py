@@ -59,7 +59,7 @@ def build_parser() -> Parser:
                                 "fit alpha, beta, gamma (a profile) on this machine",
                                 "minidist calibrate -n 2 --out profile.json"))
     cli_launch.add_lab(_add(sub, "lab", cli_launch.cmd_lab, "run the teaching labs (labs/run_all.py)",
-                            "minidist lab --quick"))
+                            "minidist lab 04 09"))
     _add_exercise(sub)
     cli_launch.add_bench(_add(sub, "bench", cli_launch.cmd_bench,
                               "benchmarks against MPI_Allreduce, PyTorch CPU and PyTorch DDP",

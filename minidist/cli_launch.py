@@ -112,8 +112,9 @@ def cmd_compare(args) -> int:
 
 
 def add_lab(p) -> None:
-    p.add_argument("names", nargs="*", metavar="NAME", help="labs to run (default: all)")
-    p.add_argument("--quick", action="store_true", help="few-second versions")
+    p.add_argument("names", nargs="*", metavar="NN", help="lab numbers to run, e.g. 01 09 (default: all)")
+    p.add_argument("--full", action="store_true",
+                   help="the labs' default settings (minutes) instead of their --quick versions")
 
 
 def _script(relative: str, what: str) -> Path:
@@ -125,7 +126,8 @@ def _script(relative: str, what: str) -> Path:
 
 def cmd_lab(args) -> int:
     script = _script("labs/run_all.py", "lab")
-    return _child([sys.executable, str(script), *args.names, *(["--quick"] if args.quick else [])])
+    only = ["--only", ",".join(args.names)] if args.names else []
+    return _child([sys.executable, str(script), *only, *(["--full"] if args.full else [])])
 
 
 def add_bench(p) -> None:
@@ -141,9 +143,21 @@ def cmd_bench(args) -> int:
     if args.which in ("engine", "ddp") and importlib.util.find_spec("torch") is None:
         raise ConfigError(f"bench {args.which} compares with PyTorch, which is not installed: "
                           "pip install -e '.[torch]' (CPU build: torch==2.13.0)")
-    rest = args.rest[1:] if args.rest[:1] == ["--"] else args.rest
-    argv = [sys.executable, str(script), *rest]
+    argv = [sys.executable, str(script), *_bench_arguments(args)]
     return _launch(args, argv) if under_mpi else _child(argv)
+
+
+def _bench_arguments(args) -> list[str]:
+    """The script's own arguments (after ``--``); launch options written after the bench's
+    name (``bench collectives -n 2 -- ...``) are read into `args` first."""
+    rest = list(args.rest)
+    head, tail = (rest[:rest.index("--")], rest[rest.index("--") + 1:]) if "--" in rest else (rest, [])
+    launch = argparse.ArgumentParser(prog=f"minidist bench {args.which}", add_help=False)
+    add_launch_options(launch, default_n=args.n)
+    known, unknown = launch.parse_known_args(head)
+    for name, value in vars(known).items():
+        setattr(args, name, value if value not in (None, "") else getattr(args, name))
+    return unknown + tail
 
 
 def cmd_missing(args) -> int:

@@ -119,7 +119,7 @@ def test_missing_scripts_and_torch_are_named(capsys, monkeypatch):
 
     monkeypatch.setattr(launch, "CHECKOUT", ROOT / "nowhere")
     _one_error_line(capsys, cli(["bench", "scaling"]), "scripts/bench_scaling.py", "missing")
-    _one_error_line(capsys, cli(["lab", "--quick"]), "labs/run_all.py", "missing")
+    _one_error_line(capsys, cli(["lab", "04"]), "labs/run_all.py", "missing")
     monkeypatch.setattr(launch, "CHECKOUT", ROOT)
     monkeypatch.setattr(launch.importlib.util, "find_spec", lambda name: None)
     _one_error_line(capsys, cli(["bench", "engine"]), "pip install", "torch")
@@ -163,3 +163,25 @@ def test_every_option_of_every_command_has_help():
             continue
         for action in parser._actions:
             assert action.help, f"minidist {name} {action.option_strings or action.dest}: no help"
+
+
+def test_bench_reads_launch_options_written_after_the_bench_name():
+    from argparse import Namespace
+
+    from minidist.cli_launch import _bench_arguments
+
+    args = Namespace(which="collectives", n="2", hostfile=None, mpi_args="", mpiexec=None,
+                     rest=["-n", "3", "--", "--max-bytes", "4K"])
+    assert _bench_arguments(args) == ["--max-bytes", "4K"] and args.n == "3"
+    args = Namespace(which="collectives", n="2", hostfile=None, mpi_args="", mpiexec=None,
+                     rest=["-n", "4", "--max-bytes", "4K"])  # no --: the script's own flags pass on
+    assert _bench_arguments(args) == ["--max-bytes", "4K"] and args.n == "4"
+
+
+def test_lab_runs_the_named_labs_quick():
+    import subprocess
+
+    out = subprocess.run([sys.executable, "-m", "minidist.cli", "lab", "04"], capture_output=True,
+                         text=True, timeout=300, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert "lab 04" in out.stdout and "1 labs in" in out.stdout and "0 failed" in out.stdout
