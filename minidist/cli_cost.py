@@ -45,12 +45,13 @@ def add_predict(p) -> None:
     p.add_argument("--model", choices=("mlp", "cnn"), default=None,
                    help="predict compare's own model (same shapes as `minidist compare`) instead of "
                         "--params/--tensors")
-    p.add_argument("--hidden", default="64", help="with --model mlp: the hidden width, as in compare")
+    p.add_argument("--hidden", default="512", help="with --model mlp: the hidden width (compare's default)")
     p.add_argument("--params", default=None, help=f"number of parameters (default {LARGE_MODEL:.3g})")
     p.add_argument("--tensors", default=None,
                    help=f"parameter tensors they are split into (DDP's buckets; default {LARGE_MODEL_TENSORS}, "
                         "the report's projection uses the same)")
-    p.add_argument("--dtype", default="float32", help=f"parameter dtype, one of {', '.join(FLOAT_DTYPES)}")
+    p.add_argument("--dtype", default=None, help=f"parameter dtype, one of {', '.join(FLOAT_DTYPES)} "
+                   "(default: float64 with --model, as compare; float32 with --params)")
     p.add_argument("--ranks", default="2,8,64,512,4096", help="comma-separated rank counts")
     p.add_argument("--strategies", default="dp,hub,ddp", help="comma-separated, from dp, hub, ddp")
     p.add_argument("--profile", default=None,
@@ -67,6 +68,7 @@ def _predict_shape(args):
     from .cost.stepcost import dense, describe
     from .report import LARGE_MODEL, LARGE_MODEL_TENSORS
 
+    args.dtype = args.dtype or ("float64" if args.model is not None else "float32")
     if args.dtype not in FLOAT_DTYPES:
         raise ConfigError(f"--dtype {args.dtype!r}: parameters are floating point; choose from "
                           f"{', '.join(FLOAT_DTYPES)}")

@@ -104,7 +104,7 @@ def test_predict_states_its_tensors_and_uses_compares_model(capsys):
     assert "in 100 tensors" in capsys.readouterr().out
     assert cli(["predict", "--model", "mlp", "--hidden", "24", "--ranks", "2"]) == 0
     # compare's MLP: 2 -> 24 -> 24 -> 3 (weights and biases)
-    assert f"{2 * 24 + 24 + 24 * 24 + 24 + 24 * 3 + 3:,} float32 parameters in 6 tensors" in capsys.readouterr().out
+    assert f"{2 * 24 + 24 + 24 * 24 + 24 + 24 * 3 + 3:,} float64 parameters in 6 tensors" in capsys.readouterr().out
 
 
 def test_profiles_names_the_environment_default(capsys, monkeypatch):
