@@ -250,7 +250,10 @@ def save_and_report(args, comm, records, spans, timing) -> None:
     if args.report:
         report = write_report(run_file, report_dir, profile=args.profile_obj)
         print(f"report: {report} (and {report.with_suffix('.html').name} beside it)")
-    print(f"run folder: {report_dir if run_file.parent == report_dir else run_file.parent}")
+    if run_file.parent == report_dir:
+        print(f"run folder: {report_dir}")
+    else:  # --out X.jsonl: the run file, and its report in X-report/
+        print(f"run file: {run_file}; report folder: {report_dir}")
     sys.stdout.flush()
 
 

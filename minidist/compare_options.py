@@ -62,7 +62,8 @@ def add_arguments(p) -> None:
                    help="start each strategy from DIR/<strategy>.npz (a --checkpoint of an earlier run "
                         "with the same options) and train --steps more")
     p.add_argument("--no-report", dest="report", action="store_false",
-                   help="skip the report (minidist report RUN makes it later)")
+                   help="skip the report, which is made by default (minidist report RUN makes it later)"
+                        "%(default).0s")  # (no "default: True" appended: it would read as "skipped")
 
 
 def dataset_size(model: str, samples: int) -> int:

@@ -78,11 +78,12 @@ def test_the_summed_tail_gives_the_total_and_how_many_ranks_failed(dtype):
 
 @pytest.mark.parametrize("n", [2, 4, 16, 64])
 def test_dp_and_hub_are_predicted_the_same_communication_time(n):
-    """Same bytes, same additions (dp's sum on rank 0 is charged as hub's reduction)."""
+    """Same bytes, same additions (dp's sum on rank 0 is charged as hub's reduction): the
+    issue asks for 10 %; they are equal to round-off."""
     shape = dense(10_000_000, n_tensors=8)
     for profile in ("shm", "ib-hdr"):
         dp, hub = (predict_step(s, n, shape, profile=profile)["seconds"] for s in ("dp", "hub"))
-        assert dp == pytest.approx(hub, rel=0.10), (profile, dp, hub)
+        assert dp == pytest.approx(hub, rel=1e-12), (profile, dp, hub)
 
 
 @pytest.mark.mpi

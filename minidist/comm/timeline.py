@@ -98,11 +98,11 @@ class Timeline:
         raw MPI communicator: no ledger sees it), compute each call's wait and transfer, add
         the waits to `ledger` per phase, and move the step's spans to `events`. Collective:
         every rank calls it at the same point. Returns the settled calls."""
-        calls, self._calls, self._seq = self._calls, [], {}
-        if any(c.exit is None for c in calls):
-            open_ones = [c.key for c in calls if c.exit is None]
+        if any(c.exit is None for c in self._calls):  # checked before the step's calls are taken
+            open_ones = [c.key for c in self._calls if c.exit is None]
             raise RuntimeError(f"rank {self.rank}: settle() while calls are still open: {open_ones}; "
                                "settle after the step, once every collective has finished")
+        calls, self._calls, self._seq = self._calls, [], {}
         offset = self.clock.offset
         mine = {c.key: c.enter - offset for c in calls}
         everyone = mpi_comm.allgather(mine) if mpi_comm.Get_size() > 1 else [mine]

@@ -44,7 +44,7 @@ def cmd_start(args) -> int:
         return 2
     _write_atomically(path, SCAFFOLDS[args.name])
     print(f"wrote {path}: fill in {', '.join(EXERCISES[args.name][1])}, then run "
-          f"`python -m minidist.exercises check {folder} {args.name}`")
+          f"`minidist exercise check {folder} {args.name}`")
     return 0
 
 
@@ -74,7 +74,7 @@ def _chosen(folder: Path, names) -> list[str] | str:
         return f"no such file: {', '.join(missing)}" if missing else list(names)
     present = [n for n, (filename, _f, _a) in EXERCISES.items() if (folder / filename).exists()]
     return present or (f"{folder} holds none of " + ", ".join(f for f, _x, _y in EXERCISES.values())
-                       + "; write one with `python -m minidist.exercises start NAME DIR`")
+                       + "; write one with `minidist exercise start NAME DIR`")
 
 
 def cmd_check(args) -> int:
@@ -99,11 +99,18 @@ def cmd_check(args) -> int:
     return 0 if passed == cases else 1
 
 
+DESCRIPTION = ("Write the interview's NumPy BatchNorm, LayerNorm and ring all-reduce, and have them\n"
+               "graded against minidist: one line per case, the first wrong quantity named.")
+EXAMPLE = ("example:\n  minidist exercise start batchnorm mywork/\n"
+           "  minidist exercise check mywork/            # every exercise whose file is there")
+
+
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Add the ``exercise`` command (list / start / check) to `subparsers`."""
     parser = subparsers.add_parser("exercise",
                                    help="write and grade the BatchNorm, LayerNorm and ring exercises",
-                                   description=__doc__.split("\n")[0])
+                                   description=DESCRIPTION, epilog=EXAMPLE,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
     _fill(parser)
     return parser
 
@@ -129,7 +136,8 @@ def _fill(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m minidist.exercises", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m minidist.exercises", description=DESCRIPTION,
+                                     epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
     _fill(parser)
     args = parser.parse_args(argv)
     return args.fn(args)

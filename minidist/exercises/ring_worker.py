@@ -92,8 +92,11 @@ def make_input(count: int, dtype: str, rank: int, seed: int = 0) -> np.ndarray:
 
 def cases(size: int):
     """(count, dtype) of every case at `size` ranks: counts not divisible by N (for N > 1),
-    the first one smaller than N (some chunks are empty)."""
-    return [(max(size - 1, 1), "float64")] + [(count, dtype) for count in (11, 1001) for dtype in DTYPES]
+    the first one smaller than N (some chunks are empty), the last one 8 MB: far past
+    MPI's eager limit, so a ring whose ranks all Send before they Recv deadlocks (a hang)
+    instead of passing on small messages that MPI buffers."""
+    small = [(count, dtype) for count in (11, 1001) for dtype in DTYPES]
+    return [(max(size - 1, 1), "float64")] + small + [(1_000_003, "float64")]
 
 
 def run_learner(module, mpi_comm, x: np.ndarray) -> dict:

@@ -6,7 +6,7 @@ minidist computes it: the reference the grader uses is the library's own code.
 
 BATCHNORM = '''"""Batch normalisation in NumPy: forward with running statistics, and backward.
 
-Fill in the two functions, then run:  python -m minidist.exercises check DIR batchnorm
+Fill in the two functions, then run:  minidist exercise check DIR batchnorm
 """
 import numpy as np
 
@@ -56,7 +56,7 @@ def batchnorm_backward(dout, cache):
 
 LAYERNORM = '''"""Layer normalisation in NumPy: forward and backward, over the last dimension.
 
-Fill in the two functions, then run:  python -m minidist.exercises check DIR layernorm
+Fill in the two functions, then run:  minidist exercise check DIR layernorm
 """
 import numpy as np
 
@@ -95,7 +95,7 @@ def layernorm_backward(dout, cache):
 
 RING = '''"""Ring all-reduce with mpi4py point-to-point calls.
 
-Fill in ring_allreduce, then run:  python -m minidist.exercises check DIR ring
+Fill in ring_allreduce, then run:  minidist exercise check DIR ring
 (the grader runs it under mpiexec -n 1, 2, 3, 4 and 5).
 """
 import numpy as np

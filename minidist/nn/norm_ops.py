@@ -1,7 +1,7 @@
 """Fused batch and layer normalisation: each forward beside its analytic backward.
 
 Batch norm is split the way PyTorch splits it for ``SyncBatchNorm``, so the distributed
-version (minidist/parallel/syncbn.py) reuses exactly this arithmetic with sums that were
+version (minidist/nn/syncbn.py) reuses exactly this arithmetic with sums that were
 all-reduced across ranks. One rank's training step is::
 
     s, ss, n = batch_norm_stats(x)                  # local per-channel sums  (all-reduce these)
