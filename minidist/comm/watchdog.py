@@ -137,6 +137,6 @@ def expire(comm, pending: list, waited: float) -> None:
     hint = ("" if comm.model is None else " If several wrapped models step, every rank must "
             "step them in the same order (each model's messages have tags of their own).")
     abort(f"minidist watchdog: {where(comm)} waited {waited:.1f} s (MINIDIST_TIMEOUT="
-          f"{comm.timeout:g}) for {' and '.join(parts)}; ranks not arrived: {waiting}. They are "
-          "stuck, have failed, or skipped this call (MINIDIST_DEBUG=1 compares every collective "
+          f"{comm.timeout:g}) for {' and '.join(parts)}; still waiting for rank(s) {waiting}. They (or a rank "
+          "they wait for in turn) are stuck, have failed, or skipped this call (MINIDIST_DEBUG=1 compares every collective "
           f"call across ranks).{hint}", WATCHDOG_STATUS)
