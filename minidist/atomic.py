@@ -38,8 +38,8 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs):
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
     try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a kept file gets the usual mode
-        with os.fdopen(fd, mode, **kwargs) as f:
+        with os.fdopen(fd, mode, **kwargs) as f:  # owns fd from here: closed whatever happens
+            os.fchmod(f.fileno(), 0o666 & ~_UMASK)  # mkstemp makes 0600; a kept file gets the usual mode
             yield f
             f.flush()
             os.fsync(f.fileno())
@@ -50,10 +50,13 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs):
     _fsync_folder(folder)
 
 
-def _umask() -> int:
-    mask = os.umask(0)
+def _read_umask() -> int:
+    mask = os.umask(0)  # the only way to read it; done once, at import, not while threads write
     os.umask(mask)
     return mask
+
+
+_UMASK = _read_umask()
 
 
 def _remove_quietly(path: str) -> None:

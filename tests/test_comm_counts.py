@@ -167,3 +167,9 @@ def test_bad_arguments_say_what_is_wrong():
         message_counts("allreduce", 4, 0, 10, 8, algorithm="mpi")
     with pytest.raises(ValueError, match="algorithm"):
         rounds("allreduce", 4)
+
+
+def test_an_auto_table_without_a_row_for_two_ranks_is_refused():
+    with pytest.raises(ValueError, match="needs a row for 2 ranks"):
+        set_auto_table({4: ((0, "ring"),)})
+    assert choose_allreduce_algorithm(8, 2) == "recursive_doubling"  # the built-in table stays

@@ -33,6 +33,9 @@ def set_auto_table(table: dict | None) -> None:
     """Install `table` (the shape of `SHM_TABLE`) for every later "auto" choice in this
     process; None restores the built-in one."""
     global _table
+    if table is not None and 2 not in table:
+        raise ValueError(f"an auto table needs a row for 2 ranks (it has rows for {sorted(table)}): "
+                         "rows are looked up at the largest size <= N")
     _table = SHM_TABLE if table is None else {int(n): tuple(rows) for n, rows in table.items()}
 
 
