@@ -366,3 +366,4 @@ def test_a_step_that_raises_leaves_no_samples_for_the_next_one(strategy, comm):
     with pytest.raises(NonFiniteGradientError):
         model.step(opt)
     assert model._samples == 0
+

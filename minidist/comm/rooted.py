@@ -32,12 +32,15 @@ def _recv_exact(comm, buf, source, tag, what):
 
 
 @traced("gather_to_root")
-def gather_to_root(comm, x: np.ndarray, root: int = 0, out: np.ndarray | None = None):
+def gather_to_root(comm, x: np.ndarray, root: int = 0, out: np.ndarray | None = None,
+                   sum_rows: bool = False):
     """Every rank's `x`, stacked in rank order, on the root; None on the other ranks.
 
     Linear: each non-root sends `x` once; the root receives N-1 messages, in rank order,
     straight into the output: `out` when given (the root's, reused step after step; `x`
-    may be its row ``root``), else a new array. `x` is not modified.
+    may be its row ``root``), else a new array. `x` is not modified. ``sum_rows=True``
+    (dp's reduction): the root then adds every other row into row ``root``, in rank
+    order, inside this call, so its time counts as the collective's, as a reduce's does.
 
     Shape:
         x: any shape, the same on every rank. output (root): ``(N, *x.shape)``.
@@ -50,7 +53,13 @@ def gather_to_root(comm, x: np.ndarray, root: int = 0, out: np.ndarray | None = 
             raise ValueError(f"gather_to_root: out has shape {out.shape} and dtype {out.dtype}; it "
                              f"must be {(comm.size, *x.shape)} and {x.dtype}")
     with comm.collective("gather_to_root", x, root=root):
-        return _gather(comm, x, root, out)
+        gathered = _gather(comm, x, root, out)
+        if sum_rows and gathered is not None:
+            rows = gathered.reshape(comm.size, x.size)
+            for source in range(comm.size):
+                if source != root:
+                    np.add(rows[root], rows[source], out=rows[root])
+        return gathered
 
 
 def _gather(comm, x, root, out=None):

@@ -135,10 +135,7 @@ class DataParallel(ParallelModel):
         self._status = (None, 0)
         for layout, rows, tail in self._pack():
             with comm.phase("grad-gather"):
-                gather_to_root(comm, rows[0], 0, out=rows if comm.rank == 0 else None)
-                if comm.rank == 0:
-                    for source in range(1, comm.size):
-                        np.add(rows[0], rows[source], out=rows[0])
+                gather_to_root(comm, rows[0], 0, out=rows if comm.rank == 0 else None, sum_rows=True)
             if comm.rank == 0 and tail is not None:
                 self._status = tail.read(rows[0, rows.shape[1] - tail.length:])
         if comm.rank == 0:
