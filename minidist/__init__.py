@@ -13,7 +13,7 @@ import os
 # happen before NumPy is first imported: scripts import minidist first.
 # Such a job is also fail-stop from here on: an error on one rank ends every rank (this
 # loads minidist.comm, and so MPI, in that case only; see docs/reliability.md).
-if int(os.environ.get("PMI_SIZE") or os.environ.get("OMPI_COMM_WORLD_SIZE") or 1) > 1:
+if importlib.import_module(".launcher", __name__).launcher_size() > 1:
     for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(_var, "1")
     if os.environ.get("MINIDIST_MALLOC", "keep") != "default":  # see minidist/allocator.py

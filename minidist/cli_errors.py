@@ -12,27 +12,13 @@ import math
 import os
 import sys
 
+from .launcher import launcher_rank, launcher_size  # noqa: F401  (re-exported for the CLI)
+
 EXIT_CONFIG = 2  # argparse's status for a usage error
 
 
 class ConfigError(ValueError):
     """A flag or input file with an impossible value; the message names both."""
-
-
-def launcher_rank() -> int:
-    """This process's rank as the MPI launcher set it (MPICH, Open MPI, PMIx, Slurm); 0 alone."""
-    for var in ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK", "SLURM_PROCID"):
-        if os.environ.get(var, "").isdigit():
-            return int(os.environ[var])
-    return 0
-
-
-def launcher_size() -> int:
-    """The job's size as the launcher set it (1 without a launcher)."""
-    for var in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "SLURM_NTASKS"):
-        if os.environ.get(var, "").isdigit():
-            return int(os.environ[var])
-    return 1
 
 
 def debug_wanted(argv_debug: bool = False) -> bool:

@@ -34,16 +34,6 @@ _ORIGINAL_EXIT = sys.exit
 _installed = False
 
 
-def launcher_size() -> int:
-    """The number of ranks the MPI launcher started (1 outside mpiexec): read from the
-    environment MPICH's and Open MPI's launchers set, so it needs no MPI call."""
-    for name in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE"):
-        value = os.environ.get(name, "")
-        if value.isdigit():
-            return int(value)
-    return 1
-
-
 def _world():
     from mpi4py import MPI  # initialises MPI if nothing did yet, so that Abort can reach mpiexec
     return MPI.COMM_WORLD

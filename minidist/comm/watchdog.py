@@ -21,7 +21,8 @@ from time import perf_counter, sleep
 
 from mpi4py import MPI
 
-from .failstop import abort, launcher_size
+from ..launcher import launcher_size
+from .failstop import abort
 
 DEFAULT_TIMEOUT = 300.0  # seconds; long enough for any step of this simulator
 WATCHDOG_STATUS = 124  # the job's exit status when the watchdog fires (as timeout(1))
