@@ -12,7 +12,7 @@ import math
 import os
 import sys
 
-from .launcher import launcher_rank, launcher_size  # noqa: F401  (re-exported for the CLI)
+from .launcher import env_flag, launcher_rank, launcher_size  # noqa: F401  (re-exported for the CLI)
 
 EXIT_CONFIG = 2  # argparse's status for a usage error
 
@@ -22,7 +22,7 @@ class ConfigError(ValueError):
 
 
 def debug_wanted(argv_debug: bool = False) -> bool:
-    return argv_debug or os.environ.get("MINIDIST_DEBUG", "") not in ("", "0")
+    return argv_debug or env_flag("MINIDIST_DEBUG")
 
 
 def say_once(kind: str, message: str) -> None:

@@ -1,5 +1,5 @@
-"""Who launched this process, read from the environment MPI launchers set, so it needs no
-MPI call (and loads nothing): `minidist/__init__.py` decides from it, before NumPy or MPI
+"""Who launched this process, and with which switches, read from the environment (MPI
+launchers' variables, ``MINIDIST_*`` flags), so it needs no MPI call and loads nothing: `minidist/__init__.py` decides from it, before NumPy or MPI
 is imported, whether this is one rank of several; the CLI, fail-stop and the watchdog ask
 it too. Slurm's allocation-wide variables are not read for the size: a batch script that
 is not itself one of the launched ranks must not count as one.
@@ -28,3 +28,9 @@ def launcher_rank() -> int:
 def launcher_size() -> int:
     """The number of ranks the MPI launcher started (1 outside mpiexec)."""
     return _first_number(SIZE_VARIABLES, 1)
+
+
+def env_flag(name: str) -> bool:
+    """Whether the switch `name` (e.g. ``MINIDIST_DEBUG``) is on: set, and not one of
+    "", "0", "false", "no" (any case)."""
+    return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no")

@@ -185,3 +185,12 @@ def test_lab_runs_the_named_labs_quick():
                          text=True, timeout=300, cwd=ROOT)
     assert out.returncode == 0, out.stderr
     assert "lab 04" in out.stdout and "1 labs in" in out.stdout and "0 failed" in out.stdout
+
+
+@pytest.mark.parametrize("value, on", [("1", True), ("yes", True), ("0", False), ("false", False), ("No", False), ("", False)])
+def test_minidist_debug_means_the_same_to_the_cli_and_the_communicator(monkeypatch, value, on):
+    from minidist.cli_errors import debug_wanted
+    from minidist.comm import Communicator
+
+    monkeypatch.setenv("MINIDIST_DEBUG", value)
+    assert debug_wanted() is on and Communicator().debug is on

@@ -14,12 +14,12 @@ docs/reliability.md. Not thread-safe: give a background thread its own communica
 """
 from __future__ import annotations
 
-import os
 from time import perf_counter
 
 import numpy as np
 from mpi4py import MPI
 
+from ..launcher import env_flag
 from . import failstop
 from .allreduce import allreduce
 from .debug import CallScope
@@ -130,7 +130,7 @@ class Communicator:
                  timeout: float | None = None):
         self.timeout = timeout_from_environment() if timeout is None else check_timeout(timeout)
         if debug is None:
-            debug = os.environ.get("MINIDIST_DEBUG", "0").strip().lower() not in ("", "0", "false", "no")
+            debug = env_flag("MINIDIST_DEBUG")
         self.debug = bool(debug)
         self.yielding = yielding_from_environment()
         self.mpi = MPI.COMM_WORLD if mpi_comm is None else mpi_comm
