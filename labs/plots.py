@@ -11,9 +11,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-STYLES = {  # name: (colour, marker)
-    "local": ("black", "x"), "dp": ("tab:blue", "o"), "hub": ("tab:orange", "s"),
-    "ddp": ("tab:green", "^"), "dp-root": ("tab:red", "v"),
+from minidist.report.style import STRATEGY_STYLE  # noqa: E402  (strategies look as in the reports)
+
+STYLES = {  # name: (colour, marker); strategies take theirs from STRATEGY_STYLE
+    **{name: (s["color"], s["marker"]) for name, s in STRATEGY_STYLE.items()},
     "batch": ("tab:blue", "o"), "sync": ("tab:green", "^"), "layer": ("tab:purple", "D"),
     "none": ("tab:gray", "x"), "batch-global": ("black", "+"),
     "before": ("tab:blue", "o"), "after": ("tab:orange", "s"),
