@@ -117,6 +117,4 @@ def _load_optimizer(model, optimizer, saved: dict, arrays) -> None:
 def _load_strategy(model, saved) -> None:
     if saved is None or getattr(model, "strategy", None) != saved["strategy"]:
         return  # a plain module, or another strategy: nothing of the strategy's to restore
-    model.steps = int(saved["steps"])
-    if saved.get("static_graph_order") is not None and hasattr(model, "_graph"):
-        model._graph.order = list(saved["static_graph_order"])  # ddp(static_graph): already checked
+    model.load_strategy_state(saved)

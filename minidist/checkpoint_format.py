@@ -97,11 +97,7 @@ def _encode_optimizer(optimizer, arrays: dict) -> dict:
 
 
 def _encode_strategy(model):
-    if not hasattr(model, "strategy") or not hasattr(model, "steps"):
-        return None
-    order = getattr(getattr(model, "_graph", None), "order", None)  # ddp(static_graph): the checked order
-    return {"strategy": model.strategy, "steps": int(model.steps),
-            "static_graph_order": None if order is None else [int(i) for i in order]}
+    return model.strategy_state() if hasattr(model, "strategy_state") else None
 
 
 def _encode_extra(extra, arrays: dict) -> dict:

@@ -108,6 +108,14 @@ class ParallelModel:
                                     None, exc.ranks) from None
         return result
 
+    def strategy_state(self) -> dict:
+        """What a checkpoint keeps of the strategy itself (JSON values)."""
+        return {"strategy": self.strategy, "steps": int(self.steps)}
+
+    def load_strategy_state(self, state: dict) -> None:
+        """Restore `strategy_state` (the same strategy's)."""
+        self.steps = int(state["steps"])
+
     def train(self, mode: bool = True):
         self.module.train(mode)
         return self

@@ -87,6 +87,16 @@ class DistributedDataParallel(ParallelModel):
         finally:
             self._no_sync = previous
 
+    def strategy_state(self) -> dict:
+        """The base's, and static_graph's learnt gradient order (checked across ranks)."""
+        order = self._graph.order
+        return {**super().strategy_state(), "static_graph_order": None if order is None else list(order)}
+
+    def load_strategy_state(self, state: dict) -> None:
+        super().load_strategy_state(state)
+        if state.get("static_graph_order") is not None:
+            self._graph.order = [int(i) for i in state["static_graph_order"]]
+
     def bucket_names(self) -> list[list[str]]:
         """Parameter names of each bucket, in launch order."""
         return [[self._names[self._index[id(p)]] for p in b.layout.tensors] for b in self.buckets]
