@@ -5,8 +5,10 @@ communication time, per strategy, for an MLP of >= 1 M parameters (a benchmark, 
     python scripts/bench_prediction.py --ranks 4 --runs 5 --recalibrate
 
 Each run is ``mpiexec -n N python scripts/compare.py`` (float32 MLP, SGD) in its own
-processes; the calibrated profile is the cached one for this host and N (measured in the
-first run when absent), and the first run's profile predicts every run. Measured: the
+processes, predicted by the profile it calibrated: the cached one for this host and N, or
+with ``--recalibrate`` one measured afresh at the start of every run (this shared
+machine's speed drifts over minutes; a fresh calibration pairs each run with the machine
+it ran on). Measured: the
 slowest rank's transfer per step (time inside collective calls after their last
 participant entered), median over steps; predicted:
 alpha-beta-gamma plus per-call overhead over the step's collectives, serialised when ranks
@@ -30,19 +32,18 @@ from minidist.report.summary import load_run  # noqa: E402
 from minidist.report.timing import calibrated_profile, model_rows  # noqa: E402
 
 
-def one_run(args, out: Path, first: bool, profile=None):
+def one_run(args, out: Path):
     mpiexec = Path(sys.executable).parent / "mpiexec"
     cmd = [str(mpiexec if mpiexec.exists() else "mpiexec"), "-n", str(args.ranks), sys.executable,
            str(ROOT / "scripts" / "compare.py"), "--hidden", str(args.hidden), "--steps", str(args.steps),
            "--dtype", "float32", "--strategies", args.strategies, "--no-report", "--out", str(out)]
-    if args.recalibrate and first:
+    if args.recalibrate:
         cmd.append("--recalibrate")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
                OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
     subprocess.run(cmd, check=True, env=env, capture_output=True, text=True, timeout=600)
     header, steps = load_run(out)
-    profile = profile or calibrated_profile(header)  # the first run's, for every run
-    return header, profile, model_rows(header, steps, profile)
+    return header, model_rows(header, steps, calibrated_profile(header))
 
 
 def main(argv=None):
@@ -54,21 +55,25 @@ def main(argv=None):
     p.add_argument("--strategies", default="dp,hub,ddp,ddp-no-overlap")
     p.add_argument("--recalibrate", action="store_true")
     args = p.parse_args(argv)
+    load = os.getloadavg()[0]  # before our own runs add to it
     ratios: dict = {}
-    profile = first = None
+    first = None
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(args.runs):
-            header, profile, rows = one_run(args, Path(tmp) / f"run{i}.jsonl", i == 0, profile)
+            header, rows = one_run(args, Path(tmp) / f"run{i}.jsonl")
             first = first or header
+            prof = header["calibration"]["profile"]
+            print(f"run {i + 1}: beta {1e9 * prof['beta']:.3f} ns/B, gamma {1e9 * prof['gamma']:.3f} ns/B; "
+                  + ", ".join(f"{r['strategy']} {r['measured_ms']:.2f}/{r['predicted_ms']:.2f} ms" for r in rows),
+                  flush=True)
             for r in rows:
                 ratios.setdefault(r["strategy"], []).append((r["ratio"], r["measured_ms"], r["predicted_ms"]))
     cal = first["calibration"]
-    load = os.getloadavg()[0]
     print(f"{header['parameters']:,} parameters (float32), N = {args.ranks} on {header['cores']} cores, "
-          f"{args.runs} runs of {args.steps} steps; load average {load:.1f} "
+          f"{args.runs} runs of {args.steps} steps; load average before them {load:.1f} "
           f"({'LOADED' if load > 0.5 * (os.cpu_count() or 1) else 'quiet'})")
     prof = cal["profile"]
-    print(f"profile: alpha {1e6 * prof['alpha']:.2f} us, beta {1e9 * prof['beta']:.3f} ns/B, gamma "
+    print(f"first run's profile: alpha {1e6 * prof['alpha']:.2f} us, beta {1e9 * prof['beta']:.3f} ns/B, gamma "
           f"{1e9 * prof['gamma']:.3f} ns/B, call {1e6 * prof['call_overhead']:.1f} us; {cal['verdict']}")
     expected = prof["alpha"] + prof["call_overhead"] / (2 * (args.ranks - 1))
     print(f"a ring step with all {args.ranks} ranks running: {1e6 * cal['step_latency_all']:.1f} us "

@@ -1,10 +1,11 @@
 """`minidist calibrate`: measure this machine's alpha, beta, gamma and node bandwidth.
 
 A collective sweep (every rank calls it): ranks 0 and 1 exchange m bytes both ways at once,
-as a ring step does, over sizes from 8 B to 32 MiB; alpha, a rendezvous alpha and beta come
+as a ring step does (on buffers as a step leaves them: `measure.StepBuffers`), over sizes
+from 8 B to 32 MiB; alpha, a rendezvous alpha and beta come
 from a robust fit by medians over the sizes where each term dominates (noise cannot drag
 them to zero as a least-squares slope can); all pairs exchanging at once give the node
-bandwidth; gamma is the larger of np.add alone and the adds inside ring steps. Rank 0 fits
+bandwidth; gamma is the slope of np.add's time on such buffers. Rank 0 fits
 and broadcasts, so every rank returns the same `Profile`. `fit_alpha_beta` and the gamma
 measurements also serve compare's quick calibration (`minidist.cost.machine`). The method
 in full: docs/cost-model.md.
@@ -18,7 +19,7 @@ import platform
 import numpy as np
 
 from ..comm import Communicator, broadcast, mpi_allreduce
-from .measure import add_seconds, exchange, pingpong, reduce_in_ring, repeats_for
+from .measure import add_seconds, exchange, pingpong, repeats_for
 from .profiles import Profile
 
 __all__ = ["calibrate", "fit_alpha_beta", "fit_eager_rendezvous", "DEFAULT_SIZES", "QUICK_SIZES"]
@@ -127,8 +128,7 @@ def calibrate(comm, sizes=None, repeats=30, quick=False, base=None, details=Fals
             gamma (without it, a ValueError says what to do).
         details: also return the raw measurements, as ``(profile, dict)`` with the keys
             ``sizes``, ``exchange``, ``all_pairs``, ``pingpong`` (rank 0; measured only
-            here), ``gamma_sizes``, ``gamma_times`` (np.add alone, rank 0) and
-            ``gamma_in_ring`` (seconds per byte the adds cost in the ring's steps).
+            here), ``gamma_sizes`` and ``gamma_times`` (np.add, rank 0).
 
     Returns ``Profile(name="calibrated", ...)`` with ``eager_max`` and ``rendezvous_alpha``
     None where the sweep shows no eager/rendezvous step.
@@ -144,15 +144,13 @@ def calibrate(comm, sizes=None, repeats=30, quick=False, base=None, details=Fals
         return _gamma_only(base, gamma_sizes, repeats, details)
     rpn = _ranks_per_node(c)
     exchanges, all_pairs, pingpongs = _sweep(c, sizes, repeats, passes, details)
-    in_ring = reduce_in_ring(c, gamma_sizes, repeats)
-    fitted, gamma_times = _fit_on_rank0(c, sizes, exchanges, all_pairs, in_ring,
-                                        gamma_sizes, repeats, rpn)
+    fitted, gamma_times = _fit_on_rank0(c, sizes, exchanges, all_pairs, gamma_sizes, repeats, rpn)
     profile = _calibrated_profile(c, sizes, rpn, *fitted)
     if not details:
         return profile
     return profile, {"sizes": list(sizes), "exchange": exchanges, "all_pairs": all_pairs,
                      "pingpong": pingpongs, "gamma_sizes": list(gamma_sizes),
-                     "gamma_times": gamma_times, "gamma_in_ring": in_ring}
+                     "gamma_times": gamma_times}
 
 
 def _gamma_only(base, gamma_sizes, repeats, details):
@@ -176,19 +174,16 @@ def _sweep(c, sizes, repeats, passes, details):
     pairs exchanging at once (4 ranks or more; else the pair's) and, with `details`, of a
     ping-pong (rank 0; None elsewhere)."""
     concurrent = c.size >= 4  # with 2 or 3 ranks "every pair" is the pair 0-1 itself
-    sbuf = np.ones(max(sizes), dtype=np.uint8)  # written: np.zeros would read the zero page
-    rbuf = np.ones_like(sbuf)
     samples = {m: ([], [], []) for m in sizes}  # size -> per-pass medians: pair, all, ping-pong
     for _ in range(passes):
         for nbytes in sizes:
             reps = max(3, repeats_for(nbytes, repeats) // passes)
-            send, recv = sbuf[:nbytes], rbuf[:nbytes]
-            pair = exchange(c, send, recv, reps, all_pairs=False)
+            pair = exchange(c, nbytes, reps, all_pairs=False)
             samples[nbytes][0].append(pair)
-            samples[nbytes][1].append(exchange(c, send, recv, reps, True) if concurrent else pair)
+            samples[nbytes][1].append(exchange(c, nbytes, reps, True) if concurrent else pair)
             if details:
                 c.barrier()
-                samples[nbytes][2].append(pingpong(c, recv, reps))
+                samples[nbytes][2].append(pingpong(c, np.ones(nbytes, np.uint8), reps))
     c.barrier()
     exchanges = [float(np.median(samples[m][0])) for m in sizes]
     all_pairs = [float(np.median(samples[m][1])) for m in sizes]
@@ -197,15 +192,14 @@ def _sweep(c, sizes, repeats, passes, details):
     return exchanges, all_pairs, pingpongs
 
 
-def _fit_on_rank0(c, sizes, exchanges, all_pairs, in_ring, gamma_sizes, repeats, rpn):
+def _fit_on_rank0(c, sizes, exchanges, all_pairs, gamma_sizes, repeats, rpn):
     """Rank 0 times np.add, fits, and broadcasts ``(alpha, beta, gamma, node_bw, timestamp,
     rendezvous_alpha or nan)``; also returns rank 0's np.add times (None elsewhere)."""
     result = np.full(6, np.nan)
     gamma_times = None
     if c.rank == 0:
         result[4] = datetime.datetime.now().timestamp()  # rank 0's clock stamps every rank's copy
-        gamma_add, gamma_times = _gamma(gamma_sizes, repeats)
-        gamma = max(gamma_add, float(np.median(in_ring)))
+        gamma, gamma_times = _gamma(gamma_sizes, repeats)
         alpha, beta, rendezvous = fit_eager_rendezvous(sizes, exchanges)
         slope = fit_eager_rendezvous(sizes, all_pairs)[1]
         result[5] = np.nan if rendezvous is None else rendezvous
@@ -223,5 +217,5 @@ def _calibrated_profile(c, sizes, rpn, alpha, beta, gamma, node_bw, when, rendez
                    rendezvous_alpha=rendezvous if two_regimes else None,
                    source=f"calibrate() on {platform.node()}: {c.size} ranks, {rpn} per node, "
                           f"Sendrecv exchange {min(sizes)}-{max(sizes)} B, alpha from sizes "
-                          f"<= {SMALL_MAX} B, beta from >= {LARGE_MIN} B (medians), gamma the "
-                          f"larger of np.add and the adds in ring steps, {stamp}")
+                          f"<= {SMALL_MAX} B, beta from >= {LARGE_MIN} B (medians), gamma from "
+                          f"np.add, on buffers as a step leaves them, {stamp}")

@@ -2,11 +2,12 @@
 a Python collective, measured in about two seconds, robust to noise, cached per host and
 rank count.
 
-Ranks 0 and 1 exchange messages (Sendrecv through a Communicator, as a ring step does)
-while the other ranks sleep, so the pair has a core each; the sweep is repeated in
-several passes, each size's samples are cleaned of outliers (beyond 5 scaled MADs of the
-median) and reduced to their median, and alpha/beta come from `calibrate.fit_alpha_beta`;
-gamma is the larger of np.add alone and the adds inside ring steps.
+Ranks 0 and 1 exchange messages (Sendrecv through a Communicator, as a ring step does,
+on buffers as a step leaves them: `measure.StepBuffers`) while the other ranks sleep, so
+the pair has a core each; the sweep is repeated in several passes, each size's samples
+are cleaned of outliers (beyond 5 scaled MADs of the median) and reduced to their
+median, and alpha/beta come from `calibrate.fit_alpha_beta`; gamma is np.add's time per
+byte on such buffers.
 Fitting each pass alone gives the spread of alpha and beta; above `NOISY_SPREAD` the
 result is marked too noisy to trust. The cache file is written atomically; a cached
 profile is reused unless `refresh`. Details: docs/cost-model.md, docs/timing.md.
@@ -26,17 +27,17 @@ from ..atomic import write_text
 from ..comm import Communicator, ring_allreduce
 from ..comm.tags import TAG_MACHINE_PROFILE
 from .calibrate import fit_alpha_beta
-from .measure import add_seconds, exchange, reduce_in_ring
+from .measure import add_seconds, exchange
 from .costmodel import predict
 from .profiles import Profile
 
 SIZES = (8, 64, 512, 4 << 10, 64 << 10, 256 << 10, 1 << 20, 4 << 20)
-GAMMA_SIZES = (256 << 10, 1 << 20, 4 << 20)
+GAMMA_SIZES = (1 << 20, 2 << 20, 4 << 20)  # a step's reductions: megabytes, out of the caches
 PASSES, REPEATS = 7, 9
 MIN_PASSES, BUDGET_S = 3, 2.0  # passes stop once the exchanges have taken BUDGET_S (loaded machine)
 NOISY_SPREAD = 0.5   # relative spread (IQR / median over passes) above which we distrust it
 MAD_CUT = 5.0
-VERSION = 3  # cache entries of another version are measured afresh
+VERSION = 4  # cache entries of another version are measured afresh
 
 
 def robust_median(samples, cut: float = MAD_CUT) -> tuple[float, float, int]:
@@ -90,9 +91,9 @@ def _sleep_until_all_arrive(mpi_comm) -> None:
         time.sleep(2e-4)
 
 
-def _exchange_sweep(pair: Communicator, sbuf, rbuf) -> list[float]:
+def _exchange_sweep(pair: Communicator) -> list[float]:
     """One pass: per size, the median of REPEATS Sendrecv exchanges (the slower rank's)."""
-    return [exchange(pair, sbuf[:nbytes], rbuf[:nbytes], REPEATS, warmup=1, tag=TAG_MACHINE_PROFILE)
+    return [exchange(pair, nbytes, REPEATS, warmup=1, tag=TAG_MACHINE_PROFILE)
             for nbytes in SIZES]
 
 
@@ -116,17 +117,16 @@ def _call_times(pair: Communicator) -> list[float]:
 
 
 def _gamma() -> tuple[float, float]:
-    """(seconds per byte of np.add(a, b, out=a) on float32, relative spread over sizes)."""
-    per_byte = [robust_median(add_seconds(nbytes, REPEATS))[0] / nbytes for nbytes in GAMMA_SIZES]
+    """(seconds per byte of np.add(a, b, out=a) on float32 as in a step, relative spread
+    over sizes)."""
+    per_byte = [robust_median(add_seconds(nbytes, REPEATS))[0] / nbytes
+                for nbytes in GAMMA_SIZES]
     return robust_median(per_byte)[:2]
 
 
-def _fit_on_rank0(passes, calls, in_ring) -> dict:
+def _fit_on_rank0(passes, calls) -> dict:
     fit = fit_passes(SIZES, passes)
     gamma, gamma_spread = _gamma()
-    ring_gamma, ring_spread, _ = robust_median(in_ring)
-    if ring_gamma > gamma:  # the add also writes what the next step sends
-        gamma, gamma_spread = ring_gamma, ring_spread
     profile = Profile("calibrated", alpha=fit["alpha"], beta=fit["beta"], gamma=gamma)
     call, call_spread, call_outliers = robust_median(calls)
     overhead = max(call - predict("ring_allreduce", 2, 8, profile, itemsize=8), 0.0)
@@ -153,15 +153,12 @@ def measure(comm) -> dict:
     result = None
     if rank < 2:
         pair = Communicator(sub)  # a private ledger: nobody's accounting is touched
-        sbuf = np.ones(max(SIZES), np.uint8)  # written: never the kernel's shared zero page
-        rbuf = np.ones_like(sbuf)
         passes = []
         while len(passes) < PASSES and (len(passes) < MIN_PASSES or not _over_budget(pair, start)):
-            passes.append(_exchange_sweep(pair, sbuf, rbuf))
+            passes.append(_exchange_sweep(pair))
         calls = _call_times(pair)
-        in_ring = reduce_in_ring(pair, GAMMA_SIZES, REPEATS)  # what the ring's adds cost it
         if rank == 0:
-            result = _fit_on_rank0(passes, calls, in_ring)
+            result = _fit_on_rank0(passes, calls)
     _sleep_until_all_arrive(mpi)
     sub.Free()
     result = mpi.bcast(result, root=0)

@@ -2,11 +2,12 @@
 
 `minidist calibrate` (`minidist.cost.calibrate`) and compare's quick calibration
 (`minidist.cost.machine`) time the same things, with these functions, and only fit them
-differently. The one idea: time what a ring step does. An exchange is a Sendrecv both
-ways at once after a barrier, the buffers swapping roles as a ring forwards what it
-received; gamma is what the adds cost inside ring steps, not only np.add alone. Buffers
-are filled (np.zeros pages all map the kernel's one zero page and look cache-fast).
-Method: docs/cost-model.md.
+differently. The one idea: time what a training step does, on buffers in the state a
+step leaves them (`StepBuffers`): the block sent was written just before (by backward,
+or by the add before it), the block received into or added from is out of the caches.
+Cache-hot buffers made a 2 MiB exchange look twice as fast, and an add four times as
+fast, as they are inside a step. An exchange is a Sendrecv both ways at once after a
+barrier, as in a ring step. Method: docs/cost-model.md.
 """
 from __future__ import annotations
 
@@ -16,6 +17,34 @@ import numpy as np
 
 from ..comm import mpi_allreduce
 from ..comm.tags import TAG_CALIBRATE
+
+
+POOL_BYTES = 40 << 20  # over the last-level cache (32 MiB here): a block comes back cold
+MAX_BLOCKS = 64
+
+
+class StepBuffers:
+    """Blocks of `nbytes` as a training step leaves them, for the timed calls: `pair` gives
+    one to send, written just now, and one to receive into (or add from) that nothing has
+    touched since the pool last came round, so it is out of the caches. Each block is an
+    array of its own, allocated as a step allocates its buffers: the pages backing it (4 KiB,
+    or huge pages for big arrays) follow from its size, and MPICH's shared-memory transfer
+    of a 2 MiB block cut from one big array was 1.7x as fast as of a 2 MiB array (measured
+    here). Filled with ones (np.zeros pages map the kernel's one zero page, cache-fast)."""
+
+    def __init__(self, nbytes: int, dtype=np.uint8, pool_bytes: int = POOL_BYTES):
+        count = max(4, min(MAX_BLOCKS, pool_bytes // max(int(nbytes), 1)))
+        length = int(nbytes) // np.dtype(dtype).itemsize
+        self._blocks = [np.ones(length, dtype) for _ in range(count + count % 2)]
+        self._source = np.ones(length, dtype)
+        self._next = 0
+
+    def pair(self):
+        """(written, cold): the next two blocks, the first just overwritten."""
+        written, cold = self._blocks[self._next], self._blocks[self._next + 1]
+        self._next = (self._next + 2) % len(self._blocks)
+        np.copyto(written, self._source)
+        return written, cold
 
 
 def repeats_for(nbytes, repeats):
@@ -39,22 +68,22 @@ def pingpong(c, buf, repeats, warmup=2):
     return float(np.median(times)) if times else None
 
 
-def exchange(c, sbuf, rbuf, repeats, all_pairs=False, warmup=2, tag=TAG_CALIBRATE):
-    """Seconds (median) of one Sendrecv with partner ``rank ^ 1`` (both directions at once,
-    as in a ring step): ranks 0 and 1 only, or every pair at once (`all_pairs`). The two
-    buffers swap roles after each exchange, as in the ring, where a step sends (or
-    overwrites) the block the previous one received (or sent): MPICH's shared-memory path
-    is several times slower for such a buffer than for one that kept its role. The slowest
-    rank's time is returned on every rank."""
+def exchange(c, nbytes, repeats, all_pairs=False, warmup=2, tag=TAG_CALIBRATE):
+    """Seconds (median) of one Sendrecv of `nbytes` with partner ``rank ^ 1`` (both
+    directions at once, as in a ring step): ranks 0 and 1 only, or every pair at once
+    (`all_pairs`). Each exchange sends a block written just before and receives into a
+    cold one (`StepBuffers.pair`, outside the timed part). The slowest rank's time is
+    returned on every rank."""
     partner = c.rank ^ 1
     busy = partner < c.size and (all_pairs or c.rank < 2)
+    buffers = StepBuffers(nbytes) if busy else None
     times = []
     for i in range(warmup + repeats):
+        sbuf, rbuf = buffers.pair() if busy else (None, None)
         c.barrier()  # every exchange starts cold, as a collective call does (and OSU times)
         if busy:
             t0 = perf_counter()
             c.sendrecv(sbuf, partner, rbuf, partner, tag)
-            sbuf, rbuf = rbuf, sbuf  # send what was just received, as a ring step forwards it
             if i >= warmup:
                 times.append(perf_counter() - t0)
     slowest = np.array([np.median(times) if times else 0.0])
@@ -62,50 +91,13 @@ def exchange(c, sbuf, rbuf, repeats, all_pairs=False, warmup=2, tag=TAG_CALIBRAT
 
 
 def add_seconds(nbytes, repeats) -> np.ndarray:
-    """Seconds of each of `repeats` calls of np.add(a, b, out=a) on `nbytes` of float32,
-    after one untimed call that touches the pages."""
-    a = np.ones(nbytes // 4, dtype=np.float32)
-    b = np.ones_like(a)
-    np.add(a, b, out=a)
+    """Seconds of each of `repeats` calls of np.add(a, b, out=a) on `nbytes` of float32, as
+    a reduction runs in a step: `b` just written (received), `a` out of the caches."""
+    buffers = StepBuffers(nbytes, np.float32)
     times = np.empty(repeats)
     for i in range(repeats):
+        b, a = buffers.pair()
         t0 = perf_counter()
         np.add(a, b, out=a)
         times[i] = perf_counter() - t0
     return times
-
-
-def reduce_in_ring(c, sizes, repeats, warmup=1):
-    """Seconds per byte that a reduction adds to a two-rank ring all-reduce (slope of
-    ``with adds - without`` over the bytes reduced), the slowest of ranks 0 and 1; every
-    rank returns the list of per-size values.
-
-    Ranks 0 and 1 run the ring's two steps on an n-byte float32 vector (send one half,
-    receive the other into scratch, [add it into the kept half,] send the kept half,
-    receive into the half sent first), with and without the add. A timed np.add alone
-    misses what the ring pays: the add writes the block that the next step sends."""
-    per_byte = []
-    for nbytes in sizes:
-        half = nbytes // 8
-        x = np.ones(2 * half, dtype=np.float32)
-        scratch = np.ones(half, dtype=np.float32)
-        kept, sent = (x[:half], x[half:]) if c.rank == 0 else (x[half:], x[:half])
-        partner = c.rank ^ 1
-        busy = c.rank < 2
-        times = ([], [])
-        for i in range(warmup + repeats_for(nbytes, repeats)):
-            for add in (False, True):
-                c.barrier()
-                if not busy:
-                    continue
-                t0 = perf_counter()
-                c.sendrecv(sent, partner, scratch, partner, TAG_CALIBRATE)
-                if add:
-                    np.add(kept, scratch, out=kept)
-                c.sendrecv(kept, partner, sent, partner, TAG_CALIBRATE)
-                if i >= warmup:
-                    times[add].append(perf_counter() - t0)
-        slowest = np.array([np.median(times[True]) - np.median(times[False]) if busy else -np.inf])
-        mpi_allreduce(c, slowest, "max")
-        per_byte.append(float(slowest[0]) / (half * 4))
-    return per_byte
