@@ -19,6 +19,7 @@ import numpy as np
 
 from ..autograd import Tensor
 from ..autograd.function import is_grad_enabled
+from ..autograd.workspace import scratch as workspace_array
 from ..comm import broadcast
 from .drift import ReplicaDriftError, assert_replicas_agree
 from .flat import layouts_by_dtype
@@ -235,7 +236,7 @@ def broadcast_tensors(comm, tensors, root: int = 0, algorithm: str = "linear", s
         return
     for i, layout in enumerate(layouts_by_dtype(tensors)):
         extra = tail.size if i == 0 and tail is not None else 0
-        flat = np.empty(layout.count + extra, layout.dtype)
+        flat = workspace_array("broadcast_tensors", (layout.count + extra,), layout.dtype)  # used in this call only
         layout.pack_data(out=flat[:layout.count])
         if extra:
             flat[layout.count:] = tail

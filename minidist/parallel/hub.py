@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..autograd.function import is_grad_enabled
+from ..autograd.workspace import scratch as workspace_array
 from ..comm import broadcast, reduce_to_root
 from .base import ParallelModel, sync_initial_state
 from .tail import all_finite
@@ -57,7 +58,7 @@ class HubParallel(ParallelModel):
         for i, layout in enumerate(self._grad_layouts()):
             count, flags = layout.count, len(layout.tensors) if self.find_unused_parameters else 0
             tail = self._status_tail() if i == 0 else None
-            flat = np.empty(count + flags + (tail.length if tail else 0), layout.dtype)
+            flat = workspace_array(f"hub.message{i}", (count + flags + (tail.length if tail else 0),), layout.dtype)
             layout.pack_grads(out=flat[:count], scale=weight)
             if flags:
                 layout.used_flags(out=flat[count:count + flags])
