@@ -33,6 +33,7 @@ class _Bucket:
         self.flat = np.zeros(self.layout.count + extra, self.layout.dtype)  # extra: the status tail
         self.pending, self.filled = len(params), set()
         self.wire = self.op = None  # what travels (flat, or its fp16 copy); its ring in flight
+        self.half = None  # the fp16 hook's float16 copy of flat, kept across steps
 
 
 class DistributedDataParallel(ParallelModel):
@@ -154,7 +155,8 @@ class DistributedDataParallel(ParallelModel):
         bucket.pending -= 1
 
     def _launch(self, bucket) -> None:
-        wire, count = opts.to_wire(bucket.flat, self.comm_hook), bucket.layout.count
+        wire, count = opts.to_wire(bucket.flat, self.comm_hook, bucket.half), bucket.layout.count
+        bucket.half = wire if wire is not bucket.flat else None
         if self.nonfinite != "ignore":
             self._finite = self._finite and all_finite(wire[:count])
         if bucket.index == len(self.buckets) - 1:  # launched last: every other bucket is checked

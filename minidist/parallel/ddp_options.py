@@ -45,15 +45,22 @@ def next_tag_base(comm) -> tuple[int, int]:
     return number, instance_tag_base(number, comm.tag_ub)
 
 
-def to_wire(flat: np.ndarray, comm_hook) -> np.ndarray:
+def to_wire(flat: np.ndarray, comm_hook, half: np.ndarray | None = None) -> np.ndarray:
     """What travels: `flat` itself, or (fp16 hook, PyTorch's fp16_compress_hook) its
-    float16 copy, summed in float16 by the ring."""
-    return flat.astype(np.float16) if comm_hook == "fp16" else flat
+    float16 copy, summed in float16 by the ring: written into `half` (the bucket's
+    persistent float16 buffer) when given."""
+    if comm_hook != "fp16":
+        return flat
+    half = np.empty(flat.size, np.float16) if half is None else half
+    np.copyto(half, flat, casting="same_kind")
+    return half
 
 
 def from_wire(wire: np.ndarray, flat: np.ndarray) -> np.ndarray:
-    """The all-reduced bucket in the gradients' dtype."""
-    return wire if wire is flat else wire.astype(flat.dtype)
+    """The all-reduced bucket in the gradients' dtype, written back into `flat`."""
+    if wire is not flat:
+        np.copyto(flat, wire)
+    return flat
 
 
 class EventLog:
