@@ -219,6 +219,7 @@ def test_step_buffers_are_kept_across_steps(comm):
     is one workspace array, the same every step."""
     rng = np.random.default_rng(3)
     x, y = rng.standard_normal((8, 2)).astype(np.float32), rng.integers(0, 3, 8)
+    workspace.clear()  # other tests' messages (other shapes, dtypes) out of the way
     for strategy, options in (("ddp", {"comm_hook": "fp16", "average": "ranks"}), ("hub", {})):
         model = wrap(MLP(2, 8, 3, rng=2, dtype=np.float32), strategy, comm, **options)
         opt = SGD(model.parameters(), lr=0.1)
