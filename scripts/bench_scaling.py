@@ -7,11 +7,13 @@ small CNN, the same samples per rank at every N.
 
 Per model and strategy (ddp with overlap on and off, dp, hub), one job of N ranks reports:
 step time (the slowest rank's median of --steps >= 5 steps, a barrier before each),
-communication fraction (the ledger's seconds in communication / step time, rank 0),
+communication fraction (the ledger's seconds in communication, waits included / step
+time, rank 0),
 weak-scaling efficiency (the same model stepped without communication, in the same job
 on every rank at once / the strategy's step: what synchronising costs at this N; with
---ranks, also T(N=1) / T(N)), measured vs predicted communication seconds (minidist.cost
-stepcost with --profile, $MINIDIST_PROFILE, or "shm"), and bytes sent per rank per step
+--ranks, also T(N=1) / T(N)), measured (waits included) vs predicted communication seconds
+(minidist.cost stepcost with --profile, $MINIDIST_PROFILE, or else this machine's
+calibration for the job's N, as compare.py's: cost.machine), and bytes sent per rank per step
 (the ledger; rank 0 and the largest rank). Runs with more ranks than cores are labelled.
 glibc keeps freed memory at every N, N = 1 included (minidist's MPI default applies only
 from 2 ranks; MINIDIST_MALLOC=default turns it off everywhere).
@@ -140,7 +142,10 @@ def job(args):
 
     malloc = os.environ.get("MINIDIST_MALLOC", "keep") != "default" and keep_freed_memory()  # N=1 too
     comm = Communicator()
-    profile = load_profile(args.profile) if args.profile else (default_profile() or "shm")
+    profile = load_profile(args.profile) if args.profile else default_profile()
+    if profile is None:  # this machine, calibrated for this N (cached per host and N), as compare.py
+        from minidist.cost.machine import machine_profile, profile_of
+        profile = profile_of(machine_profile(comm)) if comm.size > 1 else "shm"  # N=1 predicts nothing
     rows = [row for name in args.models for row in one_model(comm, name, args, profile)]
     if comm.rank == 0:
         pname = getattr(profile, "name", profile)
