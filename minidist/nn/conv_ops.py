@@ -1,7 +1,8 @@
 """2-D convolution and max pooling as fused Functions (forward beside analytic backward).
 
 Convolution copies the padded input once, through a strided view, into an im2col
-matrix, and does one matmul. Pooling takes a running maximum over the ``kh * kw`` kernel
+matrix (scratch: backward rebuilds it from the saved input rather than keeping a copy
+9 times the input's size), and does one matmul. Pooling takes a running maximum over the ``kh * kw`` kernel
 offsets, each offset being one strided slice that covers every window at once. The
 backward passes scatter window gradients back the same way: a loop over the kernel
 offsets only (never over batch items or pixels), into a padded buffer then cropped.
@@ -41,19 +42,22 @@ def _pad(x, padding, value=0.0):
     return out
 
 
-def _im2col(xp, kernel, stride, out_hw):
-    """im2col of the padded input, one matrix per batch item: (N, C*kh*kw, Ho*Wo), where
-    row (c, p, q) holds channel c at kernel offset (p, q) for every output position.
+def _columns(x, geometry):
+    """im2col of x in a scratch buffer: (N, C*kh*kw, Ho*Wo), where row (c, p, q) holds
+    channel c at kernel offset (p, q) for every output position (use within the call).
 
-    Built from a strided view laid out (N, C, kh, kw, Ho, Wo), whose innermost axis walks
-    along an input row, so the one copy that reshape makes is a fast one.
+    Copied from a strided view of the padded input laid out (N, C, kh, kw, Ho, Wo), whose
+    innermost axis walks along an input row, so the one copy is a fast one.
     """
-    (kh, kw), (sh, sw), (ho, wo) = kernel, stride, out_hw
+    _, (kh, kw), (sh, sw), padding, (ho, wo) = geometry
+    xp = _pad(x, padding)
     n, c = xp.shape[:2]
     s0, s1, s2, s3 = xp.strides
     view = as_strided(xp, shape=(n, c, kh, kw, ho, wo),
                       strides=(s0, s1, s2, s3, s2 * sh, s3 * sw), writeable=False)
-    return view.reshape(n, c * kh * kw, ho * wo)
+    cols = scratch("conv.cols", view.shape, x.dtype)
+    np.copyto(cols, view)
+    return cols.reshape(n, c * kh * kw, ho * wo)
 
 
 def _offset_slices(kernel, stride, out_hw):
@@ -82,20 +86,17 @@ class Conv2dFn(Function):
         o, _, kh, kw = weight.shape
         ho = output_size(h, kh, stride[0], padding[0])
         wo = output_size(w, kw, stride[1], padding[1])
-        xp = _pad(x, padding)
-        cols = _im2col(xp, (kh, kw), stride, (ho, wo))
-        if xp is not x and np.may_share_memory(cols, xp):  # a view (1x1 kernel): xp is scratch
-            cols = cols.copy()
+        ctx.geometry = (x.shape, (kh, kw), stride, padding, (ho, wo))
+        cols = _columns(x, ctx.geometry)
         out = np.matmul(weight.reshape(o, -1), cols)  # (N, O, Ho*Wo)
         if bias is not None:
             out += bias[:, None]
-        ctx.save_for_backward(cols, weight)
-        ctx.geometry = (x.shape, (kh, kw), stride, padding, (ho, wo))
+        ctx.save_for_backward(x, weight)  # x, not cols: backward rebuilds them (9x smaller)
         return out.reshape(n, o, ho, wo)
 
     @staticmethod
     def backward(ctx, grad):
-        cols, weight = ctx.saved_tensors
+        x, weight = ctx.saved_tensors
         x_shape, kernel, stride, padding, out_hw = ctx.geometry
         n, c, h, w = x_shape
         (ph, pw), o = padding, weight.shape[0]
@@ -111,7 +112,7 @@ class Conv2dFn(Function):
                 dxp[:, :, rows, cols_] += dcols[:, :, k // kernel[1], k % kernel[1]]
             dx = dxp[:, :, ph:ph + h, pw:pw + w]
         if ctx.needs_input_grad[1]:
-            dweight = _weight_grad(g, cols).reshape(weight.shape)
+            dweight = _weight_grad(g, _columns(x, ctx.geometry)).reshape(weight.shape)
         if ctx.needs_input_grad[2]:
             dbias = g.sum(axis=(0, 2))
         return dx, dweight, dbias
