@@ -148,26 +148,19 @@ class MaxPool2dFn(Function):
         ho = output_size(h, kernel[0], stride[0], padding[0])
         wo = output_size(w, kernel[1], stride[1], padding[1])
         xp = _pad(x, padding, -np.inf)
-        inside = _pad(np.ones((1, 1, h, w), dtype=bool), padding, False)[0, 0]
-        slices = _offset_slices(kernel, stride, (ho, wo))
+        windows = [xp[:, :, rows, cols] for rows, cols in _offset_slices(kernel, stride, (ho, wo))]
         # running max over the kernel offsets; `arg` remembers the winning offset: offset k
-        # replaces it when strictly greater, NaN, or the first cell inside the input after
-        # padding only; k only grows, so arg = max(arg, k * better) is "k where better"
-        out = xp[:, :, slices[0][0], slices[0][1]].copy()
-        seen_inside = np.broadcast_to(inside[slices[0]], out.shape).copy()
-        arg = np.zeros(out.shape, dtype=np.uint8 if kernel[0] * kernel[1] < 256 else np.int32)
+        # replaces it when strictly greater (ties keep the first); k only grows, so
+        # arg = max(arg, k * better) is "k where better". NaN and all -inf windows after.
+        out = windows[0].copy()
+        arg = np.zeros(out.shape, dtype=np.uint8 if len(windows) < 256 else np.int32)
         better = scratch("maxpool.better", out.shape, bool)
         better_k = scratch("maxpool.better_k", out.shape, arg.dtype)
-        for k, (rows, cols) in enumerate(slices[1:], start=1):
-            window_k = xp[:, :, rows, cols]
+        for k, window_k in enumerate(windows[1:], start=1):
             np.greater(window_k, out, out=better)
-            better |= np.isnan(window_k)
-            if padding != (0, 0):
-                better |= inside[rows, cols] & ~seen_inside
-                seen_inside |= inside[rows, cols]
             np.maximum(out, window_k, out=out)
-            np.multiply(better, arg.dtype.type(k), out=better_k)
-            np.maximum(arg, better_k, out=arg)
+            np.maximum(arg, np.multiply(better, arg.dtype.type(k), out=better_k), out=arg)
+        _pick_nan_and_inside(arg, out, windows, x.shape, kernel, stride, padding)
         ctx.arg = arg
         ctx.geometry = (x.shape, kernel, stride, padding, (ho, wo))
         return out
@@ -186,3 +179,22 @@ class MaxPool2dFn(Function):
             else:
                 dxp[:, :, rows, cols] += np.multiply(grad, is_k, out=grad_k)
         return dxp[:, :, ph:ph + h, pw:pw + w]
+
+
+def _pick_nan_and_inside(arg, out, windows, x_shape, kernel, stride, padding):
+    """The rare windows, set as PyTorch's kernel does: a window holding NaN (its output is
+    NaN) to its last NaN; a window of only -inf and padding to its first element inside
+    the input, never to the padding. Costs one pass over `out` when there are none."""
+    if np.isnan(out).any():
+        for k, window_k in enumerate(windows):
+            arg[np.isnan(window_k)] = k
+    if padding == (0, 0):
+        return
+    all_minus_inf = out == -np.inf
+    if all_minus_inf.any():
+        inside = _pad(np.ones((1, 1) + x_shape[2:], dtype=bool), padding, False)[0, 0]
+        slices = _offset_slices(kernel, stride, out.shape[2:])
+        first_inside = np.full(out.shape[2:], len(slices), dtype=arg.dtype)
+        for k in reversed(range(len(slices))):
+            first_inside[inside[slices[k]]] = k
+        arg[all_minus_inf] = np.broadcast_to(first_inside, out.shape)[all_minus_inf]
