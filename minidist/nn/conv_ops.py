@@ -99,23 +99,39 @@ class Conv2dFn(Function):
         x, weight = ctx.saved_tensors
         x_shape, kernel, stride, padding, out_hw = ctx.geometry
         n, c, h, w = x_shape
-        (ph, pw), o = padding, weight.shape[0]
+        o = weight.shape[0]
         g = grad.reshape(n, o, out_hw[0] * out_hw[1])  # (N, O, Ho*Wo), as out was (no -1: N may be 0)
         dx = dweight = dbias = None
         if ctx.needs_input_grad[0]:
-            dcols = scratch("conv.dcols", (n, weight[0].size, g.shape[2]), np.result_type(weight, g))
-            np.matmul(weight.reshape(o, -1).T, g, out=dcols)
-            dcols = dcols.reshape(n, c, *kernel, *out_hw)
-            # col2im: each kernel offset's gradients, summed into the padded input's place
-            dxp = np.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=dcols.dtype)
-            for k, (rows, cols_) in enumerate(_offset_slices(kernel, stride, out_hw)):
-                dxp[:, :, rows, cols_] += dcols[:, :, k // kernel[1], k % kernel[1]]
-            dx = dxp[:, :, ph:ph + h, pw:pw + w]
+            dx = _input_grad(grad, weight, ctx.geometry)
         if ctx.needs_input_grad[1]:
             dweight = _weight_grad(g, _columns(x, ctx.geometry)).reshape(weight.shape)
         if ctx.needs_input_grad[2]:
-            dbias = g.sum(axis=(0, 2))
+            dbias = np.einsum("nop->o", g)  # a third of sum(axis=(0, 2))'s time
         return dx, dweight, dbias
+
+
+def _input_grad(grad, weight, geometry):
+    """dL/dx. For stride 1 (padding < kernel) it is itself a convolution: the output
+    gradient, padded by ``kernel - 1 - padding``, correlated with the kernel flipped in
+    both spatial axes and with in/out channels swapped; that is `_columns` and one matmul,
+    straight into (N, C, H, W). Otherwise ``dcols = W^T @ grad``, then col2im."""
+    (n, c, h, w), kernel, stride, padding, out_hw = geometry
+    o = weight.shape[0]
+    if stride == (1, 1) and padding[0] < kernel[0] and padding[1] < kernel[1]:
+        flipped = weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3).reshape(c, -1)  # (C, O*kh*kw)
+        full = ((n, o) + out_hw, kernel, stride, (kernel[0] - 1 - padding[0], kernel[1] - 1 - padding[1]), (h, w))
+        return np.matmul(flipped, _columns(grad, full)).reshape(n, c, h, w)
+    g = grad.reshape(n, o, out_hw[0] * out_hw[1])
+    dcols = scratch("conv.dcols", (n, weight[0].size, g.shape[2]), np.result_type(weight, g))
+    np.matmul(weight.reshape(o, -1).T, g, out=dcols)
+    dcols = dcols.reshape(n, c, *kernel, *out_hw)
+    # col2im: each kernel offset's gradients, summed into the padded input's place
+    (ph, pw) = padding
+    dxp = np.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=dcols.dtype)
+    for k, (rows, cols) in enumerate(_offset_slices(kernel, stride, out_hw)):
+        dxp[:, :, rows, cols] += dcols[:, :, k // kernel[1], k % kernel[1]]
+    return dxp[:, :, ph:ph + h, pw:pw + w]
 
 
 def _weight_grad(g, cols):
