@@ -112,25 +112,32 @@ class Conv2dFn(Function):
 
 
 def _input_grad(grad, weight, geometry):
-    """dL/dx. For stride 1 (padding < kernel) it is itself a convolution: the output
-    gradient, padded by ``kernel - 1 - padding``, correlated with the kernel flipped in
-    both spatial axes and with in/out channels swapped; that is `_columns` and one matmul,
-    straight into (N, C, H, W). Otherwise ``dcols = W^T @ grad``, then col2im."""
-    (n, c, h, w), kernel, stride, padding, out_hw = geometry
+    """dL/dx from ``dcols = W^T @ grad``: what each window position sends to each kernel
+    offset. For stride 1 (padding < kernel) each input pixel gathers from the kh*kw
+    windows covering it: grad is zero-padded by ``kernel - 1 - padding`` first, so every
+    offset's contribution is one shifted slice, summed into a contiguous (N, C, H, W)
+    result. Other strides scatter the offsets into a padded buffer (col2im)."""
+    (n, c, h, w), (kh, kw), stride, (ph, pw), out_hw = geometry
     o = weight.shape[0]
-    if stride == (1, 1) and padding[0] < kernel[0] and padding[1] < kernel[1]:
-        flipped = weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3).reshape(c, -1)  # (C, O*kh*kw)
-        full = ((n, o) + out_hw, kernel, stride, (kernel[0] - 1 - padding[0], kernel[1] - 1 - padding[1]), (h, w))
-        return np.matmul(flipped, _columns(grad, full)).reshape(n, c, h, w)
+    if stride == (1, 1) and ph < kh and pw < kw:
+        gp = _pad(grad, (kh - 1 - ph, kw - 1 - pw))  # (N, O, H + kh - 1, W + kw - 1)
+        gh, gw = gp.shape[2:]
+        dcols = scratch("conv.dcols", (n, c * kh * kw, gh * gw), np.result_type(weight, grad))
+        np.matmul(weight.reshape(o, -1).T, gp.reshape(n, o, gh * gw), out=dcols)
+        dcols = dcols.reshape(n, c, kh, kw, gh, gw)
+        shifted = [dcols[:, :, p, q, kh - 1 - p:gh - p, kw - 1 - q:gw - q] for p in range(kh) for q in range(kw)]
+        dx = shifted[0].copy()
+        for part in shifted[1:]:
+            dx += part
+        return dx
     g = grad.reshape(n, o, out_hw[0] * out_hw[1])
     dcols = scratch("conv.dcols", (n, weight[0].size, g.shape[2]), np.result_type(weight, g))
     np.matmul(weight.reshape(o, -1).T, g, out=dcols)
-    dcols = dcols.reshape(n, c, *kernel, *out_hw)
+    dcols = dcols.reshape(n, c, kh, kw, *out_hw)
     # col2im: each kernel offset's gradients, summed into the padded input's place
-    (ph, pw) = padding
     dxp = np.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=dcols.dtype)
-    for k, (rows, cols) in enumerate(_offset_slices(kernel, stride, out_hw)):
-        dxp[:, :, rows, cols] += dcols[:, :, k // kernel[1], k % kernel[1]]
+    for k, (rows, cols) in enumerate(_offset_slices((kh, kw), stride, out_hw)):
+        dxp[:, :, rows, cols] += dcols[:, :, k // kw, k % kw]
     return dxp[:, :, ph:ph + h, pw:pw + w]
 
 
