@@ -2,10 +2,12 @@
 
 Convolution copies the padded input once, through a strided view, into an im2col
 matrix (scratch: backward rebuilds it from the saved input rather than keeping a copy
-9 times the input's size), and does one matmul. Pooling takes a running maximum over the ``kh * kw`` kernel
-offsets, each offset being one strided slice that covers every window at once. The
-backward passes scatter window gradients back the same way: a loop over the kernel
-offsets only (never over batch items or pixels), into a padded buffer then cropped.
+kh*kw times the input's size) and does one matmul. Its input gradient, for stride 1,
+gathers the kh*kw shifted slices of ``W^T @ grad`` into a contiguous result; other
+strides scatter them into a padded buffer (col2im). Pooling keeps a running maximum
+over the kernel offsets, each offset one strided slice covering every window at once;
+backward writes each offset's gradients back the same way. Every loop is over kernel
+offsets only, never over batch items or pixels.
 """
 from __future__ import annotations
 
