@@ -137,7 +137,8 @@ def batch_norm_backward_elemt(dy, x, mean, invstd, weight, sum_dy, sum_dy_xmu, c
 
 def _input_grad(dy, xmu, invstd, weight, sum_dy, sum_dy_xmu, count):
     """`batch_norm_backward_elemt` given ``xmu = x - mean`` (centred first: no
-    cancellation between x and mean in float32)."""
+    cancellation between x and mean in float32), which it overwrites: both callers
+    hand over a buffer of their own, and one less array of x's size stays in cache."""
     dtype = xmu.dtype
     invstd = invstd.astype(dtype, copy=False)
     scale = invstd if weight is None else invstd * weight.astype(dtype, copy=False)
@@ -145,8 +146,7 @@ def _input_grad(dy, xmu, invstd, weight, sum_dy, sum_dy_xmu, count):
     proj = (sum_dy_xmu / count).astype(dtype, copy=False) * invstd * invstd
     dx = np.multiply(dy, _per_channel(scale, xmu))  # built in place: one big array, not four
     dx -= _per_channel(mean_dy * scale, xmu)
-    xmu_term = scratch("batchnorm.xmu_term", xmu.shape, np.result_type(xmu, scale))
-    dx -= np.multiply(xmu, _per_channel(proj * scale, xmu), out=xmu_term)
+    dx -= np.multiply(xmu, _per_channel(proj * scale, xmu), out=xmu)
     return dx
 
 
