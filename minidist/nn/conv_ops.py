@@ -114,29 +114,44 @@ class Conv2dFn(Function):
 
 
 def _input_grad(grad, weight, geometry):
-    """dL/dx from ``dcols = W^T @ grad``: what each window position sends to each kernel
-    offset. For stride 1 (padding < kernel) each input pixel gathers from the kh*kw
-    windows covering it: grad is zero-padded by ``kernel - 1 - padding`` first, so every
-    offset's contribution is one shifted slice, summed into a contiguous (N, C, H, W)
-    result. Other strides scatter the offsets into a padded buffer (col2im)."""
+    """dL/dx from ``dcols = W^T @ grad``: what each output position sends back through
+    each kernel offset (p, q), to input pixel (i*sh + p - ph, j*sw + q - pw)."""
+    _, (kh, kw), stride, (ph, pw), _ = geometry
+    if stride == (1, 1) and ph < kh and pw < kw:
+        return _input_grad_gathered(grad, weight, geometry)
+    return _input_grad_col2im(grad, weight, geometry)
+
+
+def _input_grad_gathered(grad, weight, geometry):
+    """Stride 1: each input pixel gathers from the kh*kw windows covering it. grad is
+    zero-padded by ``kernel - 1 - padding``, so every offset's share is one shifted slice
+    of dcols, added into a contiguous (N, C, H, W) result; dcols is made one kernel row
+    at a time, (N, C*kw, positions), and used while it is still in cache."""
+    (n, c, h, w), (kh, kw), _, (ph, pw), _ = geometry
+    o = weight.shape[0]
+    gp = _pad(grad, (kh - 1 - ph, kw - 1 - pw))  # (N, O, H + kh - 1, W + kw - 1)
+    gh, gw = gp.shape[2:]
+    by_row = weight.transpose(2, 1, 3, 0)  # (kh, C, kw, O)
+    dx = None
+    for p in range(kh):
+        dcols = scratch("conv.dcols", (n, c * kw, gh * gw), np.result_type(weight, grad))
+        np.matmul(by_row[p].reshape(c * kw, o), gp.reshape(n, o, gh * gw), out=dcols)
+        dcols = dcols.reshape(n, c, kw, gh, gw)
+        for q in range(kw):
+            part = dcols[:, :, q, kh - 1 - p:gh - p, kw - 1 - q:gw - q]
+            dx = part.copy() if dx is None else np.add(dx, part, out=dx)
+    return dx
+
+
+def _input_grad_col2im(grad, weight, geometry):
+    """Any stride: each kernel offset's dcols scattered (added) into a padded buffer,
+    then cropped."""
     (n, c, h, w), (kh, kw), stride, (ph, pw), out_hw = geometry
     o = weight.shape[0]
-    if stride == (1, 1) and ph < kh and pw < kw:
-        gp = _pad(grad, (kh - 1 - ph, kw - 1 - pw))  # (N, O, H + kh - 1, W + kw - 1)
-        gh, gw = gp.shape[2:]
-        dcols = scratch("conv.dcols", (n, c * kh * kw, gh * gw), np.result_type(weight, grad))
-        np.matmul(weight.reshape(o, -1).T, gp.reshape(n, o, gh * gw), out=dcols)
-        dcols = dcols.reshape(n, c, kh, kw, gh, gw)
-        shifted = [dcols[:, :, p, q, kh - 1 - p:gh - p, kw - 1 - q:gw - q] for p in range(kh) for q in range(kw)]
-        dx = shifted[0].copy()
-        for part in shifted[1:]:
-            dx += part
-        return dx
     g = grad.reshape(n, o, out_hw[0] * out_hw[1])
     dcols = scratch("conv.dcols", (n, weight[0].size, g.shape[2]), np.result_type(weight, g))
     np.matmul(weight.reshape(o, -1).T, g, out=dcols)
     dcols = dcols.reshape(n, c, kh, kw, *out_hw)
-    # col2im: each kernel offset's gradients, summed into the padded input's place
     dxp = np.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=dcols.dtype)
     for k, (rows, cols) in enumerate(_offset_slices((kh, kw), stride, out_hw)):
         dxp[:, :, rows, cols] += dcols[:, :, k // kw, k % kw]
