@@ -44,22 +44,25 @@ def _pad(x, padding, value=0.0):
     return out
 
 
+def _window_view(xp, kernel, stride, out_hw):
+    """Every window of the padded input at once, as a read-only strided view
+    (N, C, kh, kw, Ho, Wo): [n, c, p, q, i, j] = xp[n, c, i*sh + p, j*sw + q]."""
+    (kh, kw), (sh, sw), (ho, wo) = kernel, stride, out_hw
+    s0, s1, s2, s3 = xp.strides
+    return as_strided(xp, shape=xp.shape[:2] + (kh, kw, ho, wo),
+                      strides=(s0, s1, s2, s3, s2 * sh, s3 * sw), writeable=False)
+
+
 def _columns(x, geometry):
     """im2col of x in a scratch buffer: (N, C*kh*kw, Ho*Wo), where row (c, p, q) holds
     channel c at kernel offset (p, q) for every output position (use within the call).
-
-    Copied from a strided view of the padded input laid out (N, C, kh, kw, Ho, Wo), whose
-    innermost axis walks along an input row, so the one copy is a fast one.
-    """
-    _, (kh, kw), (sh, sw), padding, (ho, wo) = geometry
-    xp = _pad(x, padding)
-    n, c = xp.shape[:2]
-    s0, s1, s2, s3 = xp.strides
-    view = as_strided(xp, shape=(n, c, kh, kw, ho, wo),
-                      strides=(s0, s1, s2, s3, s2 * sh, s3 * sw), writeable=False)
+    Copied from `_window_view`, whose innermost axis walks along an input row."""
+    _, kernel, stride, padding, out_hw = geometry
+    view = _window_view(_pad(x, padding), kernel, stride, out_hw)
     cols = scratch("conv.cols", view.shape, x.dtype)
     np.copyto(cols, view)
-    return cols.reshape(n, c * kh * kw, ho * wo)
+    n, c = x.shape[:2]
+    return cols.reshape(n, c * kernel[0] * kernel[1], out_hw[0] * out_hw[1])
 
 
 def _offset_slices(kernel, stride, out_hw):
@@ -188,7 +191,12 @@ class MaxPool2dFn(Function):
         ho = output_size(h, kernel[0], stride[0], padding[0])
         wo = output_size(w, kernel[1], stride[1], padding[1])
         xp = _pad(x, padding, -np.inf)
-        windows = [xp[:, :, rows, cols] for rows, cols in _offset_slices(kernel, stride, (ho, wo))]
+        # one copy makes each offset's values contiguous: (kh*kw, N, C, Ho, Wo); the passes
+        # below then run 3-8x faster than on strided slices of xp
+        view = _window_view(xp, kernel, stride, (ho, wo)).transpose(2, 3, 0, 1, 4, 5)
+        windows = scratch("maxpool.windows", view.shape, x.dtype)
+        np.copyto(windows, view)
+        windows = windows.reshape((kernel[0] * kernel[1], n, c, ho, wo))
         # running max over the kernel offsets; `arg` remembers the winning offset: offset k
         # replaces it when strictly greater (ties keep the first); k only grows, so
         # arg = max(arg, k * better) is "k where better". NaN and all -inf windows after.
