@@ -4,10 +4,10 @@ Convolution copies the padded input once, through a strided view, into an im2col
 matrix (scratch: backward rebuilds it from the saved input rather than keeping a copy
 kh*kw times the input's size) and does one matmul. Its input gradient, for stride 1,
 gathers the kh*kw shifted slices of ``W^T @ grad`` into a contiguous result; other
-strides scatter them into a padded buffer (col2im). Pooling keeps a running maximum
-over the kernel offsets, each offset one strided slice covering every window at once;
-backward writes each offset's gradients back the same way. Every loop is over kernel
-offsets only, never over batch items or pixels.
+strides scatter them into a padded buffer (col2im). Pooling copies the same windows
+once into a stack of offsets and keeps a running maximum over it; backward writes each
+offset's gradients back through one strided slice covering every window at once. Every
+loop is over kernel offsets only, never over batch items or pixels.
 """
 from __future__ import annotations
 
@@ -96,7 +96,7 @@ class Conv2dFn(Function):
         out = np.matmul(weight.reshape(o, -1), cols)  # (N, O, Ho*Wo)
         if bias is not None:
             out += bias[:, None]
-        ctx.save_for_backward(x, weight)  # x, not cols: backward rebuilds them (9x smaller)
+        ctx.save_for_backward(x, weight)  # x, not cols (kh*kw times larger): backward rebuilds them
         return out.reshape(n, o, ho, wo)
 
     @staticmethod
