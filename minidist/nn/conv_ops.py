@@ -94,7 +94,7 @@ class Conv2dFn(Function):
         ctx.geometry = (x.shape, (kh, kw), stride, padding, (ho, wo))
         cols = _columns(x, ctx.geometry)
         out = np.matmul(weight.reshape(o, -1), cols)  # (N, O, Ho*Wo)
-        if bias is not None:  # (O, Ho*Wo), not (O, 1): a contiguous loop per sample (see _per_channel)
+        if bias is not None:  # (O, Ho*Wo), not (O, 1): one contiguous loop per sample, as in norm_ops
             out += np.repeat(bias, ho * wo).reshape(o, ho * wo)
         ctx.save_for_backward(x, weight)  # x, not cols (kh*kw times larger): backward rebuilds them
         return out.reshape(n, o, ho, wo)
