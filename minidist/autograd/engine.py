@@ -7,6 +7,8 @@ bucket from there while backward goes on).
 """
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 
 from .graph import unbroadcast
@@ -23,7 +25,7 @@ def run_backward(root, grad: np.ndarray, retain_graph: bool = False) -> None:
     grads = {id(root): grad}
     for t in order:
         node = t._node
-        in_grads = _node_backward(t, node, grads.pop(id(t), None))
+        in_grads, complete = _node_backward(t, node, grads.pop(id(t), None)), []
         for parent, pg in zip(node.parents, in_grads):
             if parent is None:
                 continue
@@ -36,7 +38,10 @@ def run_backward(root, grad: np.ndarray, retain_graph: bool = False) -> None:
             if parent._node is None:  # a leaf: complete once its last consumer is walked
                 leaf_uses[key] -= 1
                 if not leaf_uses[key] and key in grads:
-                    _accumulate_leaf(parent, grads.pop(key))  # hooks fire early
+                    complete.append(parent)
+        in_grads = pg = None  # the walk lets go of them: a leaf may then take its array as is
+        for leaf in complete:
+            _accumulate_leaf(leaf, grads.pop(id(leaf)))  # hooks fire early
         if not retain_graph:
             t._node = _FREED  # free the graph as we go (saved arrays go with the node)
 
@@ -128,8 +133,8 @@ def _apply_hooks(t, g):
 
 def _accumulate_leaf(t, g):
     g = _apply_hooks(t, g)
-    if t.grad is None:
-        t.grad = g.copy()  # g may be shared with another input's gradient
+    if t.grad is None:  # take `g` itself when nothing else can see it (PyTorch steals it too)
+        t.grad = g if _fresh(g) and sys.getrefcount(g) <= _REFS_OF_AN_UNSHARED_ARGUMENT else g.copy()
     else:
         t.grad += g
     if t._post_hooks:
@@ -137,3 +142,15 @@ def _accumulate_leaf(t, g):
             h(t)
 
 
+def _fresh(g):
+    """An array that owns its memory (no view of another), writable and C-ordered as a copy is."""
+    return type(g) is np.ndarray and g.base is None and g.flags.writeable and g.flags.c_contiguous
+
+
+def _refcount_of_argument(g):
+    return sys.getrefcount(g)
+
+
+# What getrefcount reports in a function like _accumulate_leaf for an argument nobody else
+# holds; one more (another input's gradient, a hook's list, the caller's array) forces a copy.
+_REFS_OF_AN_UNSHARED_ARGUMENT = _refcount_of_argument(np.empty(1))
