@@ -31,13 +31,15 @@ def run_backward(root, grad: np.ndarray, retain_graph: bool = False) -> None:
                 continue
             key = id(parent)
             if pg is not None:
-                pg = np.asarray(pg, dtype=parent.data.dtype)
-                if pg.shape != parent.data.shape:
+                data = parent.data
+                pg = np.asarray(pg, dtype=data.dtype)
+                if pg.shape != data.shape:
                     pg = _sum_to_input_shape(pg, parent, node)
-                grads[key] = grads[key] + pg if key in grads else pg  # used twice: both count
+                earlier = grads.get(key)
+                grads[key] = pg if earlier is None else earlier + pg  # used twice: both count
             if parent._node is None:  # a leaf: complete once its last consumer is walked
-                leaf_uses[key] -= 1
-                if not leaf_uses[key] and key in grads:
+                uses = leaf_uses[key] = leaf_uses[key] - 1
+                if not uses and key in grads:
                     complete.append(parent)
         in_grads = pg = None  # the walk lets go of them: a leaf may then take its array as is
         for leaf in complete:
@@ -48,19 +50,20 @@ def run_backward(root, grad: np.ndarray, retain_graph: bool = False) -> None:
 
 def _newest_first(root):
     """The non-leaf tensors reachable from `root`, newest node first, and for each leaf
-    how many node inputs refer to it (its gradient is complete when all have been walked).
-    An explicit stack, no recursion: graphs may be thousands of nodes deep."""
+    (by id) how many node inputs refer to it: its gradient is complete when all of them
+    have been walked. An explicit stack, no recursion: graphs may be thousands deep."""
     order, leaf_uses, seen, stack = [root], {}, {id(root)}, [root]
     while stack:
         for p in stack.pop()._node.parents:
             if p is None:
                 continue
+            key = id(p)
             if p._node is None:
-                leaf_uses[id(p)] = leaf_uses.get(id(p), 0) + 1
-            elif id(p) not in seen:
+                leaf_uses[key] = leaf_uses.get(key, 0) + 1
+            elif key not in seen:
                 if p._node is _FREED:  # checked before any gradient moves: all or nothing
                     raise RuntimeError(_FREED_MESSAGE)
-                seen.add(id(p))
+                seen.add(key)
                 stack.append(p)
                 order.append(p)
     order.sort(key=_creation_order, reverse=True)
@@ -132,7 +135,8 @@ def _apply_hooks(t, g):
 
 
 def _accumulate_leaf(t, g):
-    g = _apply_hooks(t, g)
+    if t._hooks:
+        g = _apply_hooks(t, g)
     if t.grad is None:  # take `g` itself when nothing else can see it (PyTorch steals it too)
         t.grad = g if _fresh(g) and sys.getrefcount(g) <= _REFS_OF_AN_UNSHARED_ARGUMENT else g.copy()
     else:
@@ -144,7 +148,7 @@ def _accumulate_leaf(t, g):
 
 def _fresh(g):
     """An array that owns its memory (no view of another), writable and C-ordered as a copy is."""
-    return type(g) is np.ndarray and g.base is None and g.flags.writeable and g.flags.c_contiguous
+    return type(g) is np.ndarray and g.base is None and g.flags.carray  # carray: C order, writable
 
 
 def _refcount_of_argument(g):
