@@ -47,7 +47,8 @@ class CrossEntropy(Function):
         count = np.count_nonzero(keep)
         if count == len(target):
             keep = None  # the common case: no row ignored, no masking
-        safe_target = target if keep is None else np.where(keep, target, 0)
+        # saved for backward: a copy, never the caller's array (a loader may refill it)
+        safe_target = target.copy() if keep is None else np.where(keep, target, 0)
         losses = np.log(sumexp[:, 0]) - shifted[np.arange(len(target)), safe_target]
         if keep is not None:
             losses = np.where(keep, losses, 0).astype(logits.dtype, copy=False)
