@@ -39,12 +39,13 @@ class SGD(Optimizer):
         for group in self.param_groups:
             params = self._params_with_grad(group)
             if group["momentum"] == 0 and group["weight_decay"] == 0 and not group["maximize"]:
-                _descend(params, group["lr"])  # plain SGD: the loop below, minus its branches
+                _descend(params, group["lr"])  # plain SGD: _update's last line, without its branches
             else:
                 for p, g in params:
                     self._update(p, g, group)
 
     def _update(self, p, g, group) -> None:
+        """One parameter's step with momentum, weight decay or maximize (the rule above)."""
         lr, mu, tau = group["lr"], group["momentum"], group["dampening"]
         wd, nesterov = group["weight_decay"], group["nesterov"]
         g = -g if group["maximize"] else g
