@@ -83,6 +83,54 @@ def test_branch_without_gradient_still_completes_its_inputs():
     assert len(fired) == 1
 
 
+def test_a_fresh_gradient_is_taken_without_a_copy_and_a_shared_one_is_copied():
+    """.grad takes the array a backward returned when nothing else holds it (no copy, as
+    PyTorch); an array that another input, a Function, a hook or the caller still holds is
+    copied, so an in-place update of one .grad (DDP writes the average into it) changes
+    nothing else."""
+    handed = {}
+
+    class Scale(Function):  # backward returns a new array, or one it keeps (`keep=True`)
+        @staticmethod
+        def forward(ctx, a, keep):
+            ctx.keep = keep
+            return a * 2.0
+
+        @staticmethod
+        def backward(ctx, grad):
+            g = grad * 2.0
+            handed["id"] = id(g)
+            if ctx.keep:
+                ctx.kept = g
+            return g, None
+
+    x = leaf(3)
+    Scale.apply(x, False).sum().backward()
+    assert id(x.grad) == handed["id"]  # taken as is
+    y = leaf(3)
+    kept = Scale.apply(y, True)
+    kept.sum().backward(retain_graph=True)  # the node (and what its ctx kept) is alive
+    assert kept._node.ctx.kept is not y.grad
+    y.grad += 1.0
+    np.testing.assert_array_equal(kept._node.ctx.kept, np.full(3, 2.0))
+
+    a, b = leaf(3), leaf(3, seed=1)
+    (a + b).sum().backward()  # Add hands one array to both inputs
+    assert a.grad is not b.grad
+    a.grad += 1.0
+    np.testing.assert_array_equal(b.grad, np.ones(3))
+
+    seen = []
+    c = leaf(3)
+    c.register_hook(lambda g: seen.append(g))  # a hook that keeps the gradient it saw
+    Scale.apply(c, False).sum().backward()
+    assert c.grad is not seen[0]
+    given = np.ones(3)
+    d = leaf(3)
+    d.backward(given)  # the caller's array
+    assert d.grad is not given
+
+
 # ---- the graph is freed by backward --------------------------------------------------------------
 def test_second_backward_through_freed_graph_raises():
     x = leaf(3)

@@ -183,6 +183,21 @@ def test_losses_with_every_target_ignored_as_torch(torch, reduction, loss):
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_cross_entropy_with_some_targets_ignored_as_torch(torch, reduction):
+    logits = np.random.default_rng(1).standard_normal((5, 4))
+    target = np.array([2, 1, 3, 1, 0])
+    mine, theirs = Tensor(logits, requires_grad=True), to_torch(torch, logits)
+    out = F.cross_entropy(mine, target, reduction=reduction, ignore_index=1)
+    ref = torch.nn.functional.cross_entropy(theirs, torch.tensor(target), reduction=reduction, ignore_index=1)
+    close(out, ref)
+    weights = np.arange(1.0, 6.0) if reduction == "none" else 3.0  # an upstream gradient that is not 1
+    (out * weights).sum().backward()
+    (ref * torch.tensor(weights)).sum().backward()
+    close(mine.grad, theirs.grad)
+    assert not mine.grad[[1, 3]].any()
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 def test_nll_loss_ignores_minus_inf_in_an_ignored_row(torch, reduction):
     logp = np.array([[-INF, 0.0], [0.0, -1.0]])
     target = np.array([0, 1])

@@ -177,6 +177,25 @@ def test_float32_parameters_stay_float32():
                    if isinstance(v, np.ndarray))
 
 
+@pytest.mark.parametrize("lr", [0.1, np.float64(0.1), np.float32(0.1)])
+def test_plain_sgd_updates_small_and_large_parameters_alike(lr):
+    """Small products are new arrays, large ones go through a scratch buffer: one rule,
+    p - round(g * lr) in p's dtype, whatever the size and however lr is given."""
+    from minidist.optim.sgd import SCRATCH_FROM_BYTES
+
+    rng = np.random.default_rng(0)
+    sizes = [3, SCRATCH_FROM_BYTES // 4 + 5]  # float32: below and above the threshold
+    params = [Parameter(rng.standard_normal(n).astype(np.float32)) for n in sizes]
+    before = [p.data.copy() for p in params]
+    for p in params:
+        p.grad = rng.standard_normal(p.shape).astype(np.float32)
+    SGD(params, lr=lr).step()
+    for p, p0 in zip(params, before):
+        expected = p0 - np.multiply(p.grad, lr, out=np.empty_like(p.grad))
+        np.testing.assert_array_equal(p.data, expected)
+        assert p.data.dtype == np.float32
+
+
 def test_argument_errors():
     p = Parameter(np.ones(2))
     with pytest.raises(ValueError, match="invalid lr=-1"):

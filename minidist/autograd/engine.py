@@ -1,12 +1,13 @@
-"""The backward walk: Kahn's topological order over the recorded graph, newest node first
-(a heap keyed by creation order, as PyTorch), accumulating (``+=``) what each node's
-backward returns into its inputs. A leaf's gradient is complete once every node that
-consumed it has been walked: then its hooks run, the total is added to ``.grad`` and its
-post-accumulate hooks fire (DDP launches a bucket from there while backward goes on).
+"""The backward walk: every node reachable from the root, newest first (creation order is
+a topological order: an op's inputs always exist before it, so PyTorch's order too),
+adding (``+``) what each node's backward returns into its inputs' gradients. A leaf's
+gradient is complete once every node that consumed it has been walked: then its hooks
+run, the total is added to ``.grad`` and its post-accumulate hooks fire (DDP launches a
+bucket from there while backward goes on).
 """
 from __future__ import annotations
 
-import heapq
+import sys
 
 import numpy as np
 
@@ -20,44 +21,73 @@ def run_backward(root, grad: np.ndarray, retain_graph: bool = False) -> None:
     if root._node is None:  # backward on a leaf itself
         _accumulate_leaf(root, grad)
         return
-    pending = _count_consumers(root)
+    order, leaf_uses = _newest_first(root)
     grads = {id(root): grad}
-    ready = [(0, 0, root)]  # heap of (-sequence, tiebreak, tensor): newest node first, as PyTorch
-    tiebreak = 1
-    while ready:
-        t = heapq.heappop(ready)[2]
+    for t in order:
         node = t._node
-        g = grads.pop(id(t), None)
-        if g is None:  # no consumer sent a gradient: still release the inputs' counts
-            in_grads = (None,) * len(node.parents)
-        else:
-            g = _apply_hooks(t, g)
-            if t._retain:
-                t.grad = g.copy() if t.grad is None else t.grad + g
-            in_grads = node.fn.backward(node.ctx, g)
-            if not isinstance(in_grads, tuple):
-                in_grads = (in_grads,)
-            if len(in_grads) != len(node.parents):
-                _check_gradient_count(in_grads, node)
+        in_grads, complete = _node_backward(t, node, grads.pop(id(t), None)), []
         for parent, pg in zip(node.parents, in_grads):
             if parent is None:
                 continue
             key = id(parent)
             if pg is not None:
-                pg = np.asarray(pg, dtype=parent.data.dtype)
-                if pg.shape != parent.data.shape:
+                data = parent.data
+                pg = np.asarray(pg, dtype=data.dtype)
+                if pg.shape != data.shape:
                     pg = _sum_to_input_shape(pg, parent, node)
-                grads[key] = grads[key] + pg if key in grads else pg  # used twice: both count
-            pending[key] -= 1
-            if pending[key]:
-                continue
-            if parent._node is not None:
-                heapq.heappush(ready, (-parent._node.seq, tiebreak, parent))
-                tiebreak += 1
-            elif key in grads:
-                _accumulate_leaf(parent, grads.pop(key))  # complete now: hooks fire early
+                earlier = grads.get(key)
+                grads[key] = pg if earlier is None else earlier + pg  # used twice: both count
+            if parent._node is None:  # a leaf: complete once its last consumer is walked
+                uses = leaf_uses[key] = leaf_uses[key] - 1
+                if not uses and key in grads:
+                    complete.append(parent)
+        in_grads = pg = None  # the walk lets go of them: a leaf may then take its array as is
+        for leaf in complete:
+            _accumulate_leaf(leaf, grads.pop(id(leaf)))  # hooks fire early
         if not retain_graph:
             t._node = _FREED  # free the graph as we go (saved arrays go with the node)
+
+
+def _newest_first(root):
+    """The non-leaf tensors reachable from `root`, newest node first, and for each leaf
+    (by id) how many node inputs refer to it: its gradient is complete when all of them
+    have been walked. An explicit stack, no recursion: graphs may be thousands deep."""
+    order, leaf_uses, seen, stack = [root], {}, {id(root)}, [root]
+    while stack:
+        for p in stack.pop()._node.parents:
+            if p is None:
+                continue
+            key = id(p)
+            if p._node is None:
+                leaf_uses[key] = leaf_uses.get(key, 0) + 1
+            elif key not in seen:
+                if p._node is _FREED:  # checked before any gradient moves: all or nothing
+                    raise RuntimeError(_FREED_MESSAGE)
+                seen.add(key)
+                stack.append(p)
+                order.append(p)
+    order.sort(key=_creation_order, reverse=True)
+    return order, leaf_uses
+
+
+def _creation_order(t):
+    return t._node.seq
+
+
+def _node_backward(t, node, g):
+    """The gradients `node`'s backward returns for its inputs, given `t`'s total `g`."""
+    if g is None:  # no consumer sent a gradient: still release the leaves' counts
+        return (None,) * len(node.parents)
+    if t._hooks:
+        g = _apply_hooks(t, g)
+    if t._retain:
+        t.grad = g.copy() if t.grad is None else t.grad + g
+    in_grads = node.fn.backward(node.ctx, g)
+    if type(in_grads) is not tuple:
+        in_grads = (in_grads,)
+    if len(in_grads) != len(node.parents):
+        _check_gradient_count(in_grads, node)
+    return in_grads
 
 
 # What a walked tensor keeps instead of its node once backward has freed the graph: it is
@@ -90,25 +120,6 @@ def _sum_to_input_shape(g, parent, node):
     return unbroadcast(g, shape)
 
 
-def _count_consumers(root):
-    """For every tensor reachable from `root` through recorded nodes, how many node inputs
-    refer to it. The walk hands a tensor on only when this count reaches zero, which is
-    when its gradient is complete (Kahn's topological order, without recursion)."""
-    pending, seen, stack = {}, {id(root)}, [root]
-    while stack:
-        t = stack.pop()
-        for p in t._node.parents:
-            if p is None:
-                continue
-            pending[id(p)] = pending.get(id(p), 0) + 1
-            if id(p) not in seen and p._node is not None:
-                if p._node is _FREED:  # checked before any gradient moves: all or nothing
-                    raise RuntimeError(_FREED_MESSAGE)
-                seen.add(id(p))
-                stack.append(p)
-    return pending
-
-
 def _apply_hooks(t, g):
     if t._hooks:
         for h in t._hooks:
@@ -124,9 +135,10 @@ def _apply_hooks(t, g):
 
 
 def _accumulate_leaf(t, g):
-    g = _apply_hooks(t, g)
-    if t.grad is None:
-        t.grad = g.copy()  # g may be shared with another input's gradient
+    if t._hooks:
+        g = _apply_hooks(t, g)
+    if t.grad is None:  # take `g` itself when nothing else can see it (PyTorch steals it too)
+        t.grad = g if _fresh(g) and sys.getrefcount(g) <= _REFS_OF_AN_UNSHARED_ARGUMENT else g.copy()
     else:
         t.grad += g
     if t._post_hooks:
@@ -134,3 +146,17 @@ def _accumulate_leaf(t, g):
             h(t)
 
 
+def _fresh(g):
+    """An array that owns its memory (no view of another), writable and C-ordered as a copy is."""
+    return type(g) is np.ndarray and g.base is None and g.flags.carray  # carray: C order, writable
+
+
+def _refcount_of_argument(g):
+    return sys.getrefcount(g)
+
+
+# What getrefcount reports in a function like _accumulate_leaf for an argument nobody else
+# holds; one more (another input's gradient, a hook's list, the caller's array) forces a copy.
+# 2 on CPython 3.11 (the argument, getrefcount's own); never taken above 2, so that a
+# debugger holding frames while this module loads cannot make the test looser.
+_REFS_OF_AN_UNSHARED_ARGUMENT = min(_refcount_of_argument(np.empty(1)), 2)

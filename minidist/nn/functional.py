@@ -64,10 +64,11 @@ class LinearFn(Function):
     def backward(ctx, grad):
         x, weight = ctx.saved_tensors
         need_x, need_w, need_b = ctx.needs_input_grad
-        g2 = grad.reshape(-1, grad.shape[-1])
-        dx = grad @ weight if need_x else None
-        dweight = g2.T @ x.reshape(-1, x.shape[-1]) if need_w else None
-        dbias = g2.sum(axis=0) if need_b else None
+        dx = grad @ weight if need_x else None  # (*, in), as x
+        if grad.ndim != 2:  # (*, out): every leading axis is a batch axis
+            grad, x = grad.reshape(-1, grad.shape[-1]), x.reshape(-1, x.shape[-1])
+        dweight = grad.T @ x if need_w else None
+        dbias = grad.sum(axis=0) if need_b else None
         return dx, dweight, dbias
 
 

@@ -40,7 +40,8 @@ class Linear(Module):
         if x.ndim < 1 or x.shape[-1] != self.in_features:
             raise ValueError(f"Linear expected input with last dimension in_features="
                              f"{self.in_features} (got input of shape {tuple(x.shape)})")
-        return F.linear(x, self.weight, self.bias)
+        params = self._parameters  # not self.weight: Module.__getattr__ searches three dicts
+        return F.linear(x, params["weight"], params["bias"])
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"

@@ -44,12 +44,14 @@ class CrossEntropy(Function):
         exp = np.exp(shifted)
         sumexp = exp.sum(axis=1, keepdims=True)
         keep = target != ignore_index
-        safe_target = np.where(keep, target, 0)
-        rows = np.arange(len(target))
-        losses = np.log(sumexp[:, 0]) - shifted[rows, safe_target]
-        if not keep.all():
+        count = np.count_nonzero(keep)
+        if count == len(target):
+            keep = None  # the common case: no row ignored, no masking
+        # saved for backward: a copy, never the caller's array (a loader may refill it)
+        safe_target = target.copy() if keep is None else np.where(keep, target, 0)
+        losses = np.log(sumexp[:, 0]) - shifted[np.arange(len(target)), safe_target]
+        if keep is not None:
             losses = np.where(keep, losses, 0).astype(logits.dtype, copy=False)
-        count = int(keep.sum())
         ctx.save_for_backward(exp, sumexp, safe_target, keep)
         ctx.reduction, ctx.count = reduction, count
         # mean over zero kept rows is nan, as PyTorch
@@ -61,8 +63,10 @@ class CrossEntropy(Function):
         dlogits = exp / sumexp  # softmax, written into a fresh array
         dlogits[np.arange(len(target)), target] -= 1
         # every target ignored: the loss is nan for "mean" but the gradient is zero, as PyTorch
-        row_scale = _expand_grad(grad, ctx.reduction, ctx.count or 1, dlogits.dtype) * keep
-        dlogits *= row_scale[:, None]  # ignored rows get zero
+        scale = _expand_grad(grad, ctx.reduction, ctx.count or 1, dlogits.dtype)
+        if keep is not None:
+            scale = scale * keep  # ignored rows get zero
+        dlogits *= scale[:, None] if scale.ndim else scale  # per row ("none"), or one number
         return dlogits, None
 
 

@@ -47,8 +47,8 @@ class Adam(Optimizer):
         self._check_grads()
         for group in self.param_groups:
             lr, (beta1, beta2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
-            for p in self._params_with_grad(group):
-                g = -p.grad if group["maximize"] else p.grad
+            for p, g in self._params_with_grad(group):
+                g = -g if group["maximize"] else g
                 state = self.state.setdefault(p, {})
                 if not state:
                     state["step"] = 0

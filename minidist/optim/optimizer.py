@@ -83,6 +83,13 @@ class Optimizer:
     def _check_grads(self) -> None:
         """Raise, before any state changes, when a parameter's ``.grad`` has another shape
         than the parameter: the error names its index (as in `state_dict`) and both shapes."""
+        for group in self.param_groups:
+            for p in group["params"]:
+                g = p.grad
+                if g is not None and (type(g) is not np.ndarray or g.shape != p.data.shape):
+                    self._check_grad_shapes()  # the slow path, which finds and names it
+
+    def _check_grad_shapes(self) -> None:
         for i, p in enumerate(self._ordered_params()):
             if p.grad is not None and np.shape(p.grad) != p.shape:
                 group = next(k for k, g in enumerate(self.param_groups) if any(q is p for q in g["params"]))
@@ -90,10 +97,10 @@ class Optimizer:
                                  f"{p.shape} but its .grad has shape {np.shape(p.grad)}; nothing was "
                                  "updated: the gradient must have the parameter's shape")
 
-    def _params_with_grad(self, group):
-        for p in group["params"]:
-            if p.grad is not None:  # a parameter without a gradient is left as it is
-                yield p
+    def _params_with_grad(self, group) -> list:
+        """``(parameter, gradient)`` for each parameter of `group` that has one; a parameter
+        without a gradient is left as it is."""
+        return [(p, p.grad) for p in group["params"] if p.grad is not None]
 
     # ---- state ----------------------------------------------------------------------
     def _ordered_params(self):

@@ -37,25 +37,51 @@ class SGD(Optimizer):
     def step(self) -> None:
         self._check_grads()
         for group in self.param_groups:
-            lr, mu, tau = group["lr"], group["momentum"], group["dampening"]
-            wd, nesterov = group["weight_decay"], group["nesterov"]
-            for p in self._params_with_grad(group):
-                g = -p.grad if group["maximize"] else p.grad
-                shape, dtype = g.shape, np.result_type(g, p.data)
-                if wd != 0:  # g + wd * p, built in scratch buffers (the same arithmetic)
-                    g = np.add(g, np.multiply(p.data, wd, out=scratch("sgd.decay", shape, p.dtype)),
-                               out=scratch("sgd.grad", shape, dtype))
-                if mu != 0:
-                    state = self.state.setdefault(p, {})
-                    buf = state.get("momentum_buffer")
-                    if buf is None:
-                        buf = state["momentum_buffer"] = g.astype(p.dtype, copy=True)
-                    else:
-                        buf *= mu
-                        buf += np.multiply(g, 1 - tau, out=scratch("sgd.damped", shape, g.dtype))
-                    if nesterov:  # g + mu * buf
-                        g = np.add(g, np.multiply(buf, mu, out=scratch("sgd.ahead", shape, buf.dtype)),
-                                   out=scratch("sgd.nesterov", shape, np.result_type(g, buf)))
-                    else:
-                        g = buf
-                p.data -= np.multiply(g, lr, out=scratch("sgd.update", shape, g.dtype))
+            params = self._params_with_grad(group)
+            if group["momentum"] == 0 and group["weight_decay"] == 0 and not group["maximize"]:
+                _descend(params, group["lr"])  # plain SGD: _update's last line, without its branches
+            else:
+                for p, g in params:
+                    self._update(p, g, group)
+
+    def _update(self, p, g, group) -> None:
+        """One parameter's step with momentum, weight decay or maximize (the rule above)."""
+        lr, mu, tau = group["lr"], group["momentum"], group["dampening"]
+        wd, nesterov = group["weight_decay"], group["nesterov"]
+        g = -g if group["maximize"] else g
+        shape, dtype = g.shape, np.result_type(g, p.data)
+        if wd != 0:  # g + wd * p, built in scratch buffers (the same arithmetic)
+            g = np.add(g, np.multiply(p.data, wd, out=scratch("sgd.decay", shape, p.dtype)),
+                       out=scratch("sgd.grad", shape, dtype))
+        if mu != 0:
+            state = self.state.setdefault(p, {})
+            buf = state.get("momentum_buffer")
+            if buf is None:
+                buf = state["momentum_buffer"] = g.astype(p.dtype, copy=True)
+            else:
+                buf *= mu
+                buf += np.multiply(g, 1 - tau, out=scratch("sgd.damped", shape, g.dtype))
+            if nesterov:  # g + mu * buf
+                g = np.add(g, np.multiply(buf, mu, out=scratch("sgd.ahead", shape, buf.dtype)),
+                           out=scratch("sgd.nesterov", shape, np.result_type(g, buf)))
+            else:
+                g = buf
+        _descend(((p, g),), lr)
+
+
+def _descend(params, lr) -> None:
+    """``p -= lr * g`` for each (parameter, gradient) pair."""
+    for p, g in params:
+        p.data -= _scaled(g, lr)
+
+
+SCRATCH_FROM_BYTES = 1 << 16
+
+
+def _scaled(g, lr):
+    """``g * lr`` in `g`'s dtype. From `SCRATCH_FROM_BYTES` on, in a scratch buffer (a new
+    array that large would be handed back to the OS and page-faulted in again every step);
+    below, a new array, which costs less than finding the buffer (measured: tiny MLP step)."""
+    if g.nbytes < SCRATCH_FROM_BYTES:
+        return (g * lr).astype(g.dtype, copy=False)  # the product out= would cast, the same values
+    return np.multiply(g, lr, out=scratch("sgd.update", g.shape, g.dtype))
