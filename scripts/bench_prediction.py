@@ -28,6 +28,7 @@ from statistics import median
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchutil import memory_state  # noqa: E402
 from minidist.report.summary import load_run  # noqa: E402
 from minidist.report.timing import calibrated_profile, model_rows  # noqa: E402
 
@@ -63,7 +64,7 @@ def main(argv=None):
             header, rows = one_run(args, Path(tmp) / f"run{i}.jsonl")
             first = first or header
             prof = header["calibration"]["profile"]
-            print(f"run {i + 1}: beta {1e9 * prof['beta']:.3f} ns/B, gamma {1e9 * prof['gamma']:.3f} ns/B; "
+            print(f"run {i + 1} ({memory_state() or 'memory state unknown'}): beta {1e9 * prof['beta']:.3f} ns/B, gamma {1e9 * prof['gamma']:.3f} ns/B; "
                   + ", ".join(f"{r['strategy']} {r['measured_ms']:.2f}/{r['predicted_ms']:.2f} ms" for r in rows),
                   flush=True)
             for r in rows:

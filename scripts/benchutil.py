@@ -123,6 +123,27 @@ def cores() -> int:
         return os.cpu_count() or 1
 
 
+def memory_state(buddyinfo: str | None = None) -> str:
+    """Free memory, and how much of it lies in physically contiguous blocks of 2 MiB or
+    more (/proc/buddyinfo, Linux; the Normal zone): with memory fragmented, large
+    shared-memory transfers here ran 2-5x slower, MPI_Allreduce's as ours, until the
+    kernel compacted it (docs/timing.md). A hint for reading a run, not a verdict. ""
+    where the kernel does not say. `buddyinfo`: that file's text (tests)."""
+    try:
+        lines = (buddyinfo if buddyinfo is not None else open("/proc/buddyinfo").read()).splitlines()
+    except OSError:
+        return ""
+    if not lines:
+        return ""
+    page, free, large = 4096, 0, 0
+    zones = [line for line in lines if line.split()[3] == "Normal"] or lines  # where most memory is
+    for line in zones:
+        counts = [int(c) for c in line.split()[4:]]
+        free += sum(c << order for order, c in enumerate(counts)) * page
+        large += sum(c << order for order, c in enumerate(counts) if order >= 9) * page
+    return f"free memory {free >> 20} MiB, {large >> 20} MiB of it in blocks of 2 MiB or more"
+
+
 def one_thread_env(threads: int = 1) -> dict:
     """Environment variables fixing BLAS/OpenMP threads for a worker process."""
     return {v: str(threads) for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}

@@ -75,3 +75,16 @@ def test_bench_scaling_quick_in_one_job_and_launching_jobs(tmp_path):
     out = run_script("bench_scaling.py", "--quick", "--models", "cnn", "--ranks", "1", "2",
                      "--plot", str(tmp_path / "s.png"), "--json", str(tmp_path / "s.json"))
     assert "T(N=1) / T(N)" in out and (tmp_path / "s.png").stat().st_size > 0
+
+
+def test_memory_state_reads_the_normal_zone_of_buddyinfo():
+    """Free memory and the part of it in blocks of 2 MiB or more (order >= 9 of 4 KiB
+    pages), from the Normal zone only; nothing when the kernel does not say."""
+    sys.path.insert(0, str(SCRIPTS))
+    from benchutil import memory_state
+
+    text = ("Node 0, zone      DMA      0      0      0      0      0      0      0      0      1      1      3\n"
+            "Node 0, zone   Normal    256      0      0      0      0      0      0      0      0      2      1\n")
+    # Normal: 256 single pages (1 MiB) + 2 blocks of 2 MiB + 1 block of 4 MiB = 9 MiB, 8 in large blocks
+    assert memory_state(text) == "free memory 9 MiB, 8 MiB of it in blocks of 2 MiB or more"
+    assert memory_state("") == ""

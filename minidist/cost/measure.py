@@ -4,10 +4,10 @@
 (`minidist.cost.machine`) time the same things, with these functions, and only fit them
 differently. The one idea: time what a training step does, on buffers in the state a
 step leaves them (`StepBuffers`): the block sent was written just before (by backward,
-or by the add before it), the block received into or added from is out of the caches.
-Cache-hot buffers made a 2 MiB exchange look twice as fast, and an add four times as
-fast, as they are inside a step. An exchange is a Sendrecv both ways at once after a
-barrier, as in a ring step. Method: docs/cost-model.md.
+or by the add before it), the block received into is an untouched one or the one sent
+the exchange before (as a ring's steps alternate), an add's operand is out of the caches. Cache-hot buffers made a 2 MiB
+exchange look twice as fast, and an add four times as fast, as they are inside a step.
+An exchange is a Sendrecv both ways at once after a barrier. Method: docs/cost-model.md.
 """
 from __future__ import annotations
 
@@ -24,27 +24,45 @@ MAX_BLOCKS = 64
 
 
 class StepBuffers:
-    """Blocks of `nbytes` as a training step leaves them, for the timed calls: `pair` gives
-    one to send, written just now, and one to receive into (or add from) that nothing has
-    touched since the pool last came round, so it is out of the caches. Each block is an
-    array of its own, allocated as a step allocates its buffers: the pages backing it (4 KiB,
-    or huge pages for big arrays) follow from its size, and MPICH's shared-memory transfer
-    of a 2 MiB block cut from one big array was 1.7x as fast as of a 2 MiB array (measured
-    here). Filled with ones (np.zeros pages map the kernel's one zero page, cache-fast)."""
+    """Blocks of `nbytes` as a training step leaves them, for the timed calls. `pair` gives
+    a block to send, written just now (as backward writes gradients), and one to receive
+    into, as a two-rank ring's steps alternate: a block nothing has touched since the pool
+    last came round (step 1 receives into scratch), then the block sent the pair before
+    (step 2 receives into the half its peer has just read). `written_and_cold` gives a
+    written block and an untouched one. Each block is an array of its own, allocated as a
+    step allocates its buffers (measured here: MPICH moved a 2 MiB block cut from one big
+    array 1.7x as fast as a 2 MiB array). Filled with ones (np.zeros pages map the
+    kernel's one zero page and look cache-fast)."""
 
     def __init__(self, nbytes: int, dtype=np.uint8, pool_bytes: int = POOL_BYTES):
         count = max(4, min(MAX_BLOCKS, pool_bytes // max(int(nbytes), 1)))
         length = int(nbytes) // np.dtype(dtype).itemsize
-        self._blocks = [np.ones(length, dtype) for _ in range(count + count % 2)]
+        self._blocks = [np.ones(length, dtype) for _ in range(count)]
         self._source = np.ones(length, dtype)
         self._next = 0
+        self._sent = None
+
+    def _take(self):
+        block = self._blocks[self._next]
+        self._next = (self._next + 1) % len(self._blocks)
+        return block
 
     def pair(self):
-        """(written, cold): the next two blocks, the first just overwritten."""
-        written, cold = self._blocks[self._next], self._blocks[self._next + 1]
-        self._next = (self._next + 2) % len(self._blocks)
+        """(send, receive): a block just written, and alternately an untouched block or the
+        block the previous pair sent."""
+        send = self._take()
+        np.copyto(send, self._source)
+        if self._sent is None:  # a ring's first step: into scratch
+            receive, self._sent = self._take(), send
+        else:  # its second: into the half it sent the step before
+            receive, self._sent = self._sent, None
+        return send, receive
+
+    def written_and_cold(self):
+        """(written, cold): the next two blocks of the pool, the first just overwritten."""
+        written = self._take()
         np.copyto(written, self._source)
-        return written, cold
+        return written, self._take()
 
 
 def repeats_for(nbytes, repeats):
@@ -72,7 +90,7 @@ def exchange(c, nbytes, repeats, all_pairs=False, warmup=2, tag=TAG_CALIBRATE):
     """Seconds (median) of one Sendrecv of `nbytes` with partner ``rank ^ 1`` (both
     directions at once, as in a ring step): ranks 0 and 1 only, or every pair at once
     (`all_pairs`). Each exchange sends a block written just before and receives into a
-    cold one (`StepBuffers.pair`, outside the timed part). The slowest rank's time is
+    block as a two-rank ring's steps do (`StepBuffers.pair`, outside the timed part). The slowest rank's time is
     returned on every rank."""
     partner = c.rank ^ 1
     busy = partner < c.size and (all_pairs or c.rank < 2)
@@ -96,7 +114,7 @@ def add_seconds(nbytes, repeats) -> np.ndarray:
     buffers = StepBuffers(nbytes, np.float32)
     times = np.empty(repeats)
     for i in range(repeats):
-        b, a = buffers.pair()
+        b, a = buffers.written_and_cold()
         t0 = perf_counter()
         np.add(a, b, out=a)
         times[i] = perf_counter() - t0
