@@ -3,6 +3,7 @@ communication time, per strategy, for an MLP of >= 1 M parameters (a benchmark, 
 
     python scripts/bench_prediction.py                 # N = 2, 3 runs, hidden 1024 (1.06 M params)
     python scripts/bench_prediction.py --ranks 4 --runs 5 --recalibrate
+    python scripts/bench_prediction.py --runs 5 --recalibrate --compact-memory   # root, Linux
 
 Each run is ``mpiexec -n N python scripts/compare.py`` (float32 MLP, SGD) in its own
 processes, predicted by the profile it calibrated: the cached one for this host and N, or
@@ -28,7 +29,7 @@ from statistics import median
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchutil import memory_state  # noqa: E402
+from benchutil import compact_memory, memory_state  # noqa: E402
 from minidist.report.summary import load_run  # noqa: E402
 from minidist.report.timing import calibrated_profile, model_rows  # noqa: E402
 
@@ -55,12 +56,17 @@ def main(argv=None):
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--strategies", default="dp,hub,ddp,ddp-no-overlap")
     p.add_argument("--recalibrate", action="store_true")
+    p.add_argument("--compact-memory", action="store_true",
+                   help="have Linux compact memory before each run (root; docs/timing.md says why)")
     args = p.parse_args(argv)
     load = os.getloadavg()[0]  # before our own runs add to it
     ratios: dict = {}
     first = None
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(args.runs):
+            if args.compact_memory and not compact_memory():
+                print("--compact-memory: /proc/sys/vm/compact_memory is not writable here (root, Linux); "
+                      "running without", flush=True)
             header, rows = one_run(args, Path(tmp) / f"run{i}.jsonl")
             first = first or header
             prof = header["calibration"]["profile"]

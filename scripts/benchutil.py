@@ -144,6 +144,17 @@ def memory_state(buddyinfo: str | None = None) -> str:
     return f"free memory {free >> 20} MiB, {large >> 20} MiB of it in blocks of 2 MiB or more"
 
 
+def compact_memory() -> bool:
+    """Ask Linux to compact memory now (root only): on this machine it ended the slow state
+    that `memory_state` hints at, each time it was tried (docs/timing.md). Whether it ran."""
+    try:
+        with open("/proc/sys/vm/compact_memory", "w") as f:
+            f.write("1")
+        return True
+    except OSError:
+        return False
+
+
 def one_thread_env(threads: int = 1) -> dict:
     """Environment variables fixing BLAS/OpenMP threads for a worker process."""
     return {v: str(threads) for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
