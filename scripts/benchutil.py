@@ -125,22 +125,23 @@ def cores() -> int:
 
 def memory_state(buddyinfo: str | None = None) -> str:
     """Free memory, and how much of it lies in physically contiguous blocks of 2 MiB or
-    more (/proc/buddyinfo, Linux; the Normal zone): with memory fragmented, large
-    shared-memory transfers here ran 2-5x slower, MPI_Allreduce's as ours, until the
-    kernel compacted it (docs/timing.md). A hint for reading a run, not a verdict. ""
+    more (/proc/buddyinfo, Linux; the Normal zone). This machine's slow state for large
+    shared-memory transfers (2-5x, MPI_Allreduce's as ours) came with fragmented memory
+    and ended with compaction (docs/timing.md). A hint for reading a run, not a verdict. ""
     where the kernel does not say. `buddyinfo`: that file's text (tests)."""
     try:
         lines = (buddyinfo if buddyinfo is not None else open("/proc/buddyinfo").read()).splitlines()
     except OSError:
         return ""
-    if not lines:
+    page = os.sysconf("SC_PAGE_SIZE")
+    zones = [f[4:] for f in (line.split() for line in lines) if len(f) > 4]
+    zones = [f[4:] for f in (line.split() for line in lines) if len(f) > 4 and f[3] == "Normal"] or zones
+    if not zones:
         return ""
-    page, free, large = 4096, 0, 0
-    zones = [line for line in lines if line.split()[3] == "Normal"] or lines  # where most memory is
-    for line in zones:
-        counts = [int(c) for c in line.split()[4:]]
-        free += sum(c << order for order, c in enumerate(counts)) * page
-        large += sum(c << order for order, c in enumerate(counts) if order >= 9) * page
+    free = large = 0
+    for counts in zones:  # counts[k]: free blocks of 2**k pages
+        free += sum(int(c) << k for k, c in enumerate(counts)) * page
+        large += sum(int(c) << k for k, c in enumerate(counts) if page << k >= 2 << 20) * page
     return f"free memory {free >> 20} MiB, {large >> 20} MiB of it in blocks of 2 MiB or more"
 
 

@@ -14,7 +14,6 @@ from minidist.optim import SGD
 from minidist.parallel import (MLP, DistributedSampler, SmallCNN, SyncBatchNorm, Trainer, build_model,
                                distributed_loader, local_shard, parameter_digest, shard_bounds,
                                shard_sizes, wrap)
-from minidist.autograd import workspace
 from minidist.parallel.buckets import assign_buckets
 from strategies import sharding_problems
 
@@ -213,13 +212,17 @@ def test_every_strategy_on_one_rank_is_the_local_step(comm):
         np.testing.assert_allclose(finals[strategy], finals["local"], rtol=0, atol=1e-12)
 
 
-def test_step_buffers_are_kept_across_steps(comm):
+def test_step_buffers_are_kept_across_steps(comm, monkeypatch):
     """The fp16 hook's float16 copy of a bucket is one array of the bucket's, the same
-    step after step (its memory accounting calls it persistent), and hub's packed message
-    is one workspace array, the same every step."""
+    step after step (its memory accounting calls it persistent), and the message hub
+    reduces is one array, the same every step."""
+    import minidist.parallel.hub as hub_module
+
     rng = np.random.default_rng(3)
     x, y = rng.standard_normal((8, 2)).astype(np.float32), rng.integers(0, 3, 8)
-    workspace.clear()  # other tests' messages (other shapes, dtypes) out of the way
+    reduced = []
+    real_reduce = hub_module.reduce_to_root
+    monkeypatch.setattr(hub_module, "reduce_to_root", lambda c, flat, *a: reduced.append(flat) or real_reduce(c, flat, *a))
     for strategy, options in (("ddp", {"comm_hook": "fp16", "average": "ranks"}), ("hub", {})):
         model = wrap(MLP(2, 8, 3, rng=2, dtype=np.float32), strategy, comm, **options)
         opt = SGD(model.parameters(), lr=0.1)
@@ -229,12 +232,10 @@ def test_step_buffers_are_kept_across_steps(comm):
             model.zero_grad()
             loss.backward()
             model.step(opt)
-            if strategy == "ddp":
-                held.append([b.half for b in model.buckets])
-            else:
-                held.append([workspace.scratch(*key) for key in workspace.keys() if key[0] == "hub.message0"])
+            held.append([b.half for b in model.buckets] if strategy == "ddp" else reduced[-1:])
         assert held[0] and all(h.dtype == (np.float16 if strategy == "ddp" else np.float32) for h in held[0])
         assert all(len(h) == len(held[0]) and all(a is b for a, b in zip(h, held[0])) for h in held), strategy
+    assert len(reduced) == 3
 
 
 def test_parameter_digest_sees_a_single_changed_bit():

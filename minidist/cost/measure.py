@@ -35,7 +35,8 @@ class StepBuffers:
     kernel's one zero page and look cache-fast)."""
 
     def __init__(self, nbytes: int, dtype=np.uint8, pool_bytes: int = POOL_BYTES):
-        count = max(4, min(MAX_BLOCKS, pool_bytes // max(int(nbytes), 1)))
+        # each two pairs take three blocks: a block comes round again after pool_bytes of others
+        count = min(MAX_BLOCKS, -(-pool_bytes // max(int(nbytes), 1)) + 3)
         length = int(nbytes) // np.dtype(dtype).itemsize
         self._blocks = [np.ones(length, dtype) for _ in range(count)]
         self._source = np.ones(length, dtype)

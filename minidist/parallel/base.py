@@ -222,21 +222,23 @@ class ParallelModel:
         buffers = list(self.module.buffers())
         if buffers and self.comm.size > 1:
             with self.comm.phase("buffer-broadcast"):
-                broadcast_tensors(self.comm, buffers, 0, algorithm, self._scratch)
+                broadcast_tensors(self.comm, buffers, 0, algorithm, self._scratch, reuse="buffer-broadcast")
 
 
 # ---- wrap-time checks and broadcasts ------------------------------------------------------------
 def broadcast_tensors(comm, tensors, root: int = 0, algorithm: str = "linear", scratch=None,
-                      tail: np.ndarray | None = None) -> None:
+                      tail: np.ndarray | None = None, reuse: str | None = None) -> None:
     """Copy the root's values of `tensors` (parameters or buffers) into every rank's, one
     flat message per dtype. `tail` (optional, the first dtype's) rides at the end of the
-    first message: the root's values land in every rank's `tail`. Recorded under the
-    caller's phase."""
+    first message: the root's values land in every rank's `tail`. `reuse` (a call made
+    every step): the flat message lives in the workspace buffer of that name, kept between
+    calls; else it is a fresh array. Recorded under the caller's phase."""
     if comm is None or comm.size == 1:
         return
     for i, layout in enumerate(layouts_by_dtype(tensors)):
         extra = tail.size if i == 0 and tail is not None else 0
-        flat = workspace_array("broadcast_tensors", (layout.count + extra,), layout.dtype)  # used in this call only
+        shape = (layout.count + extra,)
+        flat = np.empty(shape, layout.dtype) if reuse is None else workspace_array(reuse, shape, layout.dtype)
         layout.pack_data(out=flat[:layout.count])
         if extra:
             flat[layout.count:] = tail

@@ -173,7 +173,8 @@ class DataParallel(ParallelModel):
             if comm.rank == 0:
                 tail.encode(carried, *self._status)
         with comm.phase("param-broadcast"):
-            broadcast_tensors(comm, params, 0, self.broadcast_algorithm, self._scratch, tail=carried)
+            broadcast_tensors(comm, params, 0, self.broadcast_algorithm, self._scratch, tail=carried,
+                              reuse="dp.param-broadcast")
         self._broadcast_buffers(self.broadcast_algorithm)
         if carried is not None:
             self._skip = False
