@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from . import cli_mpiexec
+from . import cli_mpiexec, shm_segments
 from .cli_errors import ConfigError, launcher_size, positive_int
 
 CHECKOUT = Path(__file__).resolve().parent.parent  # labs/ and scripts/ live beside the package
@@ -42,17 +42,22 @@ def add_run(p) -> None:
 
 
 def _child(cmd, env=None) -> int:
-    """Run `cmd`, pass Ctrl-C on to it, and return its exit status (130 after Ctrl-C)."""
+    """Run `cmd`, pass Ctrl-C on to it, and return its exit status (130 after Ctrl-C). After
+    a failed job, the shared-memory files it left in /dev/shm go (shm_segments.py)."""
+    before = shm_segments.snapshot()
     proc = subprocess.Popen(cmd, env=env)
     try:
-        return proc.wait()
+        status = proc.wait()
     except KeyboardInterrupt:
         proc.send_signal(signal.SIGINT)
         try:
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             proc.kill()
-        return 130
+        status = 130
+    if status != 0:
+        shm_segments.remove_leaked(before, wait=2.0)  # the torn-down ranks may still be exiting
+    return status
 
 
 def _launch(args, argv) -> int:

@@ -63,40 +63,13 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.openmpi)
 
 
-# ---- shared-memory files that aborted jobs leave behind ------------------------------------------
-# MPICH (mpich_shm_*) and Open MPI (vader_segment.*, sm_segment.*) back their on-node transport
-# with files in /dev/shm that a job ended by MPI_Abort or a signal never removes; the suite aborts
-# many jobs on purpose (fail-stop, the watchdog), and a development machine had 4.1 GB of them.
-_SEGMENT_PATTERNS = ("mpich_shm_*", "vader_segment.*", "sm_segment.*")
-
-
-def _segments() -> set:
-    import glob
-
-    return {p for pattern in _SEGMENT_PATTERNS for p in glob.glob(os.path.join("/dev/shm", pattern))}
-
-
-def _mapped_shm_files() -> set:
-    """/dev/shm files some live process maps (those readable in /proc/*/maps)."""
-    mapped = set()
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/maps") as f:
-                mapped.update(line.split(maxsplit=5)[5].strip() for line in f if "/dev/shm/" in line)
-        except (OSError, IndexError):
-            continue
-    return mapped
-
-
+# ---- shared-memory files that aborted jobs leave behind (minidist/shm_segments.py) ---------------
 @pytest.fixture(scope="session", autouse=True)
 def _remove_leaked_mpi_segments():
-    """At the end of the session, remove the segment files created during it that no live
-    process maps (a job still running elsewhere keeps its own)."""
-    before = _segments() if os.path.isdir("/dev/shm") else set()
+    """The suite aborts many MPI jobs on purpose (fail-stop, the watchdog): at the end of the
+    session, remove the shared-memory files they left that no live process maps."""
+    from minidist import shm_segments
+
+    before = shm_segments.snapshot()
     yield
-    leaked = _segments() - before if os.path.isdir("/dev/shm") else set()
-    for path in leaked - (_mapped_shm_files() if leaked else set()):
-        try:
-            os.unlink(path)
-        except OSError:
-            pass
+    shm_segments.remove_leaked(before, wait=1.0)

@@ -194,3 +194,16 @@ def test_minidist_debug_means_the_same_to_the_cli_and_the_communicator(monkeypat
 
     monkeypatch.setenv("MINIDIST_DEBUG", value)
     assert debug_wanted() is on and Communicator().debug is on
+
+
+def test_leaked_segments_are_removed_unless_a_live_process_maps_them(tmp_path):
+    import mmap
+
+    from minidist import shm_segments
+
+    for name in ("mpich_shm_old", "mpich_shm_gone", "sm_segment.vm.0.1.0", "unrelated"):
+        (tmp_path / name).write_bytes(b"x" * 4096)
+    before = {str(tmp_path / "mpich_shm_old")}
+    with open(tmp_path / "sm_segment.vm.0.1.0", "r+b") as f, mmap.mmap(f.fileno(), 4096):  # a live job's
+        assert shm_segments.remove_leaked(before, str(tmp_path)) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mpich_shm_old", "sm_segment.vm.0.1.0", "unrelated"]

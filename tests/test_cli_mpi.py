@@ -74,3 +74,15 @@ def test_ranks_outnumbering_cores_are_warned(capsys):
     warn_about(Namespace(batch=64), size=8, cores=2)
     err = capsys.readouterr().err
     assert err.count("minidist: warning:") == 1 and "8 ranks on 2 cores" in err
+
+
+def test_a_failed_run_leaves_no_shared_memory_files_behind():
+    """An aborted job leaves MPICH's / Open MPI's segment files in /dev/shm; minidist run
+    removes them once the job has failed."""
+    from minidist import shm_segments
+
+    before = shm_segments.snapshot()
+    code = ("import numpy as np; from mpi4py import MPI; c = MPI.COMM_WORLD; x = np.ones(1 << 16); "
+            "c.Allreduce(MPI.IN_PLACE, x); c.Barrier(); c.Abort(5)")
+    assert _cli("run", "-n", "2", "--", "python", "-c", code).returncode != 0
+    assert shm_segments.snapshot() - before == set()
