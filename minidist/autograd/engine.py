@@ -121,16 +121,16 @@ def _sum_to_input_shape(g, parent, node):
 
 
 def _apply_hooks(t, g):
-    if t._hooks:
-        for h in t._hooks:
-            new = h(g)
-            if new is not None:
-                new = np.asarray(new)
-                if new.shape != g.shape:
-                    raise RuntimeError(f"hook {getattr(h, '__name__', h)!r} returned a gradient of shape "
-                                       f"{new.shape} for a tensor of shape {g.shape}; a hook may change "
-                                       "the values of a gradient, not its shape")
-                g = new
+    """`g` through `t`'s hooks in order (callers call it only when `t` has some)."""
+    for h in t._hooks:
+        new = h(g)
+        if new is not None:
+            new = np.asarray(new)
+            if new.shape != g.shape:
+                raise RuntimeError(f"hook {getattr(h, '__name__', h)!r} returned a gradient of shape "
+                                   f"{new.shape} for a tensor of shape {g.shape}; a hook may change "
+                                   "the values of a gradient, not its shape")
+            g = new
     return g
 
 
