@@ -11,15 +11,29 @@ never imports autograd, nn, parallel or cost.
 Dtypes, reduction ops, the non-blocking ring, fail-stop, the watchdog and debug mode:
 docs/comm.md and docs/reliability.md.
 """
-from .allreduce import (allreduce, choose_allreduce_algorithm, mpi_allreduce,
-                        rabenseifner_allreduce, recursive_doubling_allreduce)
-from .communicator import Communicator, Request
-from .ledger import Ledger
-from .ring import ring_allgather, ring_allreduce, ring_reduce_scatter
-from .ring_nonblocking import RingAllreduce
-from .rooted import broadcast, gather_to_root, reduce_to_root, scatter
+import importlib
 
+# allreduce.py, ring.py and ledger.py load without MPI; they are imported here (and the name
+# `allreduce` is the function, not its module). The rest load on first use, so the cost
+# model (which reads `comm.auto`) and the CLI's parser do not initialise MPI through mpi4py.
+from .allreduce import (allreduce, choose_allreduce_algorithm, mpi_allreduce,  # noqa: E402
+                        rabenseifner_allreduce, recursive_doubling_allreduce)
+from .ledger import Ledger  # noqa: E402
+from .ring import ring_allgather, ring_allreduce, ring_reduce_scatter  # noqa: E402
+
+_LAZY = {"Communicator": "communicator", "Request": "communicator", "RingAllreduce": "ring_nonblocking",
+         "broadcast": "rooted", "gather_to_root": "rooted", "reduce_to_root": "rooted", "scatter": "rooted"}
 __all__ = ["Communicator", "Request", "Ledger", "ring_reduce_scatter", "ring_allgather",
            "ring_allreduce", "RingAllreduce", "gather_to_root", "reduce_to_root", "broadcast", "scatter",
            "recursive_doubling_allreduce", "rabenseifner_allreduce", "allreduce",
            "choose_allreduce_algorithm", "mpi_allreduce"]
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module 'minidist.comm' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

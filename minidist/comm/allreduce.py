@@ -12,7 +12,6 @@ from __future__ import annotations
 from time import perf_counter
 
 import numpy as np
-from mpi4py import MPI
 
 from .tags import TAG_ALLREDUCE
 from .auto import choose_allreduce_algorithm
@@ -22,7 +21,7 @@ from .ring import _ring_allreduce
 from .timeline import traced
 
 ALLREDUCE_ALGORITHMS = ("auto", "ring", "recursive_doubling", "rabenseifner", "mpi")
-_MPI_OPS = {"sum": MPI.SUM, "mean": MPI.SUM, "max": MPI.MAX, "min": MPI.MIN}
+_MPI_OPS = {"sum": "SUM", "mean": "SUM", "max": "MAX", "min": "MIN"}  # names in mpi4py.MPI
 
 
 def _exchange(comm, sendbuf, partner, recvbuf, what):
@@ -189,8 +188,10 @@ def mpi_allreduce(comm, x: np.ndarray, op: str = "sum") -> np.ndarray:
 
 
 def _mpi(comm, x, op, ufunc):
+    from mpi4py import MPI  # here, not at import: the cost model reads this package without MPI
+
     t0 = perf_counter()
-    comm.mpi.Allreduce(MPI.IN_PLACE, x, _MPI_OPS[op])
+    comm.mpi.Allreduce(MPI.IN_PLACE, x, getattr(MPI, _MPI_OPS[op]))
     comm.ledger.record(comm.current_phase, None, MPI_CALL, x.nbytes, perf_counter() - t0)
     if op == "mean":
         np.divide(x, comm.size, out=x)
