@@ -37,7 +37,7 @@ PASSES, REPEATS = 7, 9
 MIN_PASSES, BUDGET_S = 3, 2.0  # passes stop once the exchanges have taken BUDGET_S (loaded machine)
 NOISY_SPREAD = 0.5   # relative spread (IQR / median over passes) above which we distrust it
 MAD_CUT = 5.0
-VERSION = 4  # cache entries of another version are measured afresh
+VERSION = 5  # cache entries of another version are measured afresh
 
 
 def robust_median(samples, cut: float = MAD_CUT) -> tuple[float, float, int]:
