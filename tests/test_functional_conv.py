@@ -98,6 +98,22 @@ def test_max_pool2d_ties_go_to_first_maximum(torch):
     matches_torch(torch, out, ref, [(mx, tx)], np.random.default_rng(8))
 
 
+@pytest.mark.parametrize("xs, kernel", [((2, 3, 6, 4), 2), ((1, 2, 6, 6), (3, 2)), ((2, 1, 4, 6), (1, 3))])
+def test_max_pool2d_tiling_windows_with_ties_nan_and_minus_inf_match_torch(torch, xs, kernel):
+    """stride == kernel, no padding, H and W multiples of it: the tiled input gradient."""
+    rng = np.random.default_rng(9)
+    x = rng.integers(-2, 3, size=xs).astype(np.float64)  # small integers: ties in most windows
+    u = rng.random(xs)
+    x[u < 0.1], x[(u > 0.1) & (u < 0.3)] = np.nan, -np.inf
+    mx, tx = Tensor(x, requires_grad=True), to_torch(torch, x)
+    out, ref = F.max_pool2d(mx, kernel), torch.nn.functional.max_pool2d(tx, kernel)
+    np.testing.assert_array_equal(out.data, ref.detach().numpy())
+    g = rng.standard_normal(out.shape)
+    out.backward(g)
+    ref.backward(torch.tensor(g))
+    np.testing.assert_array_equal(mx.grad, tx.grad.numpy())
+
+
 def test_max_pool2d_keeps_float32_and_errors():
     x = Tensor(np.ones((1, 1, 4, 4), np.float32), requires_grad=True)
     out = F.max_pool2d(x, 2)

@@ -6,7 +6,8 @@ kh*kw times the input's size) and does one matmul. Its input gradient, for strid
 gathers the kh*kw shifted slices of ``W^T @ grad`` into a contiguous result; other
 strides scatter them into a padded buffer (col2im). Pooling copies the same windows
 once into a stack of offsets and keeps a running maximum over it; backward writes each
-offset's gradients back through one strided slice covering every window at once. Every
+offset's gradients back through one strided slice covering every window at once (when
+the windows tile the input, straight into a view of the result: no padded buffer). Every
 loop is over kernel offsets only, never over batch items or pixels.
 """
 from __future__ import annotations
@@ -215,6 +216,8 @@ class MaxPool2dFn(Function):
 
     @staticmethod
     def backward(ctx, grad):
+        if _windows_tile(ctx.geometry):
+            return _tiled_input_grad(grad, ctx.arg, ctx.geometry)
         (n, c, h, w), kernel, stride, (ph, pw), out_hw = ctx.geometry
         dxp = np.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=grad.dtype)
         disjoint = stride[0] >= kernel[0] and stride[1] >= kernel[1]
@@ -227,6 +230,26 @@ class MaxPool2dFn(Function):
             else:
                 dxp[:, :, rows, cols] += np.multiply(grad, is_k, out=grad_k)
         return dxp[:, :, ph:ph + h, pw:pw + w]
+
+
+def _windows_tile(geometry):
+    """Whether the windows tile the input exactly (stride == kernel, no padding, H and W
+    multiples of the kernel): every input element then lies in exactly one window."""
+    (_, _, h, w), kernel, stride, padding, (ho, wo) = geometry
+    return stride == kernel and padding == (0, 0) and (h, w) == (ho * kernel[0], wo * kernel[1])
+
+
+def _tiled_input_grad(grad, arg, geometry):
+    """Max-pool's input gradient when the windows tile the input: each offset's share is
+    written straight into a (N, C, Ho, kh, Wo, kw) view of a fresh (N, C, H, W) result,
+    which it covers exactly once between them (no zero fill, no padded buffer, no adds)."""
+    (n, c, h, w), (kh, kw), _, _, (ho, wo) = geometry
+    dx = np.empty((n, c, h, w), grad.dtype)
+    tiles = dx.reshape(n, c, ho, kh, wo, kw)
+    is_k = scratch("maxpool.is_k", grad.shape, bool)
+    for k in range(kh * kw):
+        np.multiply(grad, np.equal(arg, k, out=is_k), out=tiles[:, :, :, k // kw, :, k % kw])
+    return dx
 
 
 def _pick_nan_and_inside(arg, out, windows, x_shape, kernel, stride, padding):
