@@ -130,19 +130,22 @@ def _input_grad_gathered(grad, weight, geometry):
     """Stride 1: each input pixel gathers from the kh*kw windows covering it. grad is
     zero-padded by ``kernel - 1 - padding``, so every offset's share is one shifted slice
     of dcols, added into a contiguous (N, C, H, W) result; dcols is made one kernel row
-    at a time, (N, C*kw, positions), and used while it is still in cache."""
+    at a time, (N, C*kw, H*gw), from the H padded rows that row reaches (contiguous in
+    the padded grad, so no copy), and used while it is still in cache."""
     (n, c, h, w), (kh, kw), _, (ph, pw), _ = geometry
     o = weight.shape[0]
     gp = _pad(grad, (kh - 1 - ph, kw - 1 - pw))  # (N, O, H + kh - 1, W + kw - 1)
     gh, gw = gp.shape[2:]
+    flat = gp.reshape(n, o, gh * gw)  # (no -1: N may be 0)
     by_row = weight.transpose(2, 1, 3, 0)  # (kh, C, kw, O)
     dx = None
     for p in range(kh):
-        dcols = scratch("conv.dcols", (n, c * kw, gh * gw), np.result_type(weight, grad))
-        np.matmul(by_row[p].reshape(c * kw, o), gp.reshape(n, o, gh * gw), out=dcols)
-        dcols = dcols.reshape(n, c, kw, gh, gw)
+        rows = flat[:, :, (kh - 1 - p) * gw:(kh - 1 - p + h) * gw]  # padded rows kh-1-p .. kh-2-p+H
+        dcols = scratch("conv.dcols", (n, c * kw, h * gw), np.result_type(weight, grad))
+        np.matmul(by_row[p].reshape(c * kw, o), rows, out=dcols)
+        dcols = dcols.reshape(n, c, kw, h, gw)
         for q in range(kw):
-            part = dcols[:, :, q, kh - 1 - p:gh - p, kw - 1 - q:gw - q]
+            part = dcols[:, :, q, :, kw - 1 - q:gw - q]
             dx = part.copy() if dx is None else np.add(dx, part, out=dx)
     return dx
 
