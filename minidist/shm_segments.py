@@ -22,10 +22,12 @@ def snapshot(directory: str = SHM_DIR) -> set:
     return {p for pattern in PATTERNS for p in glob.glob(os.path.join(directory, pattern))}
 
 
-def mapped_files(directory: str = SHM_DIR) -> set:
-    """Files under `directory` that some live process maps (as /proc/*/maps shows them)."""
+def mapped_files(directory: str = SHM_DIR, others_only: bool = False) -> set:
+    """Files under `directory` that some live process maps (as /proc/*/maps shows them);
+    with `others_only`, some process other than this one."""
     prefix, mapped = os.path.join(directory, ""), set()
-    for pid in filter(str.isdigit, os.listdir("/proc") if os.path.isdir("/proc") else []):
+    pids = filter(str.isdigit, os.listdir("/proc") if os.path.isdir("/proc") else [])
+    for pid in (p for p in pids if not (others_only and int(p) == os.getpid())):
         try:
             with open(f"/proc/{pid}/maps") as f:
                 mapped.update(line.split(maxsplit=5)[5].strip() for line in f if prefix in line)
@@ -34,16 +36,18 @@ def mapped_files(directory: str = SHM_DIR) -> set:
     return mapped
 
 
-def remove_leaked(before: set, directory: str = SHM_DIR, wait: float = 0.0) -> int:
+def remove_leaked(before: set, directory: str = SHM_DIR, wait: float = 0.0,
+                  including_own: bool = False) -> int:
     """Remove the segment files that appeared since `before` (a `snapshot`) and that no
-    live process maps, waiting up to `wait` seconds for the processes of a job that was
-    just torn down to exit; returns how many were removed."""
+    live process maps (`including_own`: no process but this one, about to exit: an MPI
+    singleton's own segment), waiting up to `wait` seconds for the processes of a job that
+    was just torn down to exit; returns how many were removed."""
     leaked = snapshot(directory) - before
     deadline = time.monotonic() + wait
-    mapped = mapped_files(directory) & leaked if leaked else set()
+    mapped = mapped_files(directory, including_own) & leaked if leaked else set()
     while mapped and time.monotonic() < deadline:
         time.sleep(0.05)
-        mapped = mapped_files(directory) & leaked
+        mapped = mapped_files(directory, including_own) & leaked
     removed = 0
     for path in leaked - mapped:
         try:

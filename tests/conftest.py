@@ -67,9 +67,10 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(scope="session", autouse=True)
 def _remove_leaked_mpi_segments():
     """The suite aborts many MPI jobs on purpose (fail-stop, the watchdog): at the end of the
-    session, remove the shared-memory files they left that no live process maps."""
+    session, remove the shared-memory files they left that no live process maps, and the
+    one this process maps as an MPI singleton (Open MPI leaves it behind at exit)."""
     from minidist import shm_segments
 
     before = shm_segments.snapshot()
     yield
-    shm_segments.remove_leaked(before, wait=1.0)
+    shm_segments.remove_leaked(before, wait=1.0, including_own=True)

@@ -207,3 +207,15 @@ def test_leaked_segments_are_removed_unless_a_live_process_maps_them(tmp_path):
     with open(tmp_path / "sm_segment.vm.0.1.0", "r+b") as f, mmap.mmap(f.fileno(), 4096):  # a live job's
         assert shm_segments.remove_leaked(before, str(tmp_path)) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mpich_shm_old", "sm_segment.vm.0.1.0", "unrelated"]
+
+
+def test_a_segment_only_this_process_maps_goes_when_asked(tmp_path):
+    import mmap
+
+    from minidist import shm_segments
+
+    (tmp_path / "sm_segment.vm.0.2.0").write_bytes(b"x" * 4096)
+    with open(tmp_path / "sm_segment.vm.0.2.0", "r+b") as f, mmap.mmap(f.fileno(), 4096):
+        assert shm_segments.remove_leaked(set(), str(tmp_path)) == 0  # mapped here: kept
+        assert shm_segments.remove_leaked(set(), str(tmp_path), including_own=True) == 1
+    assert list(tmp_path.iterdir()) == []
