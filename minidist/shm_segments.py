@@ -44,10 +44,10 @@ def remove_leaked(before: set, directory: str = SHM_DIR, wait: float = 0.0,
     was just torn down to exit; returns how many were removed."""
     leaked = snapshot(directory) - before
     deadline = time.monotonic() + wait
-    mapped = mapped_files(directory, including_own) & leaked if leaked else set()
+    mapped = mapped_files(directory, others_only=including_own) & leaked if leaked else set()
     while mapped and time.monotonic() < deadline:
         time.sleep(0.05)
-        mapped = mapped_files(directory, including_own) & leaked
+        mapped = mapped_files(directory, others_only=including_own) & leaked
     removed = 0
     for path in leaked - mapped:
         try:

@@ -5,9 +5,10 @@
 differently. The one idea: time what a training step does, on buffers in the state a
 step leaves them (`StepBuffers`): the block sent was written just before (by backward,
 or by the add before it), the block received into is an untouched one or the one sent
-the exchange before (as a ring's steps alternate), an add's operand is out of the caches. Cache-hot buffers made a 2 MiB
-exchange look twice as fast, and an add four times as fast, as they are inside a step.
-An exchange is a Sendrecv both ways at once after a barrier. Method: docs/cost-model.md.
+the exchange before (as a ring's steps alternate), an add's operand is out of the
+caches. Cache-hot buffers made a 2 MiB exchange look twice as fast, and an add four
+times as fast, as they are inside a step. An exchange is a Sendrecv both ways at once
+after a barrier. Method: docs/cost-model.md.
 """
 from __future__ import annotations
 
@@ -91,8 +92,8 @@ def exchange(c, nbytes, repeats, all_pairs=False, warmup=2, tag=TAG_CALIBRATE):
     """Seconds (median) of one Sendrecv of `nbytes` with partner ``rank ^ 1`` (both
     directions at once, as in a ring step): ranks 0 and 1 only, or every pair at once
     (`all_pairs`). Each exchange sends a block written just before and receives into a
-    block as a two-rank ring's steps do (`StepBuffers.pair`, outside the timed part). The slowest rank's time is
-    returned on every rank."""
+    block as a two-rank ring's steps do (`StepBuffers.pair`, outside the timed part).
+    The slowest rank's time is returned on every rank."""
     partner = c.rank ^ 1
     busy = partner < c.size and (all_pairs or c.rank < 2)
     buffers = StepBuffers(nbytes) if busy else None
