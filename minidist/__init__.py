@@ -16,6 +16,7 @@ import os
 if importlib.import_module(".launcher", __name__).launcher_size() > 1:
     for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(_var, "1")
+    importlib.import_module(".mpich", __name__).apply_defaults()  # before MPI starts: see mpich.py
     if os.environ.get("MINIDIST_MALLOC", "keep") != "default":  # see minidist/allocator.py
         from .allocator import keep_freed_memory
 

@@ -34,11 +34,11 @@ Targets: ring/mpi <= 1.0 at >= 4 MiB; auto/mpi <= 2.0 at 4 KiB; ring/floor <= 1.
 them closes the run. With more ranks than cores (e.g. -n 4 on 2 cores) every number is
 oversubscribed: MPICH's ranks busy-poll and share the cores; the header says so.
 
-Memory: by default glibc's malloc is left as it is (our collectives reuse cached receive
-buffers, `Communicator.take_scratch`; MPICH's MPI_Allreduce allocates a temporary per
-call, which glibc may hand back to the OS and fault in again). ``--tune-malloc`` (mallopt,
-scripts/benchutil.py) keeps freed memory in every process, for both sides of the
-comparison; the header says which was used.
+Memory and transport: the script imports minidist first, so a minidist job's defaults
+apply to both sides of the comparison (one process runs both): under mpiexec, glibc keeps
+freed memory (minidist/allocator.py; ``MINIDIST_MALLOC=default`` gives glibc's own, and
+then ``--tune-malloc`` keeps it again) and MPICH copies messages under 256 KiB through
+shared memory (minidist/mpich.py). The header says which malloc was used.
 """
 from __future__ import annotations
 
@@ -49,6 +49,7 @@ import os
 import sys
 from time import perf_counter
 
+import minidist  # noqa: F401 first: a minidist job's defaults (minidist/__init__.py) apply before NumPy and MPI start
 import numpy as np
 from mpi4py import MPI
 
@@ -58,6 +59,7 @@ from minidist.cost import costmodel
 from minidist.comm.auto import choose_allreduce_algorithm
 from minidist.cost.calibrate import calibrate
 from minidist.comm.checks import chunk_bounds
+from minidist.launcher import launcher_size
 
 from benchutil import malloc_note, parse_bytes, start_gloo, tune_malloc  # scripts/ is sys.path[0] for a script
 from bench_collectives_report import HEADER, drift, format_row, mean_profile, summarize, write_csv
@@ -229,7 +231,7 @@ def header(comm, profile, args, tuned, say):
             "mpi": MPI.Get_library_version().splitlines()[0].strip(),
             "thread_level": MPI.Query_thread(), "dtype": "float32", "op": "sum",
             "bcast": args.bcast, "python": sys.version.split()[0],
-            "malloc": malloc_note(args.tune_malloc, tuned)}
+            "malloc": malloc_note(tuned, tuned)}
     say(f"# {comm.size} ranks, {profile.ranks_per_node} per node, {cores} cores"
         + ("  ** OVERSUBSCRIBED: more ranks than cores, all times inflated **"
            if meta["oversubscribed"] else ""))
@@ -257,9 +259,14 @@ def recalibrate(comm, profile, rows, args, say):
     return end
 
 
+def minidist_keeps_freed_memory() -> bool:
+    """Whether `import minidist` tuned malloc here (its default as one of several ranks)."""
+    return launcher_size() > 1 and os.environ.get("MINIDIST_MALLOC", "keep") != "default"
+
+
 def main(argv=None):
     args = parse_args(argv)
-    tuned = args.tune_malloc and tune_malloc()  # before the first big allocation
+    tuned = (args.tune_malloc and tune_malloc()) or minidist_keeps_freed_memory()  # before the first big allocation
     comm = Communicator()
     rank0 = comm.rank == 0
     say = (lambda *a: print(*a, flush=True)) if rank0 else (lambda *a: None)

@@ -57,8 +57,20 @@ class Ledger:
                         seconds: float) -> None:
         """One combined send-and-receive (``Sendrecv``): a send of `sent` bytes to `dest`
         (no seconds) and a receive of `received` bytes from `source` (all the seconds)."""
-        self.record(phase, dest, SEND, sent, 0.0)
-        self.record(phase, source, RECV, received, seconds)
+        if self.detailed:
+            self.record(phase, dest, SEND, sent, 0.0)
+            self.record(phase, source, RECV, received, seconds)
+            return
+        counters = self._counters  # `record` twice, inlined: the latency path of every collective
+        out, back = counters.get((phase, dest, SEND)), counters.get((phase, source, RECV))
+        if out is None or back is None:
+            out = counters.setdefault((phase, dest, SEND), [0, 0, 0.0])
+            back = counters.setdefault((phase, source, RECV), [0, 0, 0.0])
+        out[0] += 1
+        out[1] += sent
+        back[0] += 1
+        back[1] += received
+        back[2] += seconds
 
     # ---- queries -------------------------------------------------------------------------
     def totals(self, phase: str | None = None) -> dict:

@@ -23,8 +23,10 @@ class ScratchCache:
     def take(self, count: int, dtype: np.dtype) -> np.ndarray:
         """A 1-D array of `count` elements of `dtype` (uninitialised), all its own until
         `give_back`."""
-        nbytes = count * dtype.itemsize
         idle = self._idle
+        if idle and idle[-1].size == count and idle[-1].dtype == dtype:
+            return idle.pop()  # the buffer the last call gave back, as it was: the common case
+        nbytes = count * dtype.itemsize
         fits = [i for i, a in enumerate(idle) if a.base.nbytes >= nbytes]
         if fits:
             buf = idle.pop(min(fits, key=lambda i: idle[i].base.nbytes)).base
