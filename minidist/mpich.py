@@ -8,7 +8,7 @@ Our collectives wait for their messages in Python (comm/watchdog.py), so each ro
 of that handshake costs a poll loop; for messages under 256 KiB the plain two-copy path
 through the shared-memory queue is faster, from 256 KiB the single copy wins. Measured on
 2 ranks (docs/performance.md, "Small all-reduces"): the ring all-reduce of 256 KiB took
-47 instead of 71 us and of 64 KiB 23 instead of 31 us; from 1 MiB nothing changed.
+47 instead of 70 us and of 64 KiB 24 instead of 29 us; from 1 MiB nothing changed.
 It must be set before MPI is initialised: `minidist/__init__.py` calls `apply_defaults`.
 """
 from __future__ import annotations
