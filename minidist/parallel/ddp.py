@@ -216,10 +216,7 @@ class DistributedDataParallel(ParallelModel):
             return
         unused = opts.globally_unused(self.comm, self._params) if self.find_unused_parameters else []
         for b, result in zip(self.buckets, results):
-            summed = result[:b.layout.count]
-            if self.average == "samples":
-                np.divide(summed, total, out=summed)
-            b.layout.unpack_grads(summed)
+            b.layout.unpack_grads(result[:b.layout.count], total if self.average == "samples" else None)
         for p in unused:  # no rank has a gradient for it: .grad stays None (the optimizer skips it)
             p.grad = None
 

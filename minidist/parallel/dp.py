@@ -149,8 +149,7 @@ class DataParallel(ParallelModel):
         divisor = 1.0 if self.loss_on_root else (total if self._counted else float(self.comm.size))
         for layout, rows, _ in self._buffers:
             count, summed = layout.count, rows[0]
-            np.divide(summed[:count], divisor, out=summed[:count])
-            layout.unpack_grads(summed[:count])
+            layout.unpack_grads(summed[:count], divisor)
             if self.find_unused_parameters:
                 layout.drop_unused_grads(summed[count:count + len(layout.tensors)])
 

@@ -72,17 +72,20 @@ class FlatLayout:
             if count == 0:
                 t.grad = None
 
-    def unpack_grads(self, flat: np.ndarray) -> None:
-        """Set each tensor's ``.grad`` to its slice of `flat`, in the tensor's dtype: copied
+    def unpack_grads(self, flat: np.ndarray, divisor=None) -> None:
+        """Set each tensor's ``.grad`` to its slice of `flat` (divided by `divisor` when
+        given: one pass instead of a divide, then a copy), in the tensor's dtype: written
         into the ``.grad`` array it already has when that one fits (what PyTorch's DDP
         does: the same gradient tensor, now holding the average), else a fresh array."""
         for t, s in self.slices():
             values = flat[s].reshape(t.data.shape)
             g = t.grad
-            if g is not None and g.shape == t.data.shape and g.dtype == t.data.dtype and g.flags.writeable:
-                np.copyto(g, values)
+            if not (g is not None and g.shape == t.data.shape and g.dtype == t.data.dtype and g.flags.writeable):
+                g = t.grad = np.empty(t.data.shape, t.data.dtype)
+            if divisor is None:
+                np.copyto(g, values, casting="unsafe")
             else:
-                t.grad = values.astype(t.data.dtype, copy=True)
+                np.divide(values, divisor, out=g, casting="unsafe")
 
 
 def layouts_by_dtype(tensors) -> list[FlatLayout]:
