@@ -124,3 +124,17 @@ def test_scratch_reuses_per_key_and_stays_bounded():
     assert len(workspace.keys()) == workspace.MAX_BUFFERS
     workspace.clear()
     assert workspace.nbytes() == 0
+
+
+def test_kept_zeros_are_read_only_reused_and_not_a_scratch_buffer():
+    workspace.clear()
+    z = workspace.zeros((4, 3), np.float32)
+    assert not z.any() and z.dtype == np.float32 and not z.flags.writeable
+    with pytest.raises(ValueError):
+        z += 1  # nobody can dirty it: read-only
+    assert workspace.zeros((4, 3), np.float32) is z
+    assert workspace.scratch("zeros", (4, 3), np.float32) is not z  # no name reaches it
+    with workspace.fresh_arrays():
+        fresh = workspace.zeros((4, 3), np.float32)
+        assert fresh is not z and not fresh.any()
+    workspace.clear()
