@@ -121,9 +121,10 @@ class ReLUFn(Function):
     @staticmethod
     def backward(ctx, grad):
         # PyTorch's threshold_backward: 0 where out <= 0 (so at a == 0), the gradient
-        # itself elsewhere, NaN inputs included
-        keep = np.less_equal(ctx.saved_tensors[0], 0, out=scratch("relu.keep", grad.shape, bool))
-        return grad * np.logical_not(keep, out=keep)
+        # itself elsewhere, NaN inputs included. out = max(a, 0) is >= 0 or NaN, so
+        # "not out <= 0" is "out != 0": one pass instead of a compare and a negation
+        keep = np.not_equal(ctx.saved_tensors[0], 0, out=scratch("relu.keep", grad.shape, bool))
+        return grad * keep
 
 
 class SigmoidFn(Function):
