@@ -71,17 +71,22 @@ class SGD(Optimizer):
 
 def _descend(params, lr) -> None:
     """``p -= lr * g`` for each (parameter, gradient) pair."""
+    largest = max((g.size for _, g in params if g.nbytes >= SCRATCH_FROM_BYTES), default=0)
     for p, g in params:
-        p.data -= _scaled(g, lr)
+        p.data -= _scaled(g, lr, largest)
 
 
 SCRATCH_FROM_BYTES = 1 << 16
 
 
-def _scaled(g, lr):
-    """``g * lr`` in `g`'s dtype. From `SCRATCH_FROM_BYTES` on, in a scratch buffer (a new
-    array that large would be handed back to the OS and page-faulted in again every step);
-    below, a new array, which costs less than finding the buffer (measured: tiny MLP step)."""
+def _scaled(g, lr, largest):
+    """``g * lr`` in `g`'s dtype. From `SCRATCH_FROM_BYTES` on, in the start of one scratch
+    buffer of `largest` elements that every parameter shares (a new array that large would
+    be handed back to the OS and page-faulted in again every step; one buffer rather than
+    one per shape stays in cache from one parameter to the next: the MLP step's SGD took
+    min 241 -> 214 us, in-context A/B, 16 rounds); below, a new array, which costs less
+    than finding the buffer (measured: tiny MLP step)."""
     if g.nbytes < SCRATCH_FROM_BYTES:
         return (g * lr).astype(g.dtype, copy=False)  # the product out= would cast, the same values
-    return np.multiply(g, lr, out=scratch("sgd.update", g.shape, g.dtype))
+    out = scratch("sgd.update", (largest,), g.dtype)[:g.size].reshape(g.shape)
+    return np.multiply(g, lr, out=out)
