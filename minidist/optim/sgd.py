@@ -27,11 +27,6 @@ class SGD(Optimizer):
         super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,
                                       weight_decay=weight_decay, nesterov=nesterov, maximize=maximize))
 
-    def add_param_group(self, group: dict) -> None:
-        super().add_param_group(group)
-        # elements of the largest parameter: the size of the one buffer `_scaled` shares
-        self._largest = max(p.size for g in self.param_groups for p in g["params"])
-
     def _check_hyperparameters(self, group: dict) -> None:
         for option in ("lr", "momentum", "dampening", "weight_decay"):
             check_number("SGD", option, group[option])
@@ -72,6 +67,11 @@ class SGD(Optimizer):
             else:
                 g = buf
         _descend(((p, g),), lr, self._largest)
+
+    def add_param_group(self, group: dict) -> None:
+        super().add_param_group(group)
+        # elements of the largest parameter: the size of the one buffer `_scaled` shares
+        self._largest = max(p.size for g in self.param_groups for p in g["params"])
 
 
 def _descend(params, lr, largest) -> None:
