@@ -4,6 +4,7 @@
     python scripts/bench_engine.py --threads 2 --pairs 7 --models mlp cnn
     python scripts/bench_engine.py --tune-malloc          # glibc told to keep freed memory (both)
     python scripts/bench_engine.py --compare malloc       # minidist tuned vs default malloc
+    python scripts/bench_engine.py --compare numpy --models mlp   # minidist vs bare NumPy (enginefloor.py)
     python scripts/bench_engine.py --profile tiny         # pyinstrument profile of minidist's steps
 
 One step is what a training loop does: forward, loss (cross-entropy), zero_grad, backward,
@@ -43,10 +44,12 @@ def parse_args(argv=None):
     p.add_argument("--pairs", type=int, default=5, help="paired runs per model (A B B A ...)")
     p.add_argument("--models", nargs="+", default=["mlp", "tiny", "cnn"], choices=sorted(CASES))
     p.add_argument("--tune-malloc", action="store_true", help="glibc keeps freed memory (mallopt), both sides")
-    p.add_argument("--compare", choices=["torch", "malloc"], default="torch",
-                   help="torch: minidist / torch; malloc: minidist with / without --tune-malloc")
+    p.add_argument("--compare", choices=["torch", "malloc", "numpy", "numpy-torch"], default="torch",
+                   help="torch: minidist / torch; malloc: minidist with / without --tune-malloc; "
+                        "numpy: minidist / the bare NumPy step of enginefloor.py (mlp, tiny); "
+                        "numpy-torch: that NumPy step / torch")
     p.add_argument("--profile", choices=sorted(CASES), help="profile minidist's steps with pyinstrument")
-    p.add_argument("--worker", choices=["minidist", "torch"], help=argparse.SUPPRESS)
+    p.add_argument("--worker", choices=["minidist", "torch", "numpy"], help=argparse.SUPPRESS)
     p.add_argument("--model", choices=sorted(CASES), help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
@@ -69,6 +72,10 @@ def build(name, rng):
 
 def stepper(framework, model, x, y):
     """One training step (forward, loss, zero_grad, backward, SGD) as a function."""
+    if framework == "numpy":
+        from enginefloor import numpy_stepper
+
+        return numpy_stepper(model, x, y)
     if framework == "torch":
         import torch
         from benchutil import to_torch
@@ -152,11 +159,17 @@ def compare(name, args, torch_present):
     if args.compare == "malloc":
         sides = (("tuned", lambda: run_worker("minidist", name, args, True)),
                  ("default", lambda: run_worker("minidist", name, args, False)))
-    elif not torch_present:
-        sides = (("minidist", lambda: run_worker("minidist", name, args, args.tune_malloc)),)
-    else:
+    elif args.compare.startswith("numpy") and name == "cnn":
+        print(f"{title}\n    no bare NumPy step for the CNN (enginefloor.py writes the MLPs only)")
+        return None
+    elif args.compare == "numpy":
         sides = (("minidist", lambda: run_worker("minidist", name, args, args.tune_malloc)),
-                 ("torch", lambda: run_worker("torch", name, args, args.tune_malloc)))
+                 ("numpy", lambda: run_worker("numpy", name, args, args.tune_malloc)))
+    else:
+        first = "numpy" if args.compare == "numpy-torch" else "minidist"
+        sides = ((first, lambda: run_worker(first, name, args, args.tune_malloc)),)
+        if torch_present:
+            sides += (("torch", lambda: run_worker("torch", name, args, args.tune_malloc)),)
     if len(sides) == 1:
         runs = [[sides[0][1]() for _ in range(args.pairs)]]
     else:
@@ -169,8 +182,11 @@ def compare(name, args, torch_present):
     print(f"{title}\n    " + "; ".join(parts), flush=True)
     if len(runs) == 2:
         stats = ratio_stats([r["median_s"] for r in runs[0]], [r["median_s"] for r in runs[1]])
-        target = f" (target <= {TARGETS[name]}: {'ok' if stats['median'] <= TARGETS[name] else 'MISS'})" \
-            if args.compare == "torch" else ""
+        met = "ok" if stats["median"] <= TARGETS[name] else "MISS"
+        target = {"minidist/torch": f" (target <= {TARGETS[name]}: {met})",
+                  "numpy/torch": f" (minidist's target <= {TARGETS[name]}, met by bare NumPy: {met})",
+                  "minidist/numpy": "; same first loss: " + str(
+                      runs[0][0]["first_loss"] == runs[1][0]["first_loss"])}.get(f"{sides[0][0]}/{sides[1][0]}", "")
         print(f"    ratio {sides[0][0]} / {sides[1][0]}: {ratio_text(stats)}{target}", flush=True)
         return stats
     return None
@@ -205,9 +221,9 @@ def main(argv=None):
     print(f"threads: {args.threads} per process (env + threadpoolctl + torch.set_num_threads); "
           f"{cores()} cores; {args.pairs} paired runs of {args.steps} steps after {args.warmup} warm-up; "
           f"{malloc_note(args.tune_malloc, args.tune_malloc)}; separate processes per framework")
-    if not has_torch and args.compare == "torch":
+    if not has_torch and args.compare in ("torch", "numpy-torch"):
         print("torch is not installed (or MINIDIST_BENCH_NO_TORCH is set): PyTorch side skipped, "
-              "minidist times only")
+              "the first side timed alone")
     for name in args.models:
         compare(name, args, has_torch)
 

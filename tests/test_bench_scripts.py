@@ -47,6 +47,31 @@ def test_bench_engine_without_torch_times_minidist_alone():
     assert "PyTorch side skipped" in out and "minidist" in out and "ratio" not in out
 
 
+def test_bench_engine_numpy_floor_runs_and_matches_minidists_first_loss():
+    out = run_script("bench_engine.py", "--compare", "numpy", "--models", "tiny", "cnn", "--pairs", "1",
+                     "--steps", "2", "--warmup", "1")
+    assert "ratio minidist / numpy" in out and "same first loss: True" in out
+    assert "no bare NumPy step for the CNN" in out
+
+
+@pytest.mark.parametrize("model", ["tiny", "mlp"])
+def test_numpy_floor_step_is_minidists_arithmetic_bit_for_bit(model):
+    """enginefloor's bare NumPy step and minidist's step give the same losses, step after
+    step (so the same updated weights): the floor times the same computation."""
+    import numpy as np
+
+    sys.path.insert(0, str(SCRIPTS))
+    import bench_engine
+    from enginefloor import numpy_stepper
+
+    _, shape, classes = bench_engine.CASES[model]
+    rng = np.random.default_rng(0)
+    net = bench_engine.build(model, rng)
+    x, y = rng.standard_normal(shape).astype(np.float32), rng.integers(0, classes, shape[0])
+    floor, mine = numpy_stepper(net, x, y), bench_engine.stepper("minidist", net, x, y)
+    assert [floor() for _ in range(3)] == [mine() for _ in range(3)]
+
+
 def test_crossover_is_where_the_ring_wins_for_good():
     sys.path.insert(0, str(SCRIPTS))
     from bench_crossover import crossover

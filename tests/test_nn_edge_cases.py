@@ -250,3 +250,23 @@ def test_max_pool_with_random_nan_minus_inf_and_ties_matches_torch(torch):
         ref.backward(torch.tensor(g))
         np.testing.assert_allclose(mine.grad, theirs.grad.numpy(), rtol=1e-12, atol=1e-12,
                                    err_msg=f"kernel={kernel} stride={stride} padding={padding}")
+
+
+@pytest.mark.parametrize("shape", [(40, 10), (64, 63), (31, 10), (64, 64)])
+def test_cross_entropy_row_max_either_way_as_torch(torch, shape):
+    """Many rows of few classes take the class-major row max (loss_ops._row_max), the others
+    the row-wise one: both give torch's loss and gradient, -inf and NaN rows included.
+    Scores in the thousands overflow exp unless the shift is each row's true maximum."""
+    from minidist.nn.loss_ops import _row_max
+
+    logits = np.random.default_rng(2).standard_normal(shape) * 1000
+    logits[0, :2], logits[1, 0] = -INF, NAN
+    np.testing.assert_array_equal(_row_max(logits), logits.max(axis=1, keepdims=True))
+    target = np.arange(shape[0]) % shape[1]
+    mine, theirs = Tensor(logits, requires_grad=True), to_torch(torch, logits)
+    out = F.cross_entropy(mine, target, reduction="none")
+    ref = torch.nn.functional.cross_entropy(theirs, torch.tensor(target), reduction="none")
+    close(out, ref)
+    out[2:].sum().backward()
+    ref[2:].sum().backward()
+    close(mine.grad, theirs.grad)

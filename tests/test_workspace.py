@@ -124,3 +124,41 @@ def test_scratch_reuses_per_key_and_stays_bounded():
     assert len(workspace.keys()) == workspace.MAX_BUFFERS
     workspace.clear()
     assert workspace.nbytes() == 0
+
+
+def test_kept_zeros_are_read_only_reused_and_not_a_scratch_buffer():
+    workspace.clear()
+    z = workspace.zeros((4, 3), np.float32)
+    assert not z.any() and z.dtype == np.float32 and not z.flags.writeable
+    with pytest.raises(ValueError):
+        z += 1  # nobody can dirty it: read-only
+    assert workspace.zeros((4, 3), np.float32) is z
+    assert workspace.scratch("zeros", (4, 3), np.float32) is not z  # no name reaches it
+    with workspace.fresh_arrays():
+        fresh = workspace.zeros((4, 3), np.float32)
+        assert fresh is not z and not fresh.any()
+    workspace.clear()
+
+
+@pytest.mark.parametrize("name", ["sgd-plain", "sgd-momentum-wd"])
+def test_sgd_parameters_of_several_sizes_share_one_update_buffer_bitwise(name):
+    """Two weights above SCRATCH_FROM_BYTES, of different shapes, take their lr * g in views
+    of one "sgd.update" buffer: the same trajectory as with fresh arrays."""
+    def run():
+        rng = np.random.default_rng(1)
+        model = nn.Sequential(nn.Linear(120, 100, rng=rng), nn.ReLU(), nn.Linear(100, 90, rng=rng)).to(np.float64)
+        opt = OPTIMIZERS[name](model.parameters())
+        for _ in range(3):
+            loss = F.cross_entropy(model(minidist.Tensor(rng.standard_normal((40, 120)))), rng.integers(0, 90, 40))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        return [p.data.copy() for p in model.parameters()]
+
+    workspace.clear()
+    reused = run()
+    assert [k for k in workspace.keys() if k[0] == "sgd.update"] == [("sgd.update", (12000,), np.dtype(np.float64))]
+    with workspace.fresh_arrays():
+        fresh = run()
+    for a, b in zip(reused, fresh, strict=True):
+        assert np.array_equal(a, b)

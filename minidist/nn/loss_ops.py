@@ -27,6 +27,17 @@ def _expand_grad(grad, reduction, count, dtype):
     return np.asarray(scale, dtype=dtype)
 
 
+def _row_max(x):
+    """``x.max(axis=1, keepdims=True)`` of (N, C) scores. With under 64 classes and 32 rows
+    or more, the max of the class-major copy: NumPy reduces each short row in its own
+    inner-loop call, one long row per class in a vectorised pass (256 x 10 float32: 12.1
+    us row-wise, 2.9 us copy and max; min of repeats). A max is exact: the same values."""
+    n, c = x.shape
+    if c >= 64 or n < 32:
+        return x.max(axis=1, keepdims=True)
+    return np.ascontiguousarray(x.T).max(axis=0)[:, None]
+
+
 class CrossEntropy(Function):
     """``loss_i = logsumexp(logits_i) - logits_i[target_i]`` over the class axis 1.
 
@@ -40,7 +51,7 @@ class CrossEntropy(Function):
 
     @staticmethod
     def forward(ctx, logits, target, reduction, ignore_index):
-        shifted = logits - logits.max(axis=1, keepdims=True)
+        shifted = logits - _row_max(logits)
         exp = np.exp(shifted)
         sumexp = exp.sum(axis=1, keepdims=True)
         keep = target != ignore_index

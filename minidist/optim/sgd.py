@@ -39,7 +39,7 @@ class SGD(Optimizer):
         for group in self.param_groups:
             params = self._params_with_grad(group)
             if group["momentum"] == 0 and group["weight_decay"] == 0 and not group["maximize"]:
-                _descend(params, group["lr"])  # plain SGD: _update's last line, without its branches
+                _descend(params, group["lr"], self._largest)  # plain SGD: _update's last line
             else:
                 for p, g in params:
                     self._update(p, g, group)
@@ -66,22 +66,31 @@ class SGD(Optimizer):
                            out=scratch("sgd.nesterov", shape, np.result_type(g, buf)))
             else:
                 g = buf
-        _descend(((p, g),), lr)
+        _descend(((p, g),), lr, self._largest)
+
+    def add_param_group(self, group: dict) -> None:
+        super().add_param_group(group)
+        # elements of the largest parameter: the size of the one buffer `_scaled` shares
+        self._largest = max(p.size for g in self.param_groups for p in g["params"])
 
 
-def _descend(params, lr) -> None:
-    """``p -= lr * g`` for each (parameter, gradient) pair."""
+def _descend(params, lr, largest) -> None:
+    """``p -= lr * g`` for each (parameter, gradient) pair; `largest`: see `_scaled`."""
     for p, g in params:
-        p.data -= _scaled(g, lr)
+        p.data -= _scaled(g, lr, largest)
 
 
 SCRATCH_FROM_BYTES = 1 << 16
 
 
-def _scaled(g, lr):
-    """``g * lr`` in `g`'s dtype. From `SCRATCH_FROM_BYTES` on, in a scratch buffer (a new
-    array that large would be handed back to the OS and page-faulted in again every step);
-    below, a new array, which costs less than finding the buffer (measured: tiny MLP step)."""
+def _scaled(g, lr, largest):
+    """``g * lr`` in `g`'s dtype. From `SCRATCH_FROM_BYTES` on, in the start of one scratch
+    buffer of `largest` elements (g's if more) that every parameter shares: a new array
+    that large would be handed back to the OS and page-faulted in again every step, and
+    one buffer rather than one per shape stays in cache from one parameter to the next
+    (the MLP step's SGD: min 241 -> 214 us, in-context A/B, 16 rounds). Below, a new
+    array, which costs less than finding the buffer (measured: tiny MLP step)."""
     if g.nbytes < SCRATCH_FROM_BYTES:
         return (g * lr).astype(g.dtype, copy=False)  # the product out= would cast, the same values
-    return np.multiply(g, lr, out=scratch("sgd.update", g.shape, g.dtype))
+    out = scratch("sgd.update", (max(largest, g.size),), g.dtype)[:g.size].reshape(g.shape)
+    return np.multiply(g, lr, out=out)
