@@ -184,7 +184,7 @@ def compare(name, args, torch_present):
         stats = ratio_stats([r["median_s"] for r in runs[0]], [r["median_s"] for r in runs[1]])
         met = "ok" if stats["median"] <= TARGETS[name] else "MISS"
         target = {"minidist/torch": f" (target <= {TARGETS[name]}: {met})",
-                  "numpy/torch": f" (minidist's target <= {TARGETS[name]}, met by bare NumPy: {met})",
+                  "numpy/torch": f" (minidist's target <= {TARGETS[name]}; bare NumPy {'meets' if met == 'ok' else 'misses'} it)",
                   "minidist/numpy": "; same first loss: " + str(
                       runs[0][0]["first_loss"] == runs[1][0]["first_loss"])}.get(f"{sides[0][0]}/{sides[1][0]}", "")
         print(f"    ratio {sides[0][0]} / {sides[1][0]}: {ratio_text(stats)}{target}", flush=True)
