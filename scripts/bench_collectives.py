@@ -34,11 +34,10 @@ Targets: ring/mpi <= 1.0 at >= 4 MiB; auto/mpi <= 2.0 at 4 KiB; ring/floor <= 1.
 them closes the run. With more ranks than cores (e.g. -n 4 on 2 cores) every number is
 oversubscribed: MPICH's ranks busy-poll and share the cores; the header says so.
 
-Memory and transport: the script imports minidist first, so a minidist job's defaults
-apply to both sides of the comparison (one process runs both): under mpiexec, glibc keeps
-freed memory (minidist/allocator.py; ``MINIDIST_MALLOC=default`` gives glibc's own, and
-then ``--tune-malloc`` keeps it again) and MPICH copies messages under 256 KiB through
-shared memory (minidist/mpich.py). The header says which malloc was used.
+Memory and transport: minidist is imported first, so a minidist job's defaults apply to
+both sides alike (one process runs both): glibc keeps freed memory (minidist/allocator.py;
+``MINIDIST_MALLOC=default``: glibc's own, which ``--tune-malloc`` overrides) and MPICH
+copies messages under 256 KiB through shared memory (minidist/mpich.py).
 """
 from __future__ import annotations
 
@@ -59,9 +58,8 @@ from minidist.cost import costmodel
 from minidist.comm.auto import choose_allreduce_algorithm
 from minidist.cost.calibrate import calibrate
 from minidist.comm.checks import chunk_bounds
-from minidist.launcher import launcher_size
 
-from benchutil import malloc_note, parse_bytes, start_gloo, tune_malloc  # scripts/ is sys.path[0] for a script
+from benchutil import malloc_note, minidist_keeps_freed_memory, parse_bytes, start_gloo, tune_malloc  # scripts/ is sys.path[0] for a script
 from bench_collectives_report import HEADER, drift, format_row, mean_profile, summarize, write_csv
 
 METHODS = ("ring", "rd", "rab", "auto", "mpi", "g+b", "floor", "instrumented", "gloo")
@@ -257,11 +255,6 @@ def recalibrate(comm, profile, rows, args, say):
         + "; ring/model (mean of both): " + ", ".join(
         f"{r['bytes'] >> 10}K:{r['ring/model (mean)']:.2f}" for r in rows if r["bytes"] >= 1024))
     return end
-
-
-def minidist_keeps_freed_memory() -> bool:
-    """Whether `import minidist` tuned malloc here (its default as one of several ranks)."""
-    return launcher_size() > 1 and os.environ.get("MINIDIST_MALLOC", "keep") != "default"
 
 
 def main(argv=None):

@@ -30,6 +30,14 @@ def tune_malloc() -> bool:
     return keep_freed_memory()
 
 
+def minidist_keeps_freed_memory() -> bool:
+    """Whether `import minidist` tuned malloc in this process (its default as one of
+    several ranks; ``MINIDIST_MALLOC=default`` turns it off)."""
+    from minidist.launcher import launcher_size
+
+    return launcher_size() > 1 and os.environ.get("MINIDIST_MALLOC", "keep") != "default"
+
+
 def malloc_note(requested: bool, tuned: bool) -> str:
     """One phrase for a report header: which malloc the numbers were measured with."""
     if not requested:
