@@ -84,6 +84,7 @@ def _settings(header, ctx) -> list[list[str]]:
              ["profile (projections)", ctx.projection_profile.name]]
     env_rows = [["MPI library", env.get("mpi_library", "not recorded")],
                 ["MPI standard", env.get("mpi_standard", "not recorded")],
+                ["MPI settings", env.get("mpi_settings", "not recorded")],
                 ["ranks", str(header["world_size"])], ["cores", str(env.get("cores", "not recorded"))],
                 ["Python", env.get("python", "not recorded")], ["NumPy", env.get("numpy", "not recorded")],
                 ["host", env.get("host", "not recorded")], ["platform", env.get("platform", "not recorded")]]
