@@ -64,13 +64,22 @@ def pytest_collection_modifyitems(config, items):
 
 
 # ---- shared-memory files that aborted jobs leave behind (minidist/shm_segments.py) ---------------
-@pytest.fixture(scope="session", autouse=True)
-def _remove_leaked_mpi_segments():
-    """The suite aborts many MPI jobs on purpose (fail-stop, the watchdog): at the end of the
-    session, remove the shared-memory files they left that no live process maps, and the
-    one this process maps as an MPI singleton (Open MPI leaves it behind at exit)."""
+# The suite aborts many MPI jobs on purpose (fail-stop, the watchdog): when pytest ends,
+# remove the shared-memory files they left that no live process maps, and the one this
+# process maps as an MPI singleton (Open MPI leaves it behind at exit). The snapshot is
+# taken before collection, since importing a test module may start MPI in this process.
+_shm_before: set | None = None
+
+
+def pytest_configure(config):
+    global _shm_before
     from minidist import shm_segments
 
-    before = shm_segments.snapshot()
-    yield
-    shm_segments.remove_leaked(before, wait=1.0, including_own=True)
+    _shm_before = shm_segments.snapshot()
+
+
+def pytest_unconfigure(config):
+    from minidist import shm_segments
+
+    if _shm_before is not None:
+        shm_segments.remove_leaked(_shm_before, wait=1.0, including_own=True)
