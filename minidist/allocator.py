@@ -12,6 +12,7 @@ from __future__ import annotations
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # mallopt parameters, from <malloc.h>
 MMAP_THRESHOLD_MAX = 32 << 20  # glibc's ceiling for M_MMAP_THRESHOLD on 64-bit
 TRIM_THRESHOLD = 1 << 30
+kept = False  # whether keep_freed_memory took effect in this process
 
 
 def keep_freed_memory() -> bool:
@@ -21,12 +22,11 @@ def keep_freed_memory() -> bool:
     32 MiB are still mmapped. Returns whether it took effect (False off glibc)."""
     import ctypes
 
+    global kept
     try:
         libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return False
-    try:
-        return bool(libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD)) and bool(
-            libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX))
-    except AttributeError:  # a libc without mallopt (musl)
-        return False
+        kept = kept or (bool(libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD)) and bool(
+            libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX)))
+    except (OSError, AttributeError):  # no glibc, or a libc without mallopt (musl)
+        pass
+    return kept

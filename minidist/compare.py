@@ -25,7 +25,7 @@ import minidist  # noqa: F401  (first: under mpiexec it sets one BLAS thread per
 import numpy as np  # noqa: E402
 
 from .cli_errors import ConfigError, Parser, fail  # noqa: E402
-from .mpich import MPICH_DEFAULTS  # noqa: E402
+from .mpich import settings_in_effect  # noqa: E402
 from .compare_options import VARIANTS, add_arguments, available_cores, run_paths, validate, warn_about  # noqa: E402
 
 
@@ -166,9 +166,8 @@ def environment(comm) -> dict:
     with (mpich.py), ranks and cores, Python and NumPy."""
     mpi = importlib.import_module(type(comm.mpi).__module__)  # the MPI binding comm already loaded
     library = " ".join(mpi.Get_library_version().split())[:160]
-    settings = " ".join(f"{name}={os.environ[name]}" for name in MPICH_DEFAULTS if name in os.environ)
     return {"mpi_library": library, "mpi_standard": ".".join(map(str, mpi.Get_version())),
-            "mpi_settings": settings or "none", "ranks": comm.size, "cores": available_cores(),
+            "mpi_settings": settings_in_effect(library), "ranks": comm.size, "cores": available_cores(),
             "host": platform.node(),
             "python": platform.python_version(), "numpy": np.__version__,
             "platform": platform.platform(terse=True)}

@@ -59,7 +59,7 @@ from minidist.comm.auto import choose_allreduce_algorithm
 from minidist.cost.calibrate import calibrate
 from minidist.comm.checks import chunk_bounds
 
-from benchutil import malloc_note, minidist_keeps_freed_memory, parse_bytes, start_gloo, tune_malloc  # scripts/ is sys.path[0] for a script
+from benchutil import malloc_note, minidist_tunes_malloc, parse_bytes, start_gloo, tune_malloc  # scripts/ is sys.path[0] for a script
 from bench_collectives_report import HEADER, drift, format_row, mean_profile, summarize, write_csv
 
 METHODS = ("ring", "rd", "rab", "auto", "mpi", "g+b", "floor", "instrumented", "gloo")
@@ -221,7 +221,7 @@ def measure_size(comm, nbytes, args, profile, gloo=None):
     return row
 
 
-def header(comm, profile, args, tuned, say):
+def header(comm, profile, args, malloc, say):
     """Print the run's header lines (rank 0); return its metadata."""
     cores = os.cpu_count() or 1
     meta = {"ranks": comm.size, "ranks_per_node": profile.ranks_per_node, "cores": cores,
@@ -229,7 +229,7 @@ def header(comm, profile, args, tuned, say):
             "mpi": MPI.Get_library_version().splitlines()[0].strip(),
             "thread_level": MPI.Query_thread(), "dtype": "float32", "op": "sum",
             "bcast": args.bcast, "python": sys.version.split()[0],
-            "malloc": malloc_note(tuned, tuned)}
+            "malloc": malloc}
     say(f"# {comm.size} ranks, {profile.ranks_per_node} per node, {cores} cores"
         + ("  ** OVERSUBSCRIBED: more ranks than cores, all times inflated **"
            if meta["oversubscribed"] else ""))
@@ -259,7 +259,7 @@ def recalibrate(comm, profile, rows, args, say):
 
 def main(argv=None):
     args = parse_args(argv)
-    tuned = (args.tune_malloc and tune_malloc()) or minidist_keeps_freed_memory()  # before the first big allocation
+    requested, tuned = (True, tune_malloc()) if args.tune_malloc else minidist_tunes_malloc()  # before big allocations
     comm = Communicator()
     rank0 = comm.rank == 0
     say = (lambda *a: print(*a, flush=True)) if rank0 else (lambda *a: None)
@@ -272,7 +272,7 @@ def main(argv=None):
         if args.save_profile and rank0:
             costmodel.save_profile(profile, args.save_profile)
     costmodel.use_profile(profile)  # installs the profile's "auto" table in minidist.comm
-    meta = header(comm, profile, args, tuned, say)
+    meta = header(comm, profile, args, malloc_note(requested, tuned), say)
     gloo = start_gloo(comm)
     say("# gloo: torch.distributed.all_reduce, same ranks" if gloo else
         "# torch is not installed (or MINIDIST_BENCH_NO_TORCH is set): gloo column skipped")

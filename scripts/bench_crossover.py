@@ -47,6 +47,7 @@ def parse_args(argv=None):
 
 def worker(args):
     """Inside the mpiexec job: per size, the slowest rank's median of each method."""
+    import minidist  # noqa: F401 first: a minidist job's MPI settings (minidist/mpich.py) apply
     import numpy as np
     from mpi4py import MPI
 

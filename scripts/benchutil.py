@@ -30,12 +30,14 @@ def tune_malloc() -> bool:
     return keep_freed_memory()
 
 
-def minidist_keeps_freed_memory() -> bool:
-    """Whether `import minidist` tuned malloc in this process (its default as one of
-    several ranks; ``MINIDIST_MALLOC=default`` turns it off)."""
+def minidist_tunes_malloc() -> tuple[bool, bool]:
+    """(requested, in effect): whether `import minidist` was to tune malloc in this process
+    (its default as one of several ranks; ``MINIDIST_MALLOC=default`` turns it off), and
+    whether malloc is tuned now."""
+    from minidist import allocator
     from minidist.launcher import launcher_size
 
-    return launcher_size() > 1 and os.environ.get("MINIDIST_MALLOC", "keep") != "default"
+    return launcher_size() > 1 and os.environ.get("MINIDIST_MALLOC", "keep") != "default", allocator.kept
 
 
 def malloc_note(requested: bool, tuned: bool) -> str:

@@ -1,6 +1,6 @@
 """The NumPy floor of an MLP training step: the step of bench_engine's `mlp` and `tiny`
 models written as bare NumPy calls, with no autograd, no checks and every buffer that
-can be kept kept. What any NumPy engine pays at least: `bench_engine.py --compare numpy`
+can be kept, kept. What any NumPy engine pays at least: `bench_engine.py --compare numpy`
 times minidist against it, `--compare numpy-torch` it against PyTorch.
 
 The arithmetic is minidist's (x W^T + b, ReLU against zeros, cross-entropy shifted by the

@@ -230,3 +230,11 @@ def test_scratch_cache_reuses_grows_and_never_shares_a_buffer_in_use(comm):
     with pytest.raises(ValueError, match="exceeds"):  # returned twice: the ledger objects,
         comm.return_scratch(once)                      # before the cache would list it twice
     assert comm.scratch_cache_bytes == 16
+    comm.drop_scratch_cache()
+    wide = comm.take_scratch(1000, f32)
+    comm.return_scratch(wide)
+    narrow, other = comm.take_scratch(10, f32), comm.take_scratch(10, f32)  # from wide's 4000 B, then new
+    comm.return_scratch(other)
+    comm.return_scratch(narrow)  # last back, but cut from 4000 B: no exact fit, so best fit decides
+    assert np.shares_memory(comm.take_scratch(10, f32), other) and comm.scratch_cache_bytes == 4000
+    comm.drop_scratch_cache()

@@ -1,3 +1,6 @@
+import os
+import sys
+
 import pytest
 
 from mpi_util import run_mpi
@@ -33,3 +36,22 @@ def test_ranks_get_minidists_defaults_unless_told_otherwise(variable, default, u
     assert values(run(2, {variable: user_value})) == [user_value, user_value]
     assert values(subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                                  text=True, timeout=60).stdout) == ["None"]
+
+
+def test_mpich_defaults_respect_every_name_of_the_variable_and_say_when_they_came_too_late(monkeypatch):
+    from minidist import mpich
+
+    monkeypatch.setattr(mpich, "applied_before_mpi", mpich.applied_before_mpi)  # restored afterwards
+    name = "MPIR_CVAR_CH4_IPC_CMA_P2P_THRESHOLD"
+    for alias in ("MPICH_CH4_IPC_CMA_P2P_THRESHOLD", "MPIR_PARAM_CH4_IPC_CMA_P2P_THRESHOLD", name):
+        monkeypatch.delenv(alias, raising=False)
+    monkeypatch.setenv("MPICH_CH4_IPC_CMA_P2P_THRESHOLD", "8192")  # MPICH reads it as the same setting
+    mpich.apply_defaults()
+    assert name not in os.environ
+    assert mpich.settings_in_effect("MPICH Version: 5.0.2").startswith("MPICH_CH4_IPC_CMA_P2P_THRESHOLD=8192")
+    monkeypatch.delenv("MPICH_CH4_IPC_CMA_P2P_THRESHOLD")
+    monkeypatch.setitem(sys.modules, "mpi4py.MPI", object())  # MPI already started in this process
+    mpich.apply_defaults()
+    assert os.environ[name] == str(256 << 10) and mpich.applied_before_mpi is False
+    assert mpich.settings_in_effect("MPICH Version: 5.0.2").endswith("(set after MPI had started: not in effect)")
+    assert mpich.settings_in_effect("Open MPI v4.1.6") == "none (not MPICH)"

@@ -162,3 +162,16 @@ def test_sgd_parameters_of_several_sizes_share_one_update_buffer_bitwise(name):
         fresh = run()
     for a, b in zip(reused, fresh, strict=True):
         assert np.array_equal(a, b)
+
+
+def test_sgd_update_buffers_are_per_dtype_and_empty_groups_are_accepted():
+    big = minidist.Tensor(np.zeros((256, 256), np.float32), requires_grad=True)
+    small = minidist.Tensor(np.zeros(10_000, np.float64), requires_grad=True)
+    opt = SGD([{"params": []}, {"params": [big, small]}], lr=0.1)  # an empty group, as PyTorch allows
+    big.grad, small.grad = np.ones((256, 256), np.float32), np.ones(10_000)
+    workspace.clear()
+    opt.step()
+    assert np.all(big.data == np.float32(-0.1)) and np.all(small.data == -0.1)
+    assert sorted((k[1], k[2].name) for k in workspace.keys() if k[0] == "sgd.update") == [
+        ((10_000,), "float64"), ((65_536,), "float32")]  # not 65,536 float64s for the small one
+    workspace.clear()

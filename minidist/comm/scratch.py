@@ -24,9 +24,10 @@ class ScratchCache:
         """A 1-D array of `count` elements of `dtype` (uninitialised), all its own until
         `give_back`."""
         idle = self._idle
-        if idle and idle[-1].size == count and idle[-1].dtype == dtype:
-            return idle.pop()  # the buffer the last call gave back, as it was: the common case
         nbytes = count * dtype.itemsize
+        last = idle[-1] if idle else None
+        if last is not None and last.size == count and last.dtype == dtype and last.base.nbytes == nbytes:
+            return idle.pop()  # the buffer the last call gave back, an exact fit: the common case
         fits = [i for i, a in enumerate(idle) if a.base.nbytes >= nbytes]
         if fits:
             buf = idle.pop(min(fits, key=lambda i: idle[i].base.nbytes)).base

@@ -146,7 +146,7 @@ class DataParallel(ParallelModel):
     def _unpack(self, total: float | None) -> None:
         """Rank 0: the summed gradients, divided (by the global count, by N under
         ``average="ranks"``, by nothing under `loss_on_root`), into ``.grad``."""
-        divisor = 1.0 if self.loss_on_root else (total if self._counted else float(self.comm.size))
+        divisor = None if self.loss_on_root else (total if self._counted else float(self.comm.size))
         for layout, rows, _ in self._buffers:
             count, summed = layout.count, rows[0]
             layout.unpack_grads(summed[:count], divisor)
