@@ -1,5 +1,6 @@
 """Worker for tests/test_costmodel.py: a quick calibration on every rank, and what a
 single rank (MPI.COMM_SELF) does without and with a base profile."""
+import minidist  # noqa: F401 first: the calibration runs with a minidist job's MPI settings (mpich.py)
 from mpi4py import MPI
 
 from minidist.cost.calibrate import calibrate
