@@ -17,10 +17,9 @@ if importlib.import_module(".launcher", __name__).launcher_size() > 1:
     for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(_var, "1")
     importlib.import_module(".mpich", __name__).apply_defaults()  # before MPI starts: see mpich.py
-    if os.environ.get("MINIDIST_MALLOC", "keep") != "default":  # see minidist/allocator.py
-        from .allocator import keep_freed_memory
-
-        keep_freed_memory()
+    _allocator = importlib.import_module(".allocator", __name__)  # see minidist/allocator.py
+    if _allocator.wanted():
+        _allocator.keep_freed_memory()
     importlib.import_module(".comm.failstop", __name__).install()
 
 __version__ = "0.1.0"

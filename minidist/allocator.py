@@ -9,10 +9,17 @@ took 0.52-0.65x the time with this setting (page faults per step ~4000 -> 4, pea
 """
 from __future__ import annotations
 
+import os
+
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # mallopt parameters, from <malloc.h>
 MMAP_THRESHOLD_MAX = 32 << 20  # glibc's ceiling for M_MMAP_THRESHOLD on 64-bit
 TRIM_THRESHOLD = 1 << 30
 kept = False  # whether keep_freed_memory took effect in this process
+
+
+def wanted() -> bool:
+    """Whether ``$MINIDIST_MALLOC`` leaves the default on (anything but "default")."""
+    return os.environ.get("MINIDIST_MALLOC", "keep") != "default"
 
 
 def keep_freed_memory() -> bool:

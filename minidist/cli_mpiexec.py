@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from .cli_errors import ConfigError
-from .mpich import MPICH_DEFAULTS, user_set
+from .mpich import set_defaults
 
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 OPENMPI_AS_ROOT = {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
@@ -64,8 +64,7 @@ def command(n: int, argv: list[str], *, mpiexec: str | None = None, hostfile: st
     env = dict(os.environ if env is None else env)
     for key, value in ONE_THREAD.items():
         env.setdefault(key, value)  # as torchrun: BLAS threads only fight over the cores
-    env.update({k: v for k, v in MPICH_DEFAULTS.items() if not user_set(k, env)})  # mpich.py: in
-    # the environment from the start, so a script that imports mpi4py before minidist has them too
+    set_defaults(env)  # mpich.py's, from the start: a script may import mpi4py before minidist
     cmd = [exe, "-n", str(n)]
     if hostfile is not None:
         if not os.path.isfile(hostfile):

@@ -167,8 +167,8 @@ def environment(comm) -> dict:
     mpi = importlib.import_module(type(comm.mpi).__module__)  # the MPI binding comm already loaded
     library = " ".join(mpi.Get_library_version().split())[:160]
     return {"mpi_library": library, "mpi_standard": ".".join(map(str, mpi.Get_version())),
-            "mpi_settings": settings_in_effect(library), "ranks": comm.size, "cores": available_cores(),
-            "host": platform.node(),
+            "mpi_settings": settings_in_effect(library), "ranks": comm.size,
+            "cores": available_cores(), "host": platform.node(),
             "python": platform.python_version(), "numpy": np.__version__,
             "platform": platform.platform(terse=True)}
 

@@ -23,22 +23,26 @@ ALIAS_PREFIXES = ("MPICH_", "MPIR_PARAM_", "MPIR_CVAR_")  # MPICH reads each nam
 applied_before_mpi: bool | None = None  # set by apply_defaults: whether MPI had not started yet
 
 
-def user_set(name: str, environ=os.environ) -> bool:
-    """Whether `environ` sets the MPICH variable `name` under any of its names."""
-    base = name.removeprefix("MPIR_CVAR_")
-    return any(prefix + base in environ for prefix in ALIAS_PREFIXES)
+def _names(name: str) -> list[str]:
+    """Every name MPICH reads the variable `name` (``MPIR_CVAR_...``) under."""
+    return [prefix + name.removeprefix("MPIR_CVAR_") for prefix in ALIAS_PREFIXES]
+
+
+def set_defaults(environ) -> None:
+    """Put `MPICH_DEFAULTS` in `environ` (a dict, or os.environ) where it sets the variable
+    under none of MPICH's names for it (`minidist run` does this for its job)."""
+    for name, value in MPICH_DEFAULTS.items():
+        if not any(alias in environ for alias in _names(name)):
+            environ[name] = value
 
 
 def apply_defaults() -> None:
-    """Put `MPICH_DEFAULTS` in this process's environment where the user set the variable
-    under none of MPICH's names for it. They take effect only if MPI starts afterwards:
-    `applied_before_mpi` says whether it had not (a script that imports mpi4py before
-    minidist runs with MPICH's own settings)."""
+    """`set_defaults` on this process's environment. They take effect only if MPI starts
+    afterwards: `applied_before_mpi` says whether it had not (a script that imports mpi4py
+    before minidist runs with MPICH's own settings)."""
     global applied_before_mpi
     applied_before_mpi = "mpi4py.MPI" not in sys.modules
-    for name, value in MPICH_DEFAULTS.items():
-        if not user_set(name):
-            os.environ[name] = value
+    set_defaults(os.environ)
 
 
 def settings_in_effect(library: str) -> str:
@@ -46,6 +50,6 @@ def settings_in_effect(library: str) -> str:
     its `library` version string) was started with, as far as the environment tells."""
     if not library.startswith("MPICH"):
         return "none (not MPICH)"
-    names = [prefix + name.removeprefix("MPIR_CVAR_") for name in MPICH_DEFAULTS for prefix in ALIAS_PREFIXES]
+    names = [alias for name in MPICH_DEFAULTS for alias in _names(name)]
     shown = " ".join(f"{name}={os.environ[name]}" for name in names if name in os.environ) or "MPICH's own"
     return shown + (" (set after MPI had started: not in effect)" if applied_before_mpi is False else "")

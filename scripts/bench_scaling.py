@@ -136,11 +136,11 @@ def one_model(comm, name, args, profile):
 def job(args):
     """Inside an MPI job (any N): every model and strategy, a table on rank 0."""
     import minidist  # noqa: F401  (one BLAS thread per rank, malloc default)
-    from minidist.allocator import keep_freed_memory
+    from minidist import allocator
     from minidist.comm import Communicator
     from minidist.cost import default_profile, load_profile
 
-    malloc = os.environ.get("MINIDIST_MALLOC", "keep") != "default" and keep_freed_memory()  # N=1 too
+    malloc = allocator.wanted() and allocator.keep_freed_memory()  # N=1 too
     comm = Communicator()
     profile = load_profile(args.profile) if args.profile else default_profile()
     if profile is None:  # this machine, calibrated for this N (cached per host and N), as compare.py

@@ -37,7 +37,7 @@ def minidist_tunes_malloc() -> tuple[bool, bool]:
     from minidist import allocator
     from minidist.launcher import launcher_size
 
-    return launcher_size() > 1 and os.environ.get("MINIDIST_MALLOC", "keep") != "default", allocator.kept
+    return launcher_size() > 1 and allocator.wanted(), allocator.kept
 
 
 def malloc_note(requested: bool, tuned: bool) -> str:

@@ -90,9 +90,9 @@ def _scaled(g, lr, largest):
     buffer per dtype, of ``largest[dtype]`` elements (g's if more), that every parameter of
     that dtype shares: a new array that large would be handed back to the OS and
     page-faulted in again every step, and one buffer rather than one per shape stays in
-    cache from one parameter to the next
-    (the MLP step's SGD: min 241 -> 214 us, in-context A/B, 16 rounds). Below, a new
-    array, which costs less than finding the buffer (measured: tiny MLP step)."""
+    cache from one parameter to the next (the MLP step's SGD: min 241 -> 214 us,
+    in-context A/B, 16 rounds). Below, a new array, which costs less than finding the
+    buffer (measured: tiny MLP step)."""
     if g.nbytes < SCRATCH_FROM_BYTES:
         return (g * lr).astype(g.dtype, copy=False)  # the product out= would cast, the same values
     size = max(largest.get(g.dtype, 0), g.size)
