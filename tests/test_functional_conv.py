@@ -3,10 +3,10 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from functional_helpers import check_grads, matches_torch, to_torch
+from functional_helpers import check_grads, close, matches_torch, to_torch
 from strategies import conv2d_geometries, max_pool2d_geometries
 from minidist import Tensor
-from minidist.nn import functional as F
+from minidist.nn import conv_ops, functional as F
 
 GEOMETRIES = [  # (x shape, weight shape, stride, padding)
     ((2, 3, 5, 6), (4, 3, 3, 2), (2, 1), (1, 2)),  # non-square kernel, mixed stride/padding
@@ -39,6 +39,45 @@ def test_conv2d_matches_torch(torch, xs, ws, stride, padding):
     out = F.conv2d(mx, mw, mb, stride, padding)
     ref = torch.nn.functional.conv2d(tx, tw, tb, stride, padding)
     matches_torch(torch, out, ref, [(mx, tx), (mw, tw), (mb, tb)], rng)
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+@pytest.mark.parametrize("stride, padding", [(1, 1), (1, 0), ((1, 1), (2, 1)), (2, 1)])
+def test_conv2d_with_nan_and_inf_matches_torch(torch, stride, padding):
+    """Non-finite inputs and gradients land where torch puts them, on both input-gradient
+    paths (stride 1: the full convolution over the padded width, whose extra positions
+    read on into the next row; other strides: col2im) and with the kept columns."""
+    rng = np.random.default_rng(5)
+    x, w, b = rng.standard_normal((2, 3, 6, 7)), rng.standard_normal((4, 3, 3, 2)), rng.standard_normal(4)
+    x[0, 1, 2, 0], x[1, 2, 5, 6], x[1, 0, 0, 3] = np.nan, np.inf, -np.inf
+    mx, mw, mb = (Tensor(a, requires_grad=True) for a in (x, w, b))
+    tx, tw, tb = (to_torch(torch, a) for a in (x, w, b))
+    out = F.conv2d(mx, mw, mb, stride, padding)
+    ref = torch.nn.functional.conv2d(tx, tw, tb, stride, padding)
+    close(out, ref)
+    g = rng.standard_normal(out.shape)
+    g[0, 2, 1, -1], g[1, 0, -1, 0], g[1, 3, 0, 0] = np.inf, np.nan, -np.inf
+    out.backward(g)
+    ref.backward(torch.tensor(g))
+    for mine, theirs in ((mx, tx), (mw, tw), (mb, tb)):
+        close(mine.grad, theirs.grad)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_conv2d_rebuilt_columns_give_the_kept_columns_results(monkeypatch, dtype):
+    """Above KEEP_COLUMNS_UP_TO backward rebuilds the columns from x: same bits."""
+    rng = np.random.default_rng(6)
+    x, w = rng.standard_normal((3, 2, 7, 6)).astype(dtype), rng.standard_normal((5, 2, 3, 3)).astype(dtype)
+
+    def grads():
+        mx, mw = Tensor(x, requires_grad=True), Tensor(w, requires_grad=True)
+        F.conv2d(mx, mw, padding=1).backward(np.ones((3, 5, 7, 6), dtype))
+        return mx.grad, mw.grad
+
+    kept = grads()
+    monkeypatch.setattr(conv_ops, "KEEP_COLUMNS_UP_TO", 0)
+    rebuilt = grads()
+    assert all(a.dtype == dtype and np.array_equal(a, b) for a, b in zip(kept, rebuilt, strict=True))
 
 
 def test_conv2d_keeps_float32():

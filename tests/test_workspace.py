@@ -2,6 +2,7 @@
 the same computation without reuse, and a second CNN train step allocates no new large
 arrays (tracemalloc)."""
 import tracemalloc
+import weakref
 
 import numpy as np
 import pytest
@@ -86,6 +87,55 @@ def test_second_cnn_step_allocates_no_new_large_arrays():
     assert buffers_first and large_buffers() == buffers_first  # step 2 used step 1's buffers
     grown = [s for s in after_second.compare_to(after_first, "traceback") if s.size_diff >= LARGE]
     assert not grown, "\n".join(str(s) for s in grown)
+
+
+def test_recycled_hands_an_array_out_again_only_once_nothing_references_it():
+    workspace.clear()
+    first = workspace.recycled((3, 4), np.float32)
+    view = first.reshape(12)[2:]
+    second = workspace.recycled((3, 4), np.float32)
+    assert second is not first  # `first` and a view of it are still held
+    del first
+    assert workspace.recycled((3, 4), np.float32) is not view.base  # the view alone keeps it
+    saved = minidist.Tensor(view.base)  # as an op's output or a saved array is held
+    del view, second
+    again = workspace.recycled((3, 4), np.float32)
+    assert again is not saved.data and workspace.recycled((3, 4), np.float64).dtype == np.float64
+    del saved, again
+    released = weakref.ref(workspace.recycled((3, 4), np.float32))  # let go of at once
+    assert workspace.recycled((3, 4), np.float32) is released()
+    with workspace.fresh_arrays():
+        unkept = weakref.ref(workspace.recycled((3, 4), np.float32))
+        assert unkept() is None
+    held = [workspace.recycled((5,), np.int8) for _ in range(workspace.MAX_PER_SHAPE + 3)]
+    assert len({id(a) for a in held}) == len(held)  # all in use: new arrays, the pool capped
+    assert workspace.nbytes() >= workspace.MAX_PER_SHAPE * 5
+    workspace.clear()
+    assert workspace.nbytes() == 0
+
+
+def test_outputs_held_across_steps_are_never_overwritten():
+    """A user who keeps last step's output, an activation and a gradient sees them
+    unchanged after more steps that use arrays of the same shapes."""
+    rng = np.random.default_rng(0)
+    model = small_cnn(rng)
+    opt = SGD(model.parameters(), lr=0.1)
+    x = minidist.Tensor(rng.standard_normal((32, 1, 28, 28)).astype(np.float32))
+    y = rng.integers(0, 10, 32)
+    activation, grads, kept = [], [], None
+    for step in range(3):
+        activation.append(model[:3](x))  # conv, batch norm, ReLU: recycled outputs
+        activation[-1].register_hook(grads.append)
+        out = model[3:](activation[-1])
+        loss = F.cross_entropy(out, y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if step == 0:
+            kept = [out, out.data.copy(), activation[0].data, activation[0].data.copy(), grads[0], grads[0].copy()]
+    assert np.array_equal(kept[0].data, kept[1]) and np.array_equal(kept[2], kept[3])
+    assert np.array_equal(kept[4], kept[5])
+    assert len({id(a.data) for a in activation}) == 3  # each step's own array, none shared
 
 
 def test_padded_1x1_conv_keeps_its_columns_out_of_scratch():

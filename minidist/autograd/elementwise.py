@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from .function import Function
-from .workspace import scratch, zeros as kept_zeros
+from .workspace import recycled, scratch, zeros as kept_zeros
 from .tensor import Tensor
 
 
@@ -113,8 +113,11 @@ class ReLUFn(Function):
     def forward(ctx, a):
         # against an array of zeros NumPy runs its SIMD loop: 0.4-0.55x the time of
         # np.maximum(a, 0) with the scalar (same values); below a few thousand elements
-        # the lookup of the kept zeros costs more than it saves
-        out = np.maximum(a, 0 if a.size < 4096 else kept_zeros(a.shape, a.dtype))
+        # the lookup of the kept zeros costs more than it saves (and so does a recycled output)
+        if a.size < 4096:
+            out = np.maximum(a, 0)
+        else:
+            out = np.maximum(a, kept_zeros(a.shape, a.dtype), out=recycled(a.shape, a.dtype))
         ctx.save_for_backward(out)
         return out
 
@@ -124,7 +127,9 @@ class ReLUFn(Function):
         # itself elsewhere, NaN inputs included. out = max(a, 0) is >= 0 or NaN, so
         # "not out <= 0" is "out != 0": one pass instead of a compare and a negation
         keep = np.not_equal(ctx.saved_tensors[0], 0, out=scratch("relu.keep", grad.shape, bool))
-        return grad * keep
+        if grad.size < 4096:
+            return grad * keep
+        return np.multiply(grad, keep, out=recycled(grad.shape, np.result_type(grad, keep)))
 
 
 class SigmoidFn(Function):

@@ -7,13 +7,16 @@ page-fault in again next step. The one rule: a scratch array never leaves the ca
 took it (never returned, never saved for backward), because the next call with the same
 key overwrites it. Its contents on arrival are undefined: write before reading.
 
-``zeros(shape, dtype)`` is the one kind of kept array with defined contents: read-only
-zeros, filled once. Buffers are per thread; at most `MAX_BUFFERS` are kept (least
-recently used dropped). ``fresh_arrays()`` turns reuse off (every call gets a new array),
-for tests comparing results with and without it; ``clear()`` drops every buffer.
+``zeros(shape, dtype)``: read-only zeros, filled once. ``recycled(shape, dtype)`` is for
+results that do leave the call (an op's output, a gradient): a kept array is handed out
+again only once nothing references it, as a caching allocator would. Buffers are per
+thread, bounded (`MAX_BUFFERS`, `MAX_SHAPES`; least recently used dropped).
+``fresh_arrays()`` turns reuse off, for tests comparing results with and without it;
+``clear()`` drops every buffer.
 """
 from __future__ import annotations
 
+import sys
 import threading
 from collections import OrderedDict
 from contextlib import contextmanager
@@ -21,11 +24,23 @@ from contextlib import contextmanager
 import numpy as np
 
 MAX_BUFFERS = 64
+MAX_SHAPES, MAX_PER_SHAPE = 64, 8  # recycled arrays: shapes kept, arrays kept per shape
+
+
+def _count_when_unreferenced() -> int:
+    """sys.getrefcount of an array held by nothing but its pool, read as `recycled` reads
+    it (the list, the loop's name, the call's argument: 3 in CPython 3.11)."""
+    for buf in [np.empty(0)]:
+        return sys.getrefcount(buf)
+
+
+_UNREFERENCED = _count_when_unreferenced()
 
 
 class _Buffers(threading.local):
     def __init__(self):
         self.arrays: OrderedDict = OrderedDict()
+        self.pools: OrderedDict = OrderedDict()  # (shape, dtype) -> arrays handed out before
         self.reuse = True
 
 
@@ -43,6 +58,32 @@ def zeros(shape, dtype) -> np.ndarray:
     for this (shape, dtype): filled once, not once per call (ReLU's forward compares
     against it; refilling a scratch buffer cost ~9 us per 256x512 float32 call)."""
     return _kept(None, shape, dtype, _read_only_zeros)
+
+
+def recycled(shape, dtype) -> np.ndarray:
+    """An uninitialised C-contiguous array of `shape` and `dtype` that the caller may
+    return or save for backward: one that this thread got here before and that nothing
+    references any more (no tensor, view or name holds it: the graph that used it last
+    step is gone), else a new one. So a training step's outputs and gradients reuse the
+    previous step's memory instead of page-faulting fresh arrays in."""
+    shape, dtype = tuple(shape), np.dtype(dtype)
+    if not _buffers.reuse:
+        return np.empty(shape, dtype)
+    pools, key = _buffers.pools, (shape, dtype)
+    pool = pools.get(key)
+    if pool is None:
+        pool = pools[key] = []
+        if len(pools) > MAX_SHAPES:
+            pools.popitem(last=False)
+    else:
+        pools.move_to_end(key)
+    for buf in pool:
+        if sys.getrefcount(buf) <= _UNREFERENCED:
+            return buf
+    buf = np.empty(shape, dtype)
+    if len(pool) < MAX_PER_SHAPE:
+        pool.append(buf)
+    return buf
 
 
 def _read_only_zeros(shape, dtype):
@@ -67,8 +108,9 @@ def _kept(name, shape, dtype, make) -> np.ndarray:
 
 
 def nbytes() -> int:
-    """Bytes held in this thread's buffers."""
-    return sum(a.nbytes for a in _buffers.arrays.values())
+    """Bytes held in this thread's buffers, recycled arrays included."""
+    recycled_bytes = sum(a.nbytes for pool in _buffers.pools.values() for a in pool)
+    return sum(a.nbytes for a in _buffers.arrays.values()) + recycled_bytes
 
 
 def keys() -> list:
@@ -79,6 +121,7 @@ def keys() -> list:
 def clear() -> None:
     """Drop every buffer of this thread."""
     _buffers.arrays.clear()
+    _buffers.pools.clear()
 
 
 @contextmanager

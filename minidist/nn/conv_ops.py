@@ -1,14 +1,16 @@
 """2-D convolution and max pooling as fused Functions (forward beside analytic backward).
 
 Convolution copies the padded input once, through a strided view, into an im2col
-matrix (scratch: backward rebuilds it from the saved input rather than keeping a copy
-kh*kw times the input's size) and does one matmul. Its input gradient, for stride 1,
-gathers the kh*kw shifted slices of ``W^T @ grad`` into a contiguous result; other
-strides scatter them into a padded buffer (col2im). Pooling copies the same windows
-once into a stack of offsets and keeps a running maximum over it; backward writes each
-offset's gradients back through one strided slice covering every window at once (when
-the windows tile the input, straight into a view of the result: no padded buffer). Every
-loop is over kernel offsets only, never over batch items or pixels.
+matrix and does one matmul; backward reuses that matrix for the weight gradient when it
+is at most `KEEP_COLUMNS_UP_TO` bytes, and rebuilds it from the saved input when larger
+(it is kh*kw times the input's size). Its input gradient, for stride 1, is a "full"
+convolution of the padded gradient with the flipped kernel, by the same im2col and
+matmul; other strides scatter ``W^T @ grad`` into a padded buffer (col2im). Pooling
+copies the same windows once into a stack of offsets and keeps a running maximum over
+it; backward writes each offset's gradients back through one strided slice covering
+every window at once (when the windows tile the input, straight into a view of the
+result: no padded buffer). Every loop is over kernel offsets or chunks of samples,
+never over pixels.
 """
 from __future__ import annotations
 
@@ -16,7 +18,12 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from ..autograd.function import Function
-from ..autograd.workspace import scratch
+from ..autograd.workspace import recycled, scratch
+
+# Columns kept for backward up to this size (bytes): rebuilding them is a copy of this
+# size with short rows (0.12 and 0.38 ms for the bench CNN's 1.8 and 3.6 MB, a third of
+# its convolutions' backward); above it the memory matters more (docs/performance.md).
+KEEP_COLUMNS_UP_TO = 16 << 20
 
 
 def pair(value, name):
@@ -54,13 +61,14 @@ def _window_view(xp, kernel, stride, out_hw):
                       strides=(s0, s1, s2, s3, s2 * sh, s3 * sw), writeable=False)
 
 
-def _columns(x, geometry):
-    """im2col of x in a scratch buffer: (N, C*kh*kw, Ho*Wo), where row (c, p, q) holds
-    channel c at kernel offset (p, q) for every output position (use within the call).
-    Copied from `_window_view`, whose innermost axis walks along an input row."""
+def _columns(x, geometry, keep=False):
+    """im2col of x: (N, C*kh*kw, Ho*Wo), where row (c, p, q) holds channel c at kernel
+    offset (p, q) for every output position; in a scratch buffer (use within the call)
+    or, with `keep`, in an array that may be saved for backward. Copied from
+    `_window_view`, whose innermost axis walks along an input row."""
     _, kernel, stride, padding, out_hw = geometry
     view = _window_view(_pad(x, padding), kernel, stride, out_hw)
-    cols = scratch("conv.cols", view.shape, x.dtype)
+    cols = recycled(view.shape, x.dtype) if keep else scratch("conv.cols", view.shape, x.dtype)
     np.copyto(cols, view)
     n, c = x.shape[:2]
     return cols.reshape(n, c * kernel[0] * kernel[1], out_hw[0] * out_hw[1])
@@ -93,11 +101,14 @@ class Conv2dFn(Function):
         ho = output_size(h, kh, stride[0], padding[0])
         wo = output_size(w, kw, stride[1], padding[1])
         ctx.geometry = (x.shape, (kh, kw), stride, padding, (ho, wo))
-        cols = _columns(x, ctx.geometry)
-        out = np.matmul(weight.reshape(o, -1), cols)  # (N, O, Ho*Wo)
+        keep = ctx.needs_input_grad[1] and n * c * kh * kw * ho * wo * x.itemsize <= KEEP_COLUMNS_UP_TO
+        cols = _columns(x, ctx.geometry, keep)
+        out = recycled((n, o, ho * wo), np.result_type(weight, cols))  # (N, O, Ho*Wo)
+        np.matmul(weight.reshape(o, -1), cols, out=out)
         if bias is not None:  # (O, Ho*Wo), not (O, 1): one contiguous loop per sample, as in norm_ops
             out += np.repeat(bias, ho * wo).reshape(o, ho * wo)
-        ctx.save_for_backward(x, weight)  # x, not cols (kh*kw times larger): backward rebuilds them
+        ctx.save_for_backward(x, weight)
+        ctx.cols = cols if keep else None  # else backward rebuilds them from x
         return out.reshape(n, o, ho, wo)
 
     @staticmethod
@@ -111,7 +122,8 @@ class Conv2dFn(Function):
         if ctx.needs_input_grad[0]:
             dx = _input_grad(grad, weight, ctx.geometry)
         if ctx.needs_input_grad[1]:
-            dweight = _weight_grad(g, _columns(x, ctx.geometry)).reshape(weight.shape)
+            cols = _columns(x, ctx.geometry) if ctx.cols is None else ctx.cols
+            dweight = _weight_grad(g, cols).reshape(weight.shape)
         if ctx.needs_input_grad[2]:
             dbias = np.einsum("nop->o", g)  # a third of sum(axis=(0, 2))'s time
         return dx, dweight, dbias
@@ -122,31 +134,37 @@ def _input_grad(grad, weight, geometry):
     each kernel offset (p, q), to input pixel (i*sh + p - ph, j*sw + q - pw)."""
     _, (kh, kw), stride, (ph, pw), _ = geometry
     if stride == (1, 1) and ph < kh and pw < kw:
-        return _input_grad_gathered(grad, weight, geometry)
+        return _input_grad_full(grad, weight, geometry)
     return _input_grad_col2im(grad, weight, geometry)
 
 
-def _input_grad_gathered(grad, weight, geometry):
-    """Stride 1: each input pixel gathers from the kh*kw windows covering it. grad is
-    zero-padded by ``kernel - 1 - padding``, so every offset's share is one shifted slice
-    of dcols, added into a contiguous (N, C, H, W) result; dcols is made one kernel row
-    at a time, (N, C*kw, H*gw), from the H padded rows that row reaches (contiguous in
-    the padded grad, so no copy), and used while it is still in cache."""
+def _input_grad_full(grad, weight, geometry):
+    """Stride 1: dx is the "full" correlation of grad, zero-padded by ``kernel - 1 -
+    padding``, with the kernel flipped and its channel axes swapped. Its im2col is taken
+    in the padded width: row (o, p, q) of a sample is one contiguous run of the padded
+    grad, H*gw long (its gw - W extra positions per row read on into the next row and are
+    cropped at the end), so the copy moves long runs, not W-long rows; one matmul per
+    chunk of samples (about 1 MiB of columns, so they stay small and in cache)."""
     (n, c, h, w), (kh, kw), _, (ph, pw), _ = geometry
     o = weight.shape[0]
-    gp = _pad(grad, (kh - 1 - ph, kw - 1 - pw))  # (N, O, H + kh - 1, W + kw - 1)
-    gh, gw = gp.shape[2:]
-    flat = gp.reshape(n, o, gh * gw)  # (no -1: N may be 0)
-    by_row = weight.transpose(2, 1, 3, 0)  # (kh, C, kw, O)
-    dx = None
-    for p in range(kh):
-        rows = flat[:, :, (kh - 1 - p) * gw:(kh - 1 - p + h) * gw]  # padded rows kh-1-p .. kh-2-p+H
-        dcols = scratch("conv.dcols", (n, c * kw, h * gw), np.result_type(weight, grad))
-        np.matmul(by_row[p].reshape(c * kw, o), rows, out=dcols)
-        dcols = dcols.reshape(n, c, kw, h, gw)
-        for q in range(kw):
-            part = dcols[:, :, q, :, kw - 1 - q:gw - q]
-            dx = part.copy() if dx is None else np.add(dx, part, out=dx)
+    gh, gw = h + kh - 1, w + kw - 1
+    dtype = np.result_type(weight, grad)
+    flat = scratch("conv.grad_padded", (n * o * gh * gw + kw - 1,), dtype)  # + the last run's overhang
+    flat.fill(0)
+    top, left = kh - 1 - ph, kw - 1 - pw
+    flat[:n * o * gh * gw].reshape(n, o, gh, gw)[:, :, top:top + grad.shape[2], left:left + grad.shape[3]] = grad
+    runs = as_strided(flat, shape=(n, o, kh, kw, h * gw), writeable=False,
+                      strides=tuple(flat.itemsize * k for k in (o * gh * gw, gh * gw, gw, 1, 1)))
+    flipped = weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3).reshape(c, o * kh * kw)
+    chunk = max(1, (1 << 20) // max(1, runs[:1].nbytes))
+    cols = scratch("conv.grad_cols", (min(chunk, n), o, kh, kw, h * gw), dtype)
+    wide = scratch("conv.dx_wide", (n, c, h * gw), dtype)
+    for i in range(0, n, chunk):
+        part = cols[:min(chunk, n - i)]
+        np.copyto(part, runs[i:i + chunk])
+        np.matmul(flipped, part.reshape(len(part), o * kh * kw, h * gw), out=wide[i:i + chunk])
+    dx = recycled((n, c, h, w), dtype)
+    np.copyto(dx, wide.reshape(n, c, h, gw)[..., :w])
     return dx
 
 
@@ -204,8 +222,10 @@ class MaxPool2dFn(Function):
         # running max over the kernel offsets; `arg` remembers the winning offset: offset k
         # replaces it when strictly greater (ties keep the first); k only grows, so
         # arg = max(arg, k * better) is "k where better". NaN and all -inf windows after.
-        out = windows[0].copy()
-        arg = np.zeros(out.shape, dtype=np.uint8 if len(windows) < 256 else np.int32)
+        out = recycled(windows.shape[1:], x.dtype)
+        np.copyto(out, windows[0])
+        arg = recycled(out.shape, np.uint8 if len(windows) < 256 else np.int32)
+        arg.fill(0)
         better = scratch("maxpool.better", out.shape, bool)
         better_k = scratch("maxpool.better_k", out.shape, arg.dtype)
         for k, window_k in enumerate(windows[1:], start=1):
@@ -247,7 +267,7 @@ def _tiled_input_grad(grad, arg, geometry):
     written straight into a (N, C, Ho, kh, Wo, kw) view of a fresh (N, C, H, W) result,
     which it covers exactly once between them (no zero fill, no padded buffer, no adds)."""
     (n, c, h, w), (kh, kw), _, _, (ho, wo) = geometry
-    dx = np.empty((n, c, h, w), grad.dtype)
+    dx = recycled((n, c, h, w), grad.dtype)
     tiles = dx.reshape(n, c, ho, kh, wo, kw)
     is_k = scratch("maxpool.is_k", grad.shape, bool)
     for k in range(kh * kw):

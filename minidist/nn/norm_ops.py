@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..autograd.function import Function
-from ..autograd.workspace import scratch
+from ..autograd.workspace import recycled, scratch
 
 
 def _channel_axes(x):
@@ -147,7 +147,8 @@ def _input_grad(dy, xmu, invstd, weight, sum_dy, sum_dy_xmu, count):
     scale = invstd if weight is None else invstd * weight.astype(dtype, copy=False)
     mean_dy = (sum_dy / count).astype(dtype, copy=False)
     proj = (sum_dy_xmu / count).astype(dtype, copy=False) * invstd * invstd
-    dx = np.multiply(dy, _per_channel(scale, xmu))  # built in place: one big array, not four
+    dx = recycled(dy.shape, np.result_type(dy, scale))  # built in place: one big array, not four
+    np.multiply(dy, _per_channel(scale, xmu), out=dx)
     dx -= _per_channel(mean_dy * scale, xmu)
     dx -= np.multiply(xmu, _per_channel(proj * scale, xmu), out=xmu)
     return dx
@@ -166,7 +167,8 @@ class BatchNorm(Function):
         count = x.size // x.shape[1]
         # an empty batch (N = 0) normalises nothing and leaves the running stats, as PyTorch
         mean = _channel_sum(x) / max(count, 1)
-        out = np.subtract(x, _per_channel(mean, x))  # x - mean, scaled in place below
+        out = np.subtract(x, _per_channel(mean, x), out=recycled(x.shape, np.result_type(x, mean)))
+        # out = x - mean, scaled in place below
         var = _channel_dot(out, out) / max(count, 1)
         invstd = 1.0 / np.sqrt(var + np.asarray(eps, dtype=x.dtype))
         if count:
