@@ -193,6 +193,19 @@ def test_wrap_rejects_unknown_strategies_and_options(comm):
         wrap(net, "dp", comm).loss(F.cross_entropy, None, None)
 
 
+@pytest.mark.parametrize("strategy, bad", [("ddp", {"bucket_cap_mb": 0}), ("ddp", {"average": "mean"}),
+                                           ("dp", {"broadcast": "ring"}), ("hub", {"reduce": "tree"}),
+                                           ("hub", {"nonfinite": "warn"})])
+def test_a_rejected_option_takes_no_model_id(comm, strategy, bad):
+    """Model ids count the models wrapped on a communicator, the same on every rank: an
+    option refused on construction must not advance the count."""
+    net = MLP(2, 4, 2)
+    before = wrap(net, strategy, comm).model_id
+    with pytest.raises(ValueError):
+        wrap(net, strategy, comm, **bad)
+    assert wrap(net, strategy, comm).model_id == before + 1
+
+
 def test_every_strategy_on_one_rank_is_the_local_step(comm):
     rng = np.random.default_rng(1)
     x, y = rng.standard_normal((16, 2)), rng.integers(0, 3, 16)

@@ -51,8 +51,8 @@ class DistributedDataParallel(ParallelModel):
                  comm_hook: str | None = None, average: str = "samples", static_graph: bool = False,
                  check_replicas: bool = False, record_events: bool = False,
                  find_unused_parameters: bool = False, nonfinite: str = "raise"):
+        opts.check_options(algorithm, comm_hook, bucket_cap_mb, average)  # before the model takes an id
         super().__init__(module, comm, average=average, check_replicas=check_replicas, nonfinite=nonfinite)
-        opts.check_options(algorithm, comm_hook, bucket_cap_mb, average)
         self.overlap, self.algorithm, self.comm_hook = bool(overlap), algorithm, comm_hook
         self.broadcast_buffers, self.static_graph = bool(broadcast_buffers), bool(static_graph)
         self.find_unused_parameters = bool(find_unused_parameters)

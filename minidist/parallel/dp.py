@@ -31,9 +31,9 @@ class DataParallel(ParallelModel):
     def __init__(self, module, comm, *, broadcast: str = "linear", scatter_inputs: bool = False,
                  loss_on_root: bool = False, average: str = "samples", check_replicas: bool = False,
                  find_unused_parameters: bool = False, nonfinite: str = "raise"):
-        super().__init__(module, comm, average=average, check_replicas=check_replicas, nonfinite=nonfinite)
-        if broadcast not in ("linear", "binomial"):
+        if broadcast not in ("linear", "binomial"):  # before the model takes an id
             raise ValueError(f"broadcast must be 'linear' or 'binomial' (got {broadcast!r})")
+        super().__init__(module, comm, average=average, check_replicas=check_replicas, nonfinite=nonfinite)
         self.broadcast_algorithm = broadcast
         self.scatter_inputs, self.loss_on_root = bool(scatter_inputs), bool(loss_on_root)
         self.find_unused_parameters = bool(find_unused_parameters)

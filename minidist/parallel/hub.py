@@ -34,10 +34,10 @@ class HubParallel(ParallelModel):
     def __init__(self, module, comm, *, reduce: str = "linear", broadcast: str = "linear",
                  broadcast_buffers: bool = True, average: str = "samples", check_replicas: bool = False,
                  find_unused_parameters: bool = False, nonfinite: str = "raise"):
-        super().__init__(module, comm, average=average, check_replicas=check_replicas, nonfinite=nonfinite)
-        for name, value in (("reduce", reduce), ("broadcast", broadcast)):
+        for name, value in (("reduce", reduce), ("broadcast", broadcast)):  # before the model takes an id
             if value not in ("linear", "binomial"):
                 raise ValueError(f"{name} must be 'linear' or 'binomial' (got {value!r})")
+        super().__init__(module, comm, average=average, check_replicas=check_replicas, nonfinite=nonfinite)
         self.reduce_algorithm, self.broadcast_algorithm = reduce, broadcast
         self.broadcast_buffers = bool(broadcast_buffers)
         self.find_unused_parameters = bool(find_unused_parameters)

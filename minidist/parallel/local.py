@@ -16,9 +16,9 @@ class LocalModel(ParallelModel):
     strategy = "local"
 
     def __init__(self, module, comm=None, *, check_replicas: bool = False, nonfinite: str = "raise"):
-        super().__init__(module, comm, average="samples", check_replicas=False, nonfinite=nonfinite)
         if check_replicas:
             raise ValueError("check_replicas has no meaning for strategy 'local' (there are no replicas)")
+        super().__init__(module, comm, average="samples", check_replicas=False, nonfinite=nonfinite)
 
     def _before_update(self, optimizer) -> None:
         """``nonfinite``: the same check as the distributed strategies, on this process's
