@@ -33,6 +33,7 @@ class Ledger:
     def __init__(self, detailed: bool = False):
         self.detailed = bool(detailed)
         self._counters: dict[tuple, list] = {}  # (phase, peer, direction) -> [messages, bytes, seconds]
+        self._pairs: dict[tuple, tuple] = {}  # (phase, dest, source) -> a Sendrecv's two counters
         self._log: list[dict] = []
         self._wait: dict[str, float] = {}  # phase -> seconds waiting for the last peer (timeline.py)
         self.current_temp_bytes = 0
@@ -61,11 +62,12 @@ class Ledger:
             self.record(phase, dest, SEND, sent, 0.0)
             self.record(phase, source, RECV, received, seconds)
             return
-        counters = self._counters  # `record` twice, inlined: the latency path of every collective
-        out, back = counters.get((phase, dest, SEND)), counters.get((phase, source, RECV))
-        if out is None or back is None:
-            out = counters.setdefault((phase, dest, SEND), [0, 0, 0.0])
-            back = counters.setdefault((phase, source, RECV), [0, 0, 0.0])
+        pair = self._pairs.get((phase, dest, source))  # `record` twice, in one lookup: the
+        if pair is None:                                 # latency path of every collective
+            counters = self._counters
+            pair = self._pairs[phase, dest, source] = (counters.setdefault((phase, dest, SEND), [0, 0, 0.0]),
+                                                       counters.setdefault((phase, source, RECV), [0, 0, 0.0]))
+        out, back = pair
         out[0] += 1
         out[1] += sent
         back[0] += 1
@@ -133,6 +135,7 @@ class Ledger:
     def reset(self) -> None:
         """Forget every message; the scratch peak restarts from what is held now."""
         self._counters.clear()
+        self._pairs.clear()
         self._log.clear()
         self._wait.clear()
         self.peak_temp_bytes = self.current_temp_bytes
@@ -147,6 +150,13 @@ class Ledger:
         self.current_temp_bytes += int(nbytes)
         if self.current_temp_bytes > self.peak_temp_bytes:
             self.peak_temp_bytes = self.current_temp_bytes
+
+    def held_briefly(self, nbytes: int) -> None:
+        """A collective holds `nbytes` of scratch and gives them back with nothing allocated
+        or freed meanwhile (one thread, a blocking call): the counters as `alloc` then
+        `free` leave them, in one comparison (the latency path, latency.py)."""
+        if self.current_temp_bytes + nbytes > self.peak_temp_bytes:
+            self.peak_temp_bytes = self.current_temp_bytes + nbytes
 
     def free(self, nbytes: int) -> None:
         """A collective released `nbytes` of scratch it had reported with `alloc`."""

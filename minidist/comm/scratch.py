@@ -7,11 +7,15 @@ slower on 2 ranks (measured with and without, loaded machine: docs/reliability.m
 Each buffer serves one collective at a time: `take` gives the smallest idle buffer that is
 large enough; if none is, the largest idle one is dropped for a larger one (the cache only
 grows); if none is idle, a new one joins. So rings in flight at once hold different
-buffers, and the cache holds as many as were ever in use at once.
+buffers, and the cache holds as many as were ever in use at once. Apart from those, `kept`
+gives the latency path of `allreduce` (latency.py) one array per (count, dtype), the same
+each call: a dictionary lookup instead of a take and a give-back.
 """
 from __future__ import annotations
 
 import numpy as np
+
+KEPT_ARRAYS = 8  # the latency path's arrays (each at most allreduce.LATENCY_BYTES)
 
 
 class ScratchCache:
@@ -19,6 +23,7 @@ class ScratchCache:
 
     def __init__(self):
         self._idle: list[np.ndarray] = []  # idle typed arrays; their .base is the cached bytes
+        self._kept: dict[tuple, np.ndarray] = {}  # (count, dtype) -> the latency path's buffer
 
     def take(self, count: int, dtype: np.dtype) -> np.ndarray:
         """A 1-D array of `count` elements of `dtype` (uninitialised), all its own until
@@ -40,9 +45,21 @@ class ScratchCache:
     def give_back(self, array: np.ndarray) -> None:
         self._idle.append(array)
 
+    def kept(self, count: int, dtype: np.dtype) -> np.ndarray:
+        """The array of `count` elements of `dtype` kept for a caller that is done with it
+        before anyone can ask again (a blocking exchange, one thread): the same array on
+        every call; at most KEPT_ARRAYS of them (then the cache starts over)."""
+        array = self._kept.get((count, dtype))
+        if array is None:
+            if len(self._kept) >= KEPT_ARRAYS:
+                self._kept.clear()
+            array = self._kept[count, dtype] = np.empty(count, dtype)
+        return array
+
     @property
     def idle_bytes(self) -> int:
-        return sum(a.base.nbytes for a in self._idle)
+        return sum(a.base.nbytes for a in self._idle) + sum(a.nbytes for a in self._kept.values())
 
     def clear(self) -> None:
         self._idle.clear()
+        self._kept.clear()
