@@ -95,6 +95,9 @@ def test_results_ledgers_and_errors_are_the_full_paths(n):
         assert on["scratch"][1] == 0 and on["scratch"][0] >= 20000 * 8  # the 20000-element rd
         assert found["errors_on"] == found["errors_off"]
         assert found["errors_on"]["debug"].startswith("RuntimeError: minidist debug: the ranks disagree")
+        assert found["errors_on"]["after_errors_ok"] and found["errors_on"]["after_drop_ok"]
+        kept, dropped = found["errors_on"]["kept_then_dropped"]
+        assert dropped == 0 and kept >= (2 * 8 * 4 if n in (2, 4) else 0)  # the exchanges' two buffers
         if n == 2:
             assert "same shape and dtype" in found["errors_on"]["shorter"]
             assert "same shape and dtype" in found["errors_on"]["longer"]

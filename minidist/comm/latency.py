@@ -1,16 +1,19 @@
 """The latency path of `allreduce`: recursive doubling on a power-of-two number of ranks
-for a small message, each exchange written out (``Irecv`` + ``Isend`` on the raw
-communicator, the watchdog's wait loop, one ledger entry) instead of going through
-`Communicator.sendrecv`, and the receive buffer the one the scratch cache keeps for this
-(count, dtype) (`ScratchCache.kept`) instead of a take and a give-back.
+for a small message, on persistent requests. Each (count, dtype, tag) gets, once, a send
+and a receive buffer and per round a ``Recv_init``/``Send_init`` pair with its partner
+(`Exchanges`, kept by the scratch cache); a call copies `x` into the send buffer, and each
+round starts its pair, waits in the watchdog's loop and makes one ledger entry. Starting
+a pair costs less than posting a new ``Irecv`` and ``Isend`` (MPI parses no buffer).
 
 The same messages, ledger entries (scratch bytes included), errors and bits as
 `allreduce._recursive_doubling`, the readable version (tests run both). `allreduce`
-takes it only past its gate (`allreduce._checked_before`). Why it exists, measured:
+takes it only past its gate (`allreduce._known_call`). Why it exists, measured:
 docs/performance.md, "Small all-reduces".
 """
 from __future__ import annotations
 
+import atexit
+import weakref
 from time import perf_counter
 
 import numpy as np
@@ -22,28 +25,68 @@ from .tags import TAG_ALLREDUCE
 from .watchdog import wait_all
 
 _BYTE = MPI.BYTE
+_start_all = MPI.Prequest.Startall
+_LIVE: weakref.WeakSet = weakref.WeakSet()  # every Exchanges not yet freed (freed at exit)
+
+
+class Exchanges:
+    """One communicator's persistent requests for recursive doubling of `count` x `dtype`
+    under `tag`: ``rounds`` is ``[(partner, [recv, send], what the watchdog names)]``."""
+
+    __slots__ = ("send", "recv", "nbytes", "rounds", "__weakref__")
+
+    def __init__(self, mpi, rank: int, size: int, count: int, dtype: np.dtype, tag: int):
+        self.send, self.recv = np.empty(count, dtype), np.empty(count, dtype)
+        self.nbytes = 2 * self.send.nbytes  # what the scratch cache holds for it
+        each, self.rounds, mask = self.send.nbytes, [], 1
+        while mask < size:
+            partner = rank ^ mask
+            requests = [mpi.Recv_init(self.recv, partner, tag), mpi.Send_init(self.send, partner, tag)]
+            self.rounds.append((partner, requests, [(RECV, partner, each), (SEND, partner, each)]))
+            mask <<= 1
+        _LIVE.add(self)
+
+    def free(self) -> None:
+        for _, requests, _ in self.rounds:
+            for request in requests:
+                request.Free()
+        self.rounds = []
+        _LIVE.discard(self)
+
+
+@atexit.register  # before MPI is finalized (mpi4py does that after every atexit function)
+def _free_all() -> None:
+    for exchanges in list(_LIVE):
+        exchanges.free()
 
 
 def latency_allreduce(comm, x: np.ndarray, op: str, ufunc) -> np.ndarray:
     """Recursive doubling of `x` in place, on arguments already checked, when
-    `allreduce.takes_latency_path` says so."""
-    mpi, ledger, phase, rank, size = comm.mpi, comm.ledger, comm.current_phase, comm.rank, comm.size
+    `allreduce._known_call` chose it (N a power of two, x at most LATENCY_BYTES)."""
     flat = x if x.ndim == 1 else x.reshape(-1)
-    nbytes, statuses, tag = flat.nbytes, comm._statuses, comm._scoped(TAG_ALLREDUCE)
-    incoming = comm._scratch.kept(flat.size, flat.dtype)
-    ledger.held_briefly(nbytes)
-    mask = 1
-    while mask < size:
-        partner = rank ^ mask
+    key = (flat.size, flat.dtype, comm._scoped(TAG_ALLREDUCE))
+    exchanges = comm._scratch.kept(key) or comm._scratch.keep(key, Exchanges(comm.mpi, comm.rank, comm.size, *key))
+    try:
+        _run(comm, exchanges, flat, ufunc)
+    except BaseException:
+        comm._scratch.forget(key)  # a request may still be active: start afresh next time
+        raise
+    if op == "mean":
+        np.divide(flat, comm.size, out=flat)
+    return x
+
+
+def _run(comm, exchanges, flat, ufunc) -> None:
+    ledger, phase, statuses = comm.ledger, comm.current_phase, comm._statuses
+    send, recv, nbytes, last = exchanges.send, exchanges.recv, flat.nbytes, exchanges.rounds[-1][0]
+    ledger.held_briefly(nbytes)  # the receive buffer, as `take_scratch` would count it
+    np.copyto(send, flat)
+    for partner, requests, posted in exchanges.rounds:
         t0 = perf_counter()
-        requests = [mpi.Irecv(incoming, partner, tag), mpi.Isend(flat, partner, tag)]
-        wait_all(comm, requests, statuses, [(RECV, partner, nbytes), (SEND, partner, nbytes)])
+        _start_all(requests)
+        wait_all(comm, requests, statuses, posted)
         got = statuses[0].Get_count(_BYTE)
         ledger.record_exchange(phase, partner, nbytes, partner, got, perf_counter() - t0)
         if got != nbytes:
-            raise mismatch_error("recursive_doubling_allreduce", rank, partner, got, nbytes)
-        ufunc(flat, incoming, out=flat)
-        mask <<= 1
-    if op == "mean":
-        np.divide(flat, size, out=flat)
-    return x
+            raise mismatch_error("recursive_doubling_allreduce", comm.rank, partner, got, nbytes)
+        ufunc(send, recv, out=flat if partner == last else send)  # the last sum lands in x

@@ -8,14 +8,14 @@ Each buffer serves one collective at a time: `take` gives the smallest idle buff
 large enough; if none is, the largest idle one is dropped for a larger one (the cache only
 grows); if none is idle, a new one joins. So rings in flight at once hold different
 buffers, and the cache holds as many as were ever in use at once. Apart from those, `kept`
-gives the latency path of `allreduce` (latency.py) one array per (count, dtype), the same
-each call: a dictionary lookup instead of a take and a give-back.
+holds the latency path's exchanges (latency.py: buffers and persistent requests, one set per
+(count, dtype, tag)), the same each call.
 """
 from __future__ import annotations
 
 import numpy as np
 
-KEPT_ARRAYS = 8  # the latency path's arrays (each at most allreduce.LATENCY_BYTES)
+KEPT_OBJECTS = 8  # the latency path's exchanges (buffers of at most 2 * allreduce.LATENCY_BYTES)
 
 
 class ScratchCache:
@@ -23,7 +23,7 @@ class ScratchCache:
 
     def __init__(self):
         self._idle: list[np.ndarray] = []  # idle typed arrays; their .base is the cached bytes
-        self._kept: dict[tuple, np.ndarray] = {}  # (count, dtype) -> the latency path's buffer
+        self._kept: dict = {}  # key -> what `kept` built for it
 
     def take(self, count: int, dtype: np.dtype) -> np.ndarray:
         """A 1-D array of `count` elements of `dtype` (uninitialised), all its own until
@@ -45,21 +45,35 @@ class ScratchCache:
     def give_back(self, array: np.ndarray) -> None:
         self._idle.append(array)
 
-    def kept(self, count: int, dtype: np.dtype) -> np.ndarray:
-        """The array of `count` elements of `dtype` kept for a caller that is done with it
-        before anyone can ask again (a blocking exchange, one thread): the same array on
-        every call; at most KEPT_ARRAYS of them (then the cache starts over)."""
-        array = self._kept.get((count, dtype))
-        if array is None:
-            if len(self._kept) >= KEPT_ARRAYS:
-                self._kept.clear()
-            array = self._kept[count, dtype] = np.empty(count, dtype)
-        return array
+    def kept(self, key):
+        """What `keep` stored under `key` (None if nothing): for a caller that is done with
+        it before anyone can ask again (a blocking exchange, one thread), e.g. the latency
+        path's exchanges (latency.py), each with ``nbytes`` and ``free()``."""
+        return self._kept.get(key)
+
+    def keep(self, key, kept):
+        """Store `kept` under `key` and return it; at most KEPT_OBJECTS (then the cache
+        frees them all and starts over)."""
+        if len(self._kept) >= KEPT_OBJECTS:
+            self._drop_kept()
+        self._kept[key] = kept
+        return kept
+
+    def forget(self, key) -> None:
+        """Free and drop what is kept under `key` (after an error left it in doubt)."""
+        kept = self._kept.pop(key, None)
+        if kept is not None:
+            kept.free()
+
+    def _drop_kept(self) -> None:
+        for kept in self._kept.values():
+            kept.free()
+        self._kept.clear()
 
     @property
     def idle_bytes(self) -> int:
-        return sum(a.base.nbytes for a in self._idle) + sum(a.nbytes for a in self._kept.values())
+        return sum(a.base.nbytes for a in self._idle) + sum(k.nbytes for k in self._kept.values())
 
     def clear(self) -> None:
         self._idle.clear()
-        self._kept.clear()
+        self._drop_kept()

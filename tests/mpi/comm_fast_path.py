@@ -83,6 +83,12 @@ def errors(fast: bool) -> dict:
         if not fast:
             forget_known_calls()
         found["longer"] = error_after_good_calls(comm, 10, 8)
+    again = [allreduce(comm, np.ones(8, np.float32)) for _ in range(3)]  # after the errors
+    found["after_errors_ok"] = all(bool(np.all(a == comm.size)) for a in again)
+    kept = comm.scratch_cache_bytes
+    comm.drop_scratch_cache()  # frees the persistent requests; the next call makes new ones
+    found["kept_then_dropped"] = [kept, comm.scratch_cache_bytes]
+    found["after_drop_ok"] = bool(np.all(allreduce(comm, np.ones(8, np.float32)) == comm.size))
     return found
 
 
