@@ -36,8 +36,7 @@ class Ledger:
         self._pairs: dict[tuple, tuple] = {}  # (phase, dest, source) -> a Sendrecv's two counters
         self._log: list[dict] = []
         self._wait: dict[str, float] = {}  # phase -> seconds waiting for the last peer (timeline.py)
-        self.current_temp_bytes = 0
-        self.peak_temp_bytes = 0
+        self.current_temp_bytes = self.peak_temp_bytes = 0
 
     # ---- recording (hot path) ------------------------------------------------------------
     def record(self, phase: str, peer, direction: str, nbytes: int, seconds: float,
