@@ -33,10 +33,10 @@ class Ledger:
     def __init__(self, detailed: bool = False):
         self.detailed = bool(detailed)
         self._counters: dict[tuple, list] = {}  # (phase, peer, direction) -> [messages, bytes, seconds]
-        self._pairs: dict[tuple, tuple] = {}  # (phase, dest, source) -> a Sendrecv's two counters
         self._log: list[dict] = []
         self._wait: dict[str, float] = {}  # phase -> seconds waiting for the last peer (timeline.py)
-        self.current_temp_bytes = self.peak_temp_bytes = 0
+        self.current_temp_bytes = 0
+        self.peak_temp_bytes = 0
 
     # ---- recording (hot path) ------------------------------------------------------------
     def record(self, phase: str, peer, direction: str, nbytes: int, seconds: float,
@@ -61,12 +61,11 @@ class Ledger:
             self.record(phase, dest, SEND, sent, 0.0)
             self.record(phase, source, RECV, received, seconds)
             return
-        pair = self._pairs.get((phase, dest, source))  # `record` twice, in one lookup: the
-        if pair is None:                                 # latency path of every collective
-            counters = self._counters
-            pair = self._pairs[phase, dest, source] = (counters.setdefault((phase, dest, SEND), [0, 0, 0.0]),
-                                                       counters.setdefault((phase, source, RECV), [0, 0, 0.0]))
-        out, back = pair
+        counters = self._counters  # `record` twice, inlined: the latency path of every collective
+        out, back = counters.get((phase, dest, SEND)), counters.get((phase, source, RECV))
+        if out is None or back is None:
+            out = counters.setdefault((phase, dest, SEND), [0, 0, 0.0])
+            back = counters.setdefault((phase, source, RECV), [0, 0, 0.0])
         out[0] += 1
         out[1] += sent
         back[0] += 1
@@ -134,7 +133,6 @@ class Ledger:
     def reset(self) -> None:
         """Forget every message; the scratch peak restarts from what is held now."""
         self._counters.clear()
-        self._pairs.clear()
         self._log.clear()
         self._wait.clear()
         self.peak_temp_bytes = self.current_temp_bytes
