@@ -225,7 +225,7 @@ def _known_call(comm, x, op, algorithm):
     """The fast path's one gate: ``(body, ufunc)`` for a call like one that passed every
     check before, on a writable C-contiguous array, outside any other collective, with no
     timeline recording and debug mode off; else None (the full path: checks, call scope,
-    tracing). Measured at N = 2, 4 KiB: docs/performance.md, "Small all-reduces"."""
+    tracing). It took a call at N = 2, 4 KiB from 6.7 to 5.7 us (MPI_Allreduce: 3.9 us)."""
     if comm.timeline is not None or comm.debug or comm.operation is not None or type(x) is not np.ndarray:
         return None
     flags = x.flags

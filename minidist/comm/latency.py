@@ -7,8 +7,8 @@ a pair costs less than posting a new ``Irecv`` and ``Isend`` (MPI parses no buff
 
 The same messages, ledger entries (scratch bytes included), errors and bits as
 `allreduce._recursive_doubling`, the readable version (tests run both). `allreduce`
-takes it only past its gate (`allreduce._known_call`). Why it exists, measured:
-docs/performance.md, "Small all-reduces".
+takes it only past its gate (`allreduce._known_call`). Measured at N = 2, 4 KiB: the call
+5.7 -> 4.4 us (MPI_Allreduce 3.9 us), of which persistent requests 0.3 us.
 """
 from __future__ import annotations
 
