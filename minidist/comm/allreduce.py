@@ -5,7 +5,9 @@ Both need a power-of-two number of ranks; for other N they do what MPICH does: t
 2*(N - p) ranks fold pairwise into p = 2**floor(log2 N) ranks, which run the algorithm,
 and fold back out at the end. Recursive doubling exchanges the whole buffer log2(p)
 times (latency-optimal); Rabenseifner halves, then doubles (about 2(p-1)/p of the buffer,
-like the ring). Every rank ends with identical bits. Details: docs/comm.md.
+like the ring). Every rank ends with identical bits. Details: docs/comm.md. A repeated
+`allreduce` call skips the checks it passed before (`_known_call`), and a small recursive
+doubling on a power-of-two N then runs on persistent requests (latency.py).
 """
 from __future__ import annotations
 
@@ -13,12 +15,12 @@ from time import perf_counter
 
 import numpy as np
 
-from .tags import TAG_ALLREDUCE
 from . import auto
 from .auto import choose_allreduce_algorithm
 from .checks import check_array, check_choice, check_op, chunk_starts, mismatch_error
 from .ledger import MPI_CALL
 from .ring import _ring_allreduce
+from .tags import TAG_ALLREDUCE
 from .timeline import traced
 
 ALLREDUCE_ALGORITHMS = ("auto", "ring", "recursive_doubling", "rabenseifner", "mpi")
@@ -87,7 +89,7 @@ def recursive_doubling_allreduce(comm, x: np.ndarray, op: str = "sum") -> np.nda
 def _recursive_doubling(comm, x, op, ufunc):
     """`recursive_doubling_allreduce` on arguments already checked (by the caller). A
     repeated small call of `allreduce` runs `latency.latency_allreduce` instead: the same
-    exchanges on a power-of-two N, written out."""
+    exchanges on a power-of-two N, on persistent requests."""
     if comm.size == 1:
         return x
     what = "recursive_doubling_allreduce"
