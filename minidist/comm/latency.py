@@ -65,11 +65,12 @@ def latency_allreduce(comm, x: np.ndarray, op: str, ufunc) -> np.ndarray:
     `allreduce._known_call` chose it (N a power of two, x at most LATENCY_BYTES)."""
     flat = x if x.ndim == 1 else x.reshape(-1)
     key = (flat.size, flat.dtype, comm._scoped(TAG_ALLREDUCE))
-    exchanges = comm._scratch.kept(key) or comm._scratch.keep(key, Exchanges(comm.mpi, comm.rank, comm.size, *key))
+    cache = comm._scratch
+    exchanges = cache.kept(key) or cache.keep(key, Exchanges(comm.mpi, comm.rank, comm.size, *key))
     try:
         _run(comm, exchanges, flat, ufunc)
     except BaseException:
-        comm._scratch.forget(key)  # a request may still be active: start afresh next time
+        cache.forget(key)  # a request may still be active: start afresh next time
         raise
     if op == "mean":
         np.divide(flat, comm.size, out=flat)
@@ -77,6 +78,7 @@ def latency_allreduce(comm, x: np.ndarray, op: str, ufunc) -> np.ndarray:
 
 
 def _run(comm, exchanges, flat, ufunc) -> None:
+    """Every round of `exchanges` on `flat` (the ledger as `Communicator.sendrecv` keeps it)."""
     ledger, phase, statuses = comm.ledger, comm.current_phase, comm._statuses
     send, recv, nbytes, last = exchanges.send, exchanges.recv, flat.nbytes, exchanges.rounds[-1][0]
     ledger.held_briefly(nbytes)  # the receive buffer, as `take_scratch` would count it
