@@ -120,3 +120,11 @@ def test_a_rank_that_skips_or_fails_a_repeated_call_ends_the_job(monkeypatch, mo
     assert proc.returncode != 0
     assert words in proc.stderr + proc.stdout, proc.stderr[-3000:]
     assert time.perf_counter() - started < 30
+
+
+def test_persistent_requests_are_freed_before_mpi_finalizes():
+    """Those of a dropped communicator, those the scratch cache let go, and those still
+    kept when the program calls MPI.Finalize() itself: MPICH names any left over."""
+    proc = launch(2, "comm_fast_path.py", "finalize", timeout=60, mpi4py=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "persistent request" not in proc.stderr + proc.stdout, proc.stderr[-3000:]

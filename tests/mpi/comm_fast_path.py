@@ -4,6 +4,7 @@ passed every check before; recursive doubling's latency body) against the full p
     python -m mpi4py comm_fast_path.py compare   # emit each path's results and ledgers
     mpiexec -n 2 python comm_fast_path.py skip    # the last rank skips a repeated call
     mpiexec -n 2 python comm_fast_path.py die     # the last rank fails instead of calling
+    mpiexec -n 2 python comm_fast_path.py finalize   # MPI.Finalize() with requests kept
 
 "compare" runs every case three times with the fast path on (the first call checks, the
 next two take the fast path) and three times with it off (`forget_known_calls` before each
@@ -12,6 +13,7 @@ digests, the ledger's per-message log (seconds left out), the scratch counters a
 count; then the errors of bad calls made after good ones, an auto table installed after
 calls were remembered, and debug mode catching a mismatch after remembered calls. "skip"
 and "die" (plain mpiexec) emit nothing: the watchdog, or fail-stop, ends the job.
+"finalize": calls that keep persistent requests, then the program finalizes MPI itself.
 """
 import hashlib
 import sys
@@ -125,5 +127,17 @@ if mode == "compare":
           "table": table_change()})
 elif mode in ("skip", "die"):
     repeated_then(Communicator(), mode)
+elif mode == "finalize":  # persistent requests of a dropped communicator and of a live one
+    for comm in (Communicator(), Communicator()):
+        for count in range(1, 12):  # more kinds than the scratch cache keeps: it frees some
+            for _ in range(3):
+                allreduce(comm, np.ones(count, np.float32))
+    del comm
+    keep = Communicator()
+    for _ in range(3):
+        allreduce(keep, np.ones(4, np.float64))
+    emit({"kept": keep.scratch_cache_bytes})
+    from mpi4py import MPI
+    MPI.Finalize()  # the program's own: every persistent request must be freed by then
 else:
     raise SystemExit(f"unknown mode {mode!r}")
