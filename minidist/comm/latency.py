@@ -46,7 +46,7 @@ class Exchanges:
         _LIVE.add(self)
 
     def free(self) -> None:
-        if not MPI.Is_finalized():  # (a program may finalize MPI itself)
+        if self.rounds and not MPI.Is_finalized():  # (MPI_Finalize frees them first: _free_all)
             for _, requests, _ in self.rounds:
                 for request in requests:
                     request.Free()
