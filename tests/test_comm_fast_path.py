@@ -14,6 +14,7 @@ import pytest
 from minidist.comm import Communicator, allreduce
 from minidist.comm.allreduce import _known_call, forget_known_calls
 from minidist.comm.clock import ClockSync
+from minidist.comm.scratch import KEPT_OBJECTS
 from minidist.comm.timeline import Timeline
 from mpi_util import launch, run_mpi
 
@@ -102,6 +103,8 @@ def test_results_ledgers_and_errors_are_the_full_paths(n):
             assert "same shape and dtype" in found["errors_on"]["shorter"]
             assert "same shape and dtype" in found["errors_on"]["longer"]
         assert found["table"]["messages_ring_call"] == 2 * (n - 1)  # the new table's ring
+        kinds = found["kinds"]
+        assert kinds["ok"] and kinds["same"] and kinds["kept"] == (KEPT_OBJECTS if n in (2, 4) else 0)
 
 
 def test_digests_agree_across_ranks():

@@ -1,9 +1,9 @@
 """The latency path of `allreduce`: recursive doubling on a power-of-two number of ranks
 for a small message, on persistent requests. Each (count, dtype, tag) gets, once, a send
 and a receive buffer and per round a ``Recv_init``/``Send_init`` pair with its partner
-(`Exchanges`, kept by the scratch cache); a call copies `x` into the send buffer, and each
-round starts its pair, waits in the watchdog's loop and makes one ledger entry. Starting
-a pair costs less than posting a new ``Irecv`` and ``Isend`` (MPI parses no buffer).
+(`Exchanges`, kept by the scratch cache: the first 16 kinds); a call copies `x` into the
+send buffer, and each round starts its pair, waits in the watchdog's loop and makes one
+ledger entry. Starting a pair costs less than posting a new ``Irecv`` and ``Isend``.
 
 The same messages, ledger entries (scratch bytes included), errors and bits as
 `allreduce._recursive_doubling`, the readable version (tests run both). `allreduce`
@@ -18,6 +18,7 @@ from time import perf_counter
 import numpy as np
 from mpi4py import MPI
 
+from .allreduce import _recursive_doubling
 from .checks import mismatch_error
 from .ledger import RECV, SEND
 from .tags import TAG_ALLREDUCE
@@ -72,7 +73,9 @@ def latency_allreduce(comm, x: np.ndarray, op: str, ufunc) -> np.ndarray:
     flat = x if x.ndim == 1 else x.reshape(-1)
     key = (flat.size, flat.dtype, comm._scoped(TAG_ALLREDUCE))
     cache = comm._scratch
-    exchanges = cache.kept(key) or cache.keep(key, Exchanges(comm.mpi, comm.rank, comm.size, *key))
+    exchanges = cache.kept(key) or cache.keep(key, lambda: Exchanges(comm.mpi, comm.rank, comm.size, *key))
+    if exchanges is None:  # the cache keeps as many kinds as it may: the readable body
+        return _recursive_doubling(comm, x, op, ufunc)
     try:
         _run(comm, exchanges, flat, ufunc)
     except BaseException:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-KEPT_OBJECTS = 8  # the latency path's exchanges (buffers of at most 2 * allreduce.LATENCY_BYTES)
+KEPT_OBJECTS = 16  # the latency path's exchanges (buffers of 2 * at most allreduce.LATENCY_BYTES)
 
 
 class ScratchCache:
@@ -51,12 +51,13 @@ class ScratchCache:
         path's exchanges (latency.py), each with ``nbytes`` and ``free()``."""
         return self._kept.get(key)
 
-    def keep(self, key, kept):
-        """Store `kept` under `key` and return it; at most KEPT_OBJECTS (then the cache
-        frees them all and starts over)."""
+    def keep(self, key, build):
+        """Store ``build()`` under `key` and return it; None, building nothing, when
+        KEPT_OBJECTS are kept already: the first kinds stay (a program that cycles through
+        more kinds runs the others without, instead of rebuilding on every call)."""
         if len(self._kept) >= KEPT_OBJECTS:
-            self._drop_kept()
-        self._kept[key] = kept
+            return None
+        kept = self._kept[key] = build()
         return kept
 
     def forget(self, key) -> None:
@@ -65,7 +66,7 @@ class ScratchCache:
         if kept is not None:
             kept.free()
 
-    def _drop_kept(self) -> None:
+    def _drop_kept(self) -> None:  # (the requests inside are MPI's: freed, not just forgotten)
         for kept in self._kept.values():
             kept.free()
         self._kept.clear()

@@ -109,6 +109,21 @@ def table_change() -> dict:
     return {"messages_before": before, "messages_ring_call": comm.ledger.totals()["messages_sent"] - before}
 
 
+def kept_kinds() -> dict:
+    """More kinds of small call than the scratch cache keeps exchanges for, twice over: the
+    first kinds keep theirs (no rebuilding), the others run the readable body."""
+    comm = Communicator()
+
+    def cycle():
+        return [float(allreduce(comm, np.ones(count, np.float32))[0]) for count in range(1, 21) for _ in range(2)]
+
+    first = cycle()
+    kept = dict(comm._scratch._kept)
+    again = cycle()
+    return {"kept": len(kept), "same": all(comm._scratch._kept.get(k) is v for k, v in kept.items()),
+            "ok": first == again == [float(comm.size)] * 40}
+
+
 def repeated_then(comm, what):
     x = np.ones(1024, np.float32)
     for _ in range(3):
@@ -124,12 +139,12 @@ def repeated_then(comm, what):
 mode = sys.argv[1]
 if mode == "compare":
     emit({"on": run(True), "off": run(False), "errors_on": errors(True), "errors_off": errors(False),
-          "table": table_change()})
+          "table": table_change(), "kinds": kept_kinds()})
 elif mode in ("skip", "die"):
     repeated_then(Communicator(), mode)
 elif mode == "finalize":  # persistent requests of a dropped communicator and of a live one
     for comm in (Communicator(), Communicator()):
-        for count in range(1, 12):  # more kinds than the scratch cache keeps: it frees some
+        for count in range(1, 24):  # more kinds than the scratch cache keeps
             for _ in range(3):
                 allreduce(comm, np.ones(count, np.float32))
     del comm
