@@ -23,7 +23,7 @@ class ScratchCache:
 
     def __init__(self):
         self._idle: list[np.ndarray] = []  # idle typed arrays; their .base is the cached bytes
-        self._kept: dict = {}  # key -> what `kept` built for it
+        self._kept: dict = {}  # key -> what `keep` stored
 
     def take(self, count: int, dtype: np.dtype) -> np.ndarray:
         """A 1-D array of `count` elements of `dtype` (uninitialised), all its own until
@@ -66,15 +66,12 @@ class ScratchCache:
         if kept is not None:
             kept.free()
 
-    def _drop_kept(self) -> None:  # (the requests inside are MPI's: freed, not just forgotten)
-        for kept in self._kept.values():
-            kept.free()
-        self._kept.clear()
-
     @property
     def idle_bytes(self) -> int:
         return sum(a.base.nbytes for a in self._idle) + sum(k.nbytes for k in self._kept.values())
 
     def clear(self) -> None:
         self._idle.clear()
-        self._drop_kept()
+        for kept in self._kept.values():
+            kept.free()  # persistent requests are MPI's: freed, not just forgotten
+        self._kept.clear()
