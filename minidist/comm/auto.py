@@ -27,12 +27,14 @@ SHM_TABLE = {
     16: ((0, "recursive_doubling"), (1024, "rabenseifner")),
 }
 _table = SHM_TABLE
+table_version = 0  # counts `set_auto_table` calls (a cached "auto" choice names the table it came from)
 
 
 def set_auto_table(table: dict | None) -> None:
     """Install `table` (the shape of `SHM_TABLE`) for every later "auto" choice in this
     process; None restores the built-in one."""
-    global _table
+    global _table, table_version
+    table_version += 1
     if table is not None and 2 not in table:
         raise ValueError(f"an auto table needs a row for 2 ranks (it has rows for {sorted(table)}): "
                          "rows are looked up at the largest size <= N")

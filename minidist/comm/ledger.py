@@ -148,6 +148,13 @@ class Ledger:
         if self.current_temp_bytes > self.peak_temp_bytes:
             self.peak_temp_bytes = self.current_temp_bytes
 
+    def held_briefly(self, nbytes: int) -> None:
+        """A collective holds `nbytes` of scratch and gives them back with nothing allocated
+        or freed meanwhile (one thread, a blocking call): the counters as `alloc` then
+        `free` leave them, in one comparison (the latency path, latency.py)."""
+        if self.current_temp_bytes + nbytes > self.peak_temp_bytes:
+            self.peak_temp_bytes = self.current_temp_bytes + nbytes
+
     def free(self, nbytes: int) -> None:
         """A collective released `nbytes` of scratch it had reported with `alloc`."""
         nbytes = int(nbytes)

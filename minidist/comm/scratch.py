@@ -7,11 +7,15 @@ slower on 2 ranks (measured with and without, loaded machine: docs/reliability.m
 Each buffer serves one collective at a time: `take` gives the smallest idle buffer that is
 large enough; if none is, the largest idle one is dropped for a larger one (the cache only
 grows); if none is idle, a new one joins. So rings in flight at once hold different
-buffers, and the cache holds as many as were ever in use at once.
+buffers, and the cache holds as many as were ever in use at once. Apart from those, `kept`
+holds the latency path's exchanges (latency.py: buffers and persistent requests, one set per
+(count, dtype, tag)), the same each call.
 """
 from __future__ import annotations
 
 import numpy as np
+
+KEPT_OBJECTS = 16  # the latency path's exchanges (buffers of 2 * at most allreduce.LATENCY_BYTES)
 
 
 class ScratchCache:
@@ -19,6 +23,7 @@ class ScratchCache:
 
     def __init__(self):
         self._idle: list[np.ndarray] = []  # idle typed arrays; their .base is the cached bytes
+        self._kept: dict = {}  # key -> what `keep` stored
 
     def take(self, count: int, dtype: np.dtype) -> np.ndarray:
         """A 1-D array of `count` elements of `dtype` (uninitialised), all its own until
@@ -40,9 +45,33 @@ class ScratchCache:
     def give_back(self, array: np.ndarray) -> None:
         self._idle.append(array)
 
+    def kept(self, key):
+        """What `keep` stored under `key` (None if nothing): for a caller that is done with
+        it before anyone can ask again (a blocking exchange, one thread), e.g. the latency
+        path's exchanges (latency.py), each with ``nbytes`` and ``free()``."""
+        return self._kept.get(key)
+
+    def keep(self, key, build):
+        """Store ``build()`` under `key` and return it; None, building nothing, when
+        KEPT_OBJECTS are kept already: the first kinds stay (a program that cycles through
+        more kinds runs the others without, instead of rebuilding on every call)."""
+        if len(self._kept) >= KEPT_OBJECTS:
+            return None
+        kept = self._kept[key] = build()
+        return kept
+
+    def forget(self, key) -> None:
+        """Free and drop what is kept under `key` (after an error left it in doubt)."""
+        kept = self._kept.pop(key, None)
+        if kept is not None:
+            kept.free()
+
     @property
     def idle_bytes(self) -> int:
-        return sum(a.base.nbytes for a in self._idle)
+        return sum(a.base.nbytes for a in self._idle) + sum(k.nbytes for k in self._kept.values())
 
     def clear(self) -> None:
         self._idle.clear()
+        for kept in self._kept.values():
+            kept.free()  # persistent requests are MPI's: freed, not just forgotten
+        self._kept.clear()
