@@ -7,7 +7,8 @@ import csv
 SHORT = {"recursive_doubling": "rd", "ring": "ring", "rabenseifner": "rab"}
 TARGETS = [  # (label, column, comparison, bound, smallest size it applies to, only that size)
     ("ring/mpi <= 1.0 at >= 4 MiB", "ring/mpi", "<=", 1.0, 4 << 20, False),
-    ("auto/mpi <= 2.0 at 4 KiB", "auto/mpi", "<=", 2.0, 4 << 10, True),
+    ("auto/mpi <= 1.2 at 4 KiB", "auto/mpi", "<=", 1.2, 4 << 10, True),
+    ("auto/mpi <= 1.0 at >= 256 KiB", "auto/mpi", "<=", 1.0, 256 << 10, False),
     ("ring/floor <= 1.15 at >= 1 MiB", "ring/floor", "<=", 1.15, 1 << 20, False),
     ("ledger <= 1.05 at >= 1 MiB", "ledger", "<=", 1.05, 1 << 20, False),
     ("ring/gloo <= 0.5 at >= 4 KiB", "ring/gloo", "<=", 0.5, 4 << 10, False),
