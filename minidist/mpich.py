@@ -2,14 +2,15 @@
 (a value the user set, under any of MPICH's names for it, wins; other MPI libraries
 ignore them).
 
-``MPIR_CVAR_CH4_IPC_CMA_P2P_THRESHOLD=262144``: MPICH sends a message of 8 KiB or more
+``MPIR_CVAR_CH4_IPC_CMA_P2P_THRESHOLD=524288``: MPICH sends a message of 8 KiB or more
 between two processes of one node by CMA (the receiver reads the sender's memory with
 ``process_vm_readv``: one copy, but a rendezvous: a request, the read, an acknowledgement).
 Our collectives wait for their messages in Python (comm/watchdog.py), so each round trip
-of that handshake costs a poll loop; for messages under 256 KiB the plain two-copy path
-through the shared-memory queue is faster, from 256 KiB the single copy wins. Measured on
+of that handshake costs a poll loop; for messages under 512 KiB the plain two-copy path
+through the shared-memory queue is faster, from 512 KiB the single copy wins. Measured on
 2 ranks (docs/performance.md, "Small all-reduces"): the ring all-reduce of 256 KiB took
-47 instead of 70 us and of 64 KiB 24 instead of 29 us; from 1 MiB nothing changed.
+47 instead of 70 us, of 512 KiB 75 instead of 95 us, of 64 KiB 24 instead of 29 us;
+from 1 MiB nothing changed.
 It must be set before MPI is initialised: `minidist/__init__.py` calls `apply_defaults`,
 and `minidist run` puts it in the job's environment (cli_mpiexec.py).
 """
@@ -18,7 +19,7 @@ from __future__ import annotations
 import os
 import sys
 
-MPICH_DEFAULTS = {"MPIR_CVAR_CH4_IPC_CMA_P2P_THRESHOLD": str(256 << 10)}
+MPICH_DEFAULTS = {"MPIR_CVAR_CH4_IPC_CMA_P2P_THRESHOLD": str(512 << 10)}
 ALIAS_PREFIXES = ("MPICH_", "MPIR_PARAM_", "MPIR_CVAR_")  # MPICH reads each name under all three
 applied_before_mpi: bool | None = None  # set by apply_defaults: whether MPI had not started yet
 

@@ -142,7 +142,7 @@ def test_the_launch_line_knows_both_mpi_families(monkeypatch, tmp_path):
     cmd, env = command(64, ["python", "x.py"], mpiexec=sys.executable, hostfile=str(hosts))
     assert cmd[:5] == [sys.executable, "-n", "64", "--hostfile", str(hosts)]
     assert cmd[-2:] == [sys.executable, "x.py"] and env["OMP_NUM_THREADS"] == "1"
-    assert env["MPIR_CVAR_CH4_IPC_CMA_P2P_THRESHOLD"] == str(256 << 10)  # mpich.py's, from the start
+    assert env["MPIR_CVAR_CH4_IPC_CMA_P2P_THRESHOLD"] == str(512 << 10)  # mpich.py's, from the start
     _, env = command(2, ["x"], mpiexec=sys.executable, env={"MPICH_CH4_IPC_CMA_P2P_THRESHOLD": "8192"})
     assert "MPIR_CVAR_CH4_IPC_CMA_P2P_THRESHOLD" not in env  # the user's, under another of its names
     monkeypatch.setattr(m, "family", lambda exe: "mpich")

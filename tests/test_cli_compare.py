@@ -118,7 +118,7 @@ def test_html_starts_with_configuration_environment_and_findings(runs):
     assert settings["batch"] == "25" and settings["shards"] == "[9, 8, 8]"
     assert re.search(r"MPICH|Open MPI", env["MPI library"]) and env["ranks"] == "3"
     assert env["Python"] == platform.python_version() and env["NumPy"] == np.__version__
-    threshold = os.environ.get("MPIR_CVAR_CH4_IPC_CMA_P2P_THRESHOLD", str(256 << 10))  # mpich.py's default
+    threshold = os.environ.get("MPIR_CVAR_CH4_IPC_CMA_P2P_THRESHOLD", str(512 << 10))  # mpich.py's default
     assert env["MPI settings"] == (f"MPIR_CVAR_CH4_IPC_CMA_P2P_THRESHOLD={threshold}"
                                    if env["MPI library"].startswith("MPICH") else "none (not MPICH)")
     assert 3 <= len(page.items) <= 5

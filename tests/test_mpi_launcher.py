@@ -15,7 +15,7 @@ def test_every_rank_reports(n):
 
 @pytest.mark.parametrize("variable, default, user_value", [
     ("OPENBLAS_NUM_THREADS", "1", "3"),  # one BLAS thread per rank
-    ("MPIR_CVAR_CH4_IPC_CMA_P2P_THRESHOLD", str(256 << 10), "8192"),  # minidist/mpich.py
+    ("MPIR_CVAR_CH4_IPC_CMA_P2P_THRESHOLD", str(512 << 10), "8192"),  # minidist/mpich.py
 ])
 def test_ranks_get_minidists_defaults_unless_told_otherwise(variable, default, user_value):
     import os
@@ -52,6 +52,6 @@ def test_mpich_defaults_respect_every_name_of_the_variable_and_say_when_they_cam
     monkeypatch.delenv("MPICH_CH4_IPC_CMA_P2P_THRESHOLD")
     monkeypatch.setitem(sys.modules, "mpi4py.MPI", object())  # MPI already started in this process
     mpich.apply_defaults()
-    assert os.environ[name] == str(256 << 10) and mpich.applied_before_mpi is False
+    assert os.environ[name] == str(512 << 10) and mpich.applied_before_mpi is False
     assert mpich.settings_in_effect("MPICH Version: 5.0.2").endswith("(set after MPI had started: not in effect)")
     assert mpich.settings_in_effect("Open MPI v4.1.6") == "none (not MPICH)"
