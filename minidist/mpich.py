@@ -1,17 +1,15 @@
-"""MPICH transport settings minidist sets by default when it runs as one of several ranks
-(a value the user set, under any of MPICH's names for it, wins; other MPI libraries
-ignore them).
-
+"""MPICH transport settings minidist sets in a job of several ranks (a value the user set,
+under any of MPICH's names for it, wins; other MPI libraries ignore them).
 ``MPIR_CVAR_CH4_IPC_CMA_P2P_THRESHOLD=524288``: MPICH sends a message of 8 KiB or more
 between two processes of one node by CMA (the receiver reads the sender's memory with
 ``process_vm_readv``: one copy, but a rendezvous: a request, the read, an acknowledgement).
 Our collectives wait for their messages in Python (comm/watchdog.py), so each round trip
 of that handshake costs a poll loop; for messages under 512 KiB the plain two-copy path
-through the shared-memory queue is faster, from 512 KiB the single copy wins. Measured on
-2 ranks (docs/performance.md, "Small all-reduces"): the ring all-reduce of 256 KiB took
-47 instead of 70 us, of 512 KiB 75 instead of 95 us, of 64 KiB 24 instead of 29 us;
-from 1 MiB nothing changed.
-It must be set before MPI is initialised: `minidist/__init__.py` calls `apply_defaults`,
+through the shared-memory queue is faster. Measured on 2 ranks (docs/performance.md,
+"Small all-reduces"): against MPICH's 8 KiB, the ring all-reduce of 256 KiB took 47
+instead of 70 us and of 64 KiB 24 instead of 29 us; against a 256 KiB threshold, the
+all-reduce of 512 KiB (256 KiB messages) took 75 instead of 89-101 us; from 1 MiB (its
+messages use CMA either way) nothing changed. It must be set before MPI is initialised: `minidist/__init__.py` calls `apply_defaults`,
 and `minidist run` puts it in the job's environment (cli_mpiexec.py).
 """
 from __future__ import annotations

@@ -37,7 +37,7 @@ oversubscribed: MPICH's ranks busy-poll and share the cores; the header says so.
 Memory and transport: minidist is imported first, so a minidist job's defaults apply to
 both sides alike (one process runs both): glibc keeps freed memory (minidist/allocator.py;
 ``MINIDIST_MALLOC=default``: glibc's own, which ``--tune-malloc`` overrides) and MPICH
-copies messages under 256 KiB through shared memory (minidist/mpich.py).
+copies messages under 512 KiB through shared memory (minidist/mpich.py).
 """
 from __future__ import annotations
 

@@ -46,6 +46,8 @@ BAD_CALLS = {  # name: (good dtype, bad array, op, algorithm, error, words)
     "integer mean": (np.int64, lambda: np.ones(SHAPE, np.int64), "mean", "auto", TypeError, "floating dtype"),
     "unknown algorithm": (np.float32, lambda: np.ones(SHAPE, np.float32), "sum", "tree", ValueError,
                           "unknown algorithm"),
+    "unhashable algorithm": (np.float32, lambda: np.ones(SHAPE, np.float32), "sum", ["auto"], ValueError,
+                             "unknown algorithm"),
 }
 
 

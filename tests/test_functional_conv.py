@@ -80,6 +80,22 @@ def test_conv2d_rebuilt_columns_give_the_kept_columns_results(monkeypatch, dtype
     assert all(a.dtype == dtype and np.array_equal(a, b) for a, b in zip(kept, rebuilt, strict=True))
 
 
+def test_conv2d_keeps_no_columns_without_a_graph():
+    """Under no_grad nothing runs backward: the columns stay in scratch, not in the pool
+    of arrays that may be saved."""
+    from minidist import no_grad
+    from minidist.autograd import workspace
+
+    workspace.clear()
+    w = Tensor(np.ones((2, 3, 3, 3)), requires_grad=True)
+    with no_grad():
+        F.conv2d(Tensor(np.ones((4, 3, 5, 5))), w, padding=1)
+    assert (4, 3, 3, 3, 5, 5) not in [shape for shape, _ in workspace._buffers.pools]
+    F.conv2d(Tensor(np.ones((4, 3, 5, 5))), w, padding=1)
+    assert (4, 3, 3, 3, 5, 5) in [shape for shape, _ in workspace._buffers.pools]
+    workspace.clear()
+
+
 def test_conv2d_keeps_float32():
     rng = np.random.default_rng(4)
     x = Tensor(rng.standard_normal((2, 3, 6, 6)).astype(np.float32), requires_grad=True)

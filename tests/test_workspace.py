@@ -114,6 +114,37 @@ def test_recycled_hands_an_array_out_again_only_once_nothing_references_it():
     assert workspace.nbytes() == 0
 
 
+def test_recycled_never_hands_out_an_array_its_last_holder_reshaped_or_froze():
+    workspace.clear()
+    frozen = workspace.recycled((6, 4), np.float32)
+    frozen.flags.writeable = False
+    reshaped = workspace.recycled((6, 4), np.float32)
+    reshaped.shape = (4, 6)
+    del frozen, reshaped
+    again = [workspace.recycled((6, 4), np.float32) for _ in range(2)]
+    assert all(a.shape == (6, 4) and a.flags.writeable for a in again)
+    np.maximum(np.ones((6, 4), np.float32), 0, out=again[0])  # an op writing its output
+    assert workspace.nbytes() == sum(a.nbytes for a in again)  # the two altered ones let go
+    workspace.clear()
+
+
+def test_workspace_memory_stays_bounded_over_many_batch_sizes(monkeypatch):
+    """An evaluation loop or a ragged last batch brings new shapes: the least recently
+    used ones are dropped beyond MAX_BYTES (scratch and recycled, each)."""
+    monkeypatch.setattr(workspace, "MAX_BYTES", 4 << 20)
+    workspace.clear()
+    rng = np.random.default_rng(0)
+    model = small_cnn(rng)
+    for batch in range(40, 30, -1):
+        x = minidist.Tensor(rng.standard_normal((batch, 1, 28, 28)).astype(np.float32))
+        F.cross_entropy(model(x), rng.integers(0, 10, batch)).backward()
+        assert workspace.nbytes() <= 2 * (4 << 20) + (2 << 20)  # each kind's newest may exceed it alone
+    held = workspace._buffers
+    assert held.nbytes["pools"] == sum(a.nbytes for pool in held.pools.values() for a in pool)
+    assert held.nbytes["arrays"] == sum(a.nbytes for a in held.arrays.values())
+    workspace.clear()
+
+
 def test_outputs_held_across_steps_are_never_overwritten():
     """A user who keeps last step's output, an activation and a gradient sees them
     unchanged after more steps that use arrays of the same shapes."""

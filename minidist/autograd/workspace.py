@@ -10,7 +10,7 @@ key overwrites it. Its contents on arrival are undefined: write before reading.
 ``zeros(shape, dtype)``: read-only zeros, filled once. ``recycled(shape, dtype)`` is for
 results that do leave the call (an op's output, a gradient): a kept array is handed out
 again only once nothing references it, as a caching allocator would. Buffers are per
-thread, bounded (`MAX_BUFFERS`, `MAX_SHAPES`; least recently used dropped).
+thread, bounded (`MAX_BUFFERS`, `MAX_SHAPES`, `MAX_BYTES`; least recently used dropped).
 ``fresh_arrays()`` turns reuse off, for tests comparing results with and without it;
 ``clear()`` drops every buffer.
 """
@@ -25,13 +25,15 @@ import numpy as np
 
 MAX_BUFFERS = 64
 MAX_SHAPES, MAX_PER_SHAPE = 64, 8  # recycled arrays: shapes kept, arrays kept per shape
+MAX_BYTES = 256 << 20  # scratch and recycled, each, per thread (least recently used dropped)
 
 
 def _count_when_unreferenced() -> int:
     """sys.getrefcount of an array held by nothing but its pool, read as `recycled` reads
-    it (the list, the loop's name, the call's argument: 3 in CPython 3.11)."""
+    it (the list, the loop's name, the call's argument: 3 in CPython 3.11). Never taken
+    above 3: a tracer reading frames during import must not make reuse looser."""
     for buf in [np.empty(0)]:
-        return sys.getrefcount(buf)
+        return min(sys.getrefcount(buf), 3)
 
 
 _UNREFERENCED = _count_when_unreferenced()
@@ -39,8 +41,9 @@ _UNREFERENCED = _count_when_unreferenced()
 
 class _Buffers(threading.local):
     def __init__(self):
-        self.arrays: OrderedDict = OrderedDict()
+        self.arrays: OrderedDict = OrderedDict()  # (name, shape, dtype) -> scratch array
         self.pools: OrderedDict = OrderedDict()  # (shape, dtype) -> arrays handed out before
+        self.nbytes = {"arrays": 0, "pools": 0}
         self.reuse = True
 
 
@@ -73,16 +76,20 @@ def recycled(shape, dtype) -> np.ndarray:
     pool = pools.get(key)
     if pool is None:
         pool = pools[key] = []
-        if len(pools) > MAX_SHAPES:
-            pools.popitem(last=False)
     else:
         pools.move_to_end(key)
     for buf in pool:
         if sys.getrefcount(buf) <= _UNREFERENCED:
-            return buf
+            if buf.shape == shape and buf.dtype == dtype and buf.flags.writeable:
+                return buf
+            pool[:] = [b for b in pool if b is not buf]  # a former holder reshaped it or froze it
+            _buffers.nbytes["pools"] -= buf.nbytes
+            break
     buf = np.empty(shape, dtype)
     if len(pool) < MAX_PER_SHAPE:
         pool.append(buf)
+        _buffers.nbytes["pools"] += buf.nbytes
+        _drop_least_recent("pools", MAX_SHAPES)
     return buf
 
 
@@ -100,17 +107,25 @@ def _kept(name, shape, dtype, make) -> np.ndarray:
     buf = arrays.get(key)
     if buf is None:
         buf = arrays[key] = make(shape, dtype)
-        if len(arrays) > MAX_BUFFERS:
-            arrays.popitem(last=False)
+        _buffers.nbytes["arrays"] += buf.nbytes
+        _drop_least_recent("arrays", MAX_BUFFERS)
     else:
         arrays.move_to_end(key)
     return buf
 
 
+def _drop_least_recent(kind: str, max_keys: int) -> None:
+    """Drop the least recently used keys of `kind` ("arrays" or "pools") while there are
+    more than `max_keys` or their arrays take more than MAX_BYTES; never the newest."""
+    kept = getattr(_buffers, kind)
+    while len(kept) > 1 and (len(kept) > max_keys or _buffers.nbytes[kind] > MAX_BYTES):
+        _, dropped = kept.popitem(last=False)
+        _buffers.nbytes[kind] -= sum(a.nbytes for a in dropped) if kind == "pools" else dropped.nbytes
+
+
 def nbytes() -> int:
-    """Bytes held in this thread's buffers, recycled arrays included."""
-    recycled_bytes = sum(a.nbytes for pool in _buffers.pools.values() for a in pool)
-    return sum(a.nbytes for a in _buffers.arrays.values()) + recycled_bytes
+    """Bytes held in this thread's buffers, recycled arrays included (in use or not)."""
+    return _buffers.nbytes["arrays"] + _buffers.nbytes["pools"]
 
 
 def keys() -> list:
@@ -122,6 +137,7 @@ def clear() -> None:
     """Drop every buffer of this thread."""
     _buffers.arrays.clear()
     _buffers.pools.clear()
+    _buffers.nbytes = {"arrays": 0, "pools": 0}
 
 
 @contextmanager

@@ -235,7 +235,10 @@ def _known_call(comm, x, op, algorithm):
     flags = x.flags
     if not (flags.c_contiguous and flags.writeable):
         return None
-    return _KNOWN.get((x.dtype, x.nbytes, op, algorithm, comm.size, auto.table_version))
+    try:
+        return _KNOWN.get((x.dtype, x.nbytes, op, algorithm, comm.size, auto.table_version))
+    except TypeError:  # an unhashable op or algorithm: the full path names what is wrong
+        return None
 
 
 def forget_known_calls() -> None:

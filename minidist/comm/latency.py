@@ -73,7 +73,7 @@ def latency_allreduce(comm, x: np.ndarray, op: str, ufunc) -> np.ndarray:
     key = (flat.size, flat.dtype, comm._scoped(TAG_ALLREDUCE))
     cache = comm._scratch
     exchanges = cache.kept(key) or cache.keep(key, lambda: Exchanges(comm.mpi, comm.rank, comm.size, *key))
-    if exchanges is None:  # the cache keeps as many kinds as it may: the readable body
+    if exchanges is None or not exchanges.rounds:  # cache full, or freed (MPI finalized)
         return _recursive_doubling(comm, x, op, ufunc)
     try:
         _run(comm, exchanges, flat, ufunc)

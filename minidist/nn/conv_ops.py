@@ -18,6 +18,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from ..autograd.function import Function
+from ..autograd.graph import is_grad_enabled
 from ..autograd.workspace import recycled, scratch
 
 # Columns kept for backward up to this size (bytes): rebuilding them is a copy of this
@@ -101,7 +102,8 @@ class Conv2dFn(Function):
         ho = output_size(h, kh, stride[0], padding[0])
         wo = output_size(w, kw, stride[1], padding[1])
         ctx.geometry = (x.shape, (kh, kw), stride, padding, (ho, wo))
-        keep = ctx.needs_input_grad[1] and n * c * kh * kw * ho * wo * x.itemsize <= KEEP_COLUMNS_UP_TO
+        keep = (ctx.needs_input_grad[1] and is_grad_enabled()
+                and n * c * kh * kw * ho * wo * x.itemsize <= KEEP_COLUMNS_UP_TO)
         cols = _columns(x, ctx.geometry, keep)
         out = recycled((n, o, ho * wo), np.result_type(weight, cols))  # (N, O, Ho*Wo)
         np.matmul(weight.reshape(o, -1), cols, out=out)
